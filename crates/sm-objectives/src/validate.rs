@@ -1,0 +1,74 @@
+//! Input checks shared by the objectives: shapes, finiteness and hyperparameter ranges, each
+//! failing with a message that names the argument.
+
+use candle_core::{bail, DType, Result, Tensor};
+
+/// `x` must have a batch dimension and at least one data dimension.
+pub(crate) fn batch_and_dim(x: &Tensor, name: &str) -> Result<(usize, usize)> {
+    let dims = x.dims();
+    if dims.len() < 2 || dims.contains(&0) {
+        bail!("{name} must have shape [B, ...] with B >= 1 and at least one non-empty data dimension, got {:?}", dims)
+    }
+    Ok((dims[0], dims[1..].iter().product()))
+}
+
+/// `other` must have exactly the shape of `x`.
+pub(crate) fn same_shape(x: &Tensor, other: &Tensor, name: &str) -> Result<()> {
+    if x.dims() != other.dims() {
+        bail!(
+            "{name} must have the shape of x {:?}, got {:?}",
+            x.dims(),
+            other.dims()
+        )
+    }
+    Ok(())
+}
+
+/// Every entry must be finite.
+pub(crate) fn finite(t: &Tensor, name: &str) -> Result<()> {
+    let total = t
+        .detach()
+        .to_dtype(DType::F64)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    if !total.is_finite() {
+        bail!("{name} contains NaN or infinite values")
+    }
+    Ok(())
+}
+
+/// A hyperparameter that must be finite and strictly positive.
+pub(crate) fn positive(value: f64, name: &str) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("{name} must be finite and > 0, got {value}")
+    }
+    Ok(())
+}
+
+/// Per-sample values `[B]` that must be finite and strictly positive (noise levels).
+pub(crate) fn positive_per_sample(t: &Tensor, batch: usize, name: &str) -> Result<Vec<f64>> {
+    if t.dims() != [batch] {
+        bail!("{name} must have shape [{batch}], got {:?}", t.dims())
+    }
+    let values = t.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+    {
+        bail!("{name}[{i}] must be finite and > 0, got {v}")
+    }
+    Ok(values)
+}
+
+/// The model output must be `[B]`.
+pub(crate) fn per_sample_output(out: &Tensor, batch: usize) -> Result<()> {
+    if out.dims() != [batch] {
+        bail!(
+            "the log-density must return shape [{batch}] (one value per sample), got {:?}",
+            out.dims()
+        )
+    }
+    Ok(())
+}
