@@ -38,6 +38,18 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Reproduce a table of the papers (`table2`: deep EBMs on MNIST). Options after the
+    /// table name go to its binary; see `cargo xtask repro table2 --help`.
+    #[command(disable_help_flag = true)]
+    Repro {
+        /// Which table.
+        #[arg(value_parser = ["table2"])]
+        table: String,
+        /// Options for the experiment (e.g. --profile paper, --width 16, --iters 500,
+        /// --rows dsm,fd-dsm, --data-dir DIR, --out DIR).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, then the test suite
     /// (`cargo test --workspace --release`).
     Ci {
@@ -56,8 +68,44 @@ fn main() -> Result<()> {
             retries,
             timeout,
         } => download(&datasets, data_dir, mirror, retries, timeout),
+        Cmd::Repro { table, args } => repro(&table, &args),
         Cmd::Ci { tests_only } => ci(tests_only),
     }
+}
+
+/// Runs the experiment binary in release mode from the workspace root, so results land in
+/// `results/<table>` there.
+fn repro(table: &str, args: &[String]) -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let mut full = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "experiments",
+        "--bin",
+        table,
+        "--",
+    ];
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        full.push("run");
+        full.push("--help");
+    } else {
+        full.push("run");
+        full.extend(args.iter().map(String::as_str));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .args(&full)
+        .status()
+        .with_context(|| format!("could not start `{cargo}`"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed with {status}", full.join(" "));
+    }
+    Ok(())
 }
 
 fn download(

@@ -1,5 +1,26 @@
-//! `experiments`: the library behind the experiment binaries that reproduce the tables and
-//! figures of the FD score-matching papers (shared trainer, evaluation, reports).
-//!
-//! The crate is part of the workspace layout (fd-core <- sm-objectives <- models <- latent <-
-//! experiments); the experiments land with the issues that build them.
+//! `experiments`: the library behind the binaries that reproduce the FD score-matching papers'
+//! tables and figures: a checkpointing trainer ([`trainer`], [`optim`], [`checkpoint`]),
+//! evaluation ([`eval`]), annealed Langevin sampling ([`langevin`]), figures ([`plot`]),
+//! reports ([`report`]) and the experiments themselves ([`table2`]).
+
+pub mod checkpoint;
+mod error;
+pub mod eval;
+pub mod langevin;
+pub mod memory;
+pub mod optim;
+pub mod plot;
+pub mod report;
+pub mod table2;
+pub mod trainer;
+
+pub use error::{ExpError, Result};
+
+/// The seed of the noise drawn at training step `step`: a pure function of `(seed, step)`, so a
+/// resumed run draws exactly the noise it would have drawn (SplitMix64 finaliser).
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,94 @@
+//! Run reports: machine and version facts, JSON and Markdown files written atomically.
+
+use std::path::Path;
+
+use crate::error::{io_err, ExpError, Result};
+
+/// Facts about the machine and software a result was measured on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Environment {
+    /// CPU model name.
+    pub cpu: String,
+    /// Logical cores available to this process.
+    pub cores: usize,
+    /// Total memory in GiB.
+    pub memory_gib: f64,
+    /// Operating system.
+    pub os: String,
+    /// fdsm version.
+    pub fdsm_version: String,
+    /// Candle version.
+    pub candle_version: String,
+    /// Whether the run used a release build.
+    pub release_build: bool,
+}
+
+/// Reads the environment facts (best effort; unknown fields say so).
+pub fn environment() -> Environment {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |k| k / 1024.0 / 1024.0);
+    Environment {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib,
+        os: std::env::consts::OS.to_string(),
+        fdsm_version: env!("CARGO_PKG_VERSION").to_string(),
+        candle_version: "0.11.1".to_string(),
+        release_build: !cfg!(debug_assertions),
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Serialises `value` as pretty JSON to `path`.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| ExpError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &(text + "\n"))
+}
+
+/// Reads JSON from `path`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| ExpError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A Markdown table from a header and rows.
+pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        " --- |".repeat(header.len())
+    );
+    for r in rows {
+        out.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    out
+}

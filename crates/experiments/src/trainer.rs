@@ -1,0 +1,197 @@
+//! The training loop shared by all experiments: Adam with a cosine schedule and gradient
+//! clipping, a guard that stops on a non-finite or exploding loss while keeping the last good
+//! checkpoint, atomic checkpoints every N steps, exact resume (bit-identical parameters, since
+//! batches and noise are pure functions of the step), and a progress bar with loss and it/s.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, Var};
+use candle_nn::VarMap;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{self, CheckpointMeta};
+use crate::error::{ExpError, Result};
+use crate::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig};
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Total optimisation steps.
+    pub iters: u64,
+    /// Base learning rate (cosine-decayed to 0 over `iters`).
+    pub lr: f64,
+    /// Adam hyperparameters.
+    pub adam: AdamConfig,
+    /// Global gradient-norm clip.
+    pub clip: Option<f64>,
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// Checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Continue from `checkpoint` if it exists.
+    pub resume: bool,
+    /// A loss whose magnitude exceeds this counts as diverged.
+    pub explode_threshold: f64,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// The run's configuration as JSON; a checkpoint of another configuration is not resumed.
+    pub config_json: String,
+}
+
+/// What happened at one step.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    /// Zero-based step index.
+    pub step: u64,
+    /// The loss before the update.
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Wall time of the step (loss, backward, update), seconds.
+    pub seconds: f64,
+    /// Training wall time after this step, seconds.
+    pub train_seconds: f64,
+}
+
+/// The result of [`train`].
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// One record per step run in this call.
+    pub records: Vec<StepRecord>,
+    /// The step a resumed run started from.
+    pub resumed_from: Option<u64>,
+}
+
+/// The variables of a `VarMap` in a fixed order (sorted by name).
+pub fn named_vars(varmap: &VarMap) -> (Vec<String>, Vec<Var>) {
+    let data = varmap.data().lock().expect("VarMap lock");
+    let mut entries: Vec<(String, Var)> =
+        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.into_iter().unzip()
+}
+
+/// Runs (or resumes) training. `loss_at(step)` must build the loss of step `step` from data and
+/// noise that depend only on `step`; `after_step` sees every record (for evaluation snapshots).
+///
+/// # Errors
+/// [`ExpError::Diverged`] on a bad loss or gradient (the checkpoint on disk is the last good
+/// one), [`ExpError::Checkpoint`] for a checkpoint of another run, and any error of `loss_at`.
+pub fn train(
+    varmap: &VarMap,
+    opts: &TrainOptions,
+    loss_at: &mut dyn FnMut(u64) -> candle_core::Result<Tensor>,
+    after_step: &mut dyn FnMut(&StepRecord) -> Result<()>,
+) -> Result<TrainSummary> {
+    if opts.iters == 0 || opts.checkpoint_every == 0 || !(opts.lr.is_finite() && opts.lr > 0.0) {
+        return Err(ExpError::Config(format!(
+            "iters ({}) and checkpoint_every ({}) must be >= 1 and lr ({}) > 0",
+            opts.iters, opts.checkpoint_every, opts.lr
+        )));
+    }
+    let (names, vars) = named_vars(varmap);
+    let mut adam = Adam::new(vars.clone(), opts.adam)?;
+    let (mut start, mut train_seconds, mut resumed_from) = (0, 0.0, None);
+    if opts.resume && opts.checkpoint.is_file() {
+        let loaded = checkpoint::load(&opts.checkpoint, vars[0].device())?;
+        if loaded.meta.config != opts.config_json {
+            return Err(ExpError::Checkpoint {
+                path: opts.checkpoint.clone(),
+                problem: "it was written by a run with a different configuration; remove it or drop --resume".into(),
+            });
+        }
+        for (i, name) in names.iter().enumerate() {
+            let missing = || ExpError::Checkpoint {
+                path: opts.checkpoint.clone(),
+                problem: format!("no tensor for {name}"),
+            };
+            vars[i].set(loaded.params.get(name).ok_or_else(missing)?)?;
+            adam.m[i] = loaded.m.get(name).ok_or_else(missing)?.clone();
+            adam.v[i] = loaded.v.get(name).ok_or_else(missing)?.clone();
+        }
+        adam.t = loaded.meta.adam_t;
+        start = loaded.meta.step;
+        train_seconds = loaded.meta.train_seconds;
+        resumed_from = Some(start);
+    }
+    let bar = if opts.progress {
+        ProgressBar::new(opts.iters)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} loss {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(start);
+    let mut last_saved = resumed_from;
+    let kept = |saved: Option<u64>| match saved {
+        Some(s) => format!(
+            "The checkpoint {} (step {s}) is intact.",
+            opts.checkpoint.display()
+        ),
+        None => "No checkpoint had been written yet.".to_string(),
+    };
+    let mut records = Vec::new();
+    for step in start..opts.iters {
+        let t0 = Instant::now();
+        let loss = loss_at(step)?;
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() || value.abs() > opts.explode_threshold {
+            bar.abandon();
+            return Err(ExpError::Diverged {
+                step,
+                what: format!("loss = {value}"),
+                kept: kept(last_saved),
+            });
+        }
+        let mut grads = loss.backward()?;
+        drop(loss);
+        let grad_norm = clip_grad_norm(&mut grads, adam.vars(), opts.clip)?;
+        if !grad_norm.is_finite() {
+            bar.abandon();
+            return Err(ExpError::Diverged {
+                step,
+                what: format!("gradient norm = {grad_norm}"),
+                kept: kept(last_saved),
+            });
+        }
+        let lr = cosine_lr(opts.lr, step, opts.iters);
+        adam.step(&grads, lr)?;
+        drop(grads);
+        let seconds = t0.elapsed().as_secs_f64();
+        train_seconds += seconds;
+        let record = StepRecord {
+            step,
+            loss: value,
+            grad_norm,
+            lr,
+            seconds,
+            train_seconds,
+        };
+        records.push(record);
+        bar.set_message(format!("{value:.4e}"));
+        bar.inc(1);
+        let done = step + 1;
+        if done % opts.checkpoint_every == 0 || done == opts.iters {
+            let meta = CheckpointMeta {
+                step: done,
+                adam_t: adam.t,
+                train_seconds,
+                config: opts.config_json.clone(),
+            };
+            checkpoint::save(&opts.checkpoint, &names, &vars, &adam.m, &adam.v, &meta)?;
+            last_saved = Some(done);
+        }
+        after_step(&record)?;
+    }
+    bar.finish_and_clear();
+    Ok(TrainSummary {
+        records,
+        resumed_from,
+    })
+}

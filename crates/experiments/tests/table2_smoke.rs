@@ -1,0 +1,105 @@
+//! The Table 2 pipeline end to end at a tiny size (a few iterations, width 2): the binary runs
+//! its training and evaluation children (gradient-based and FD rows, parallel and sequential),
+//! and writes the JSON, Markdown and PNG outputs. Timings are produced, never asserted.
+//! Skipped, with the reason printed, when MNIST is absent from the data directory.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use experiments::table2::{Row, Table2Results};
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os(datasets::DATA_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    if dir.join("mnist/train-images-idx3-ubyte.gz").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: MNIST is not in {} (set {})",
+            dir.display(),
+            datasets::DATA_DIR_ENV
+        );
+        None
+    }
+}
+
+#[test]
+fn tiny_table2_run_writes_every_output() {
+    let Some(data) = data_dir() else { return };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("table2-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let status = Command::new(env!("CARGO_BIN_EXE_table2"))
+        .args([
+            "run",
+            "--iters",
+            "4",
+            "--width",
+            "2",
+            "--batch",
+            "4",
+            "--rows",
+            "ssm,fd-ssm,fd-dsm*",
+            "--eval-images",
+            "4",
+        ])
+        .args([
+            "--eval-points",
+            "2",
+            "--samples",
+            "4",
+            "--langevin-scale",
+            "0.02",
+            "--no-progress",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .env_remove(sm_objectives::autodiff::HIGHER_ORDER_ENV)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let results: Table2Results = experiments::report::read_json(&out.join("results.json")).unwrap();
+    let rows: Vec<Row> = results.rows.iter().map(|(t, _)| t.row).collect();
+    assert_eq!(rows, vec![Row::Ssm, Row::FdSsm, Row::FdDsmSeq]);
+    for (t, e) in &results.rows {
+        assert_eq!(t.records.len(), 4);
+        assert!(t.median_step_ms > 0.0);
+        assert_eq!(
+            t.higher_order,
+            t.row.gradient_based(),
+            "{:?}: higher-order mode only where needed",
+            t.row
+        );
+        assert_eq!(e.curve.len(), 2);
+        assert!(e.final_sm.mean.is_finite() && e.final_sm.std_err.is_finite());
+        let img = image::open(&e.samples_png).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (2 + 2 * 34, 2 + 2 * 34),
+            "2 x 2 grid of 32 x 32 samples"
+        );
+    }
+    let (name, ours, paper) = &results.speedups[0];
+    assert_eq!(name, "FD-SSM vs SSM");
+    assert!(ours.is_some() && (paper - 673.0 / 230.0).abs() < 1e-12);
+    let md = std::fs::read_to_string(out.join("table2.md")).unwrap();
+    for label in [
+        "| SSM |",
+        "| FD-SSM |",
+        "| FD-DSM* |",
+        "-2.97e7",
+        "FD-SSM vs SSM",
+        "Hutchinson",
+    ] {
+        assert!(md.contains(label), "table2.md lacks {label:?}:\n{md}");
+    }
+    for png in ["loss_curves_ssm.png", "loss_curves_dsm.png"] {
+        image::open(out.join(png)).unwrap();
+    }
+    let cfg: experiments::table2::Table2Config =
+        experiments::report::read_json(&out.join("config.json")).unwrap();
+    assert_eq!(cfg.iters, 4);
+}

@@ -1,0 +1,237 @@
+//! The deep-EBM ResNet energy of FD-SM Sec. 6.1 / App. C.2 (the "Res18_Quadratic" of Li et al.
+//! 2019, MDSM): a 3x3 stem, three stages of residual blocks (2n, 4n, 8n channels) whose first
+//! block halves the resolution by 2x2 average pooling, no normalisation, and a generalised
+//! quadratic head `E = (w1.h + b1)(w2.h + b2) + w3.(h*h) + b3` on the flattened features.
+//!
+//! Only ops whose higher-order backward is correct in Candle are used (conv2d, the safe average
+//! pooling of `sm_objectives::safe_ops`, ELU, the stable softplus), so SM, SSM and DSM can
+//! differentiate through its input gradient.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+use sm_objectives::safe_ops::{avg_pool2d, shifted_softplus};
+use sm_objectives::LogDensity;
+
+/// The nonlinearity of the residual blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// ELU with alpha = 1 (the reference default).
+    #[default]
+    Elu,
+    /// `softplus(x) - log 2` (the reference code's final runs; infinitely differentiable).
+    ShiftedSoftplus,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Elu => x.elu(1.0),
+            Activation::ShiftedSoftplus => shifted_softplus(x),
+        }
+    }
+}
+
+/// Architecture of [`ResNetEbm`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResNetEbmConfig {
+    /// Input channels (1 for MNIST).
+    pub in_channels: usize,
+    /// Input height and width (32 for MNIST padded by 2, as in the paper; 28 works too).
+    pub image_size: usize,
+    /// Stem filters `n`; the stages have `2n`, `4n`, `8n` channels (paper: 128).
+    pub width: usize,
+    /// Residual blocks per stage (Res18: `[3, 3, 3]`, Res12: `[2, 2, 2]`).
+    pub blocks_per_stage: [usize; 3],
+    /// Block nonlinearity.
+    pub activation: Activation,
+}
+
+impl ResNetEbmConfig {
+    /// The paper's Res18 (three blocks per stage, 18 convolutions in blocks) for MNIST at 32 x 32.
+    pub fn res18(width: usize) -> Self {
+        Self {
+            in_channels: 1,
+            image_size: 32,
+            width,
+            blocks_per_stage: [3, 3, 3],
+            activation: Activation::Elu,
+        }
+    }
+
+    /// The Res12 variant (two blocks per stage) used for (Fashion-)MNIST in MDSM.
+    pub fn res12(width: usize) -> Self {
+        Self {
+            blocks_per_stage: [2, 2, 2],
+            ..Self::res18(width)
+        }
+    }
+
+    /// Spatial size after the three downsampling stages (floor division, like the pooling).
+    pub fn feature_size(&self) -> usize {
+        self.image_size / 8
+    }
+}
+
+/// A conv layer with PyTorch's default initialisation (weights and bias `U(-1/sqrt(fan_in),
+/// 1/sqrt(fan_in))`), as the reference code uses.
+fn conv(cin: usize, cout: usize, k: usize, bias: bool, vb: VarBuilder) -> Result<Conv2d> {
+    let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let w = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
+    let b = if bias {
+        Some(vb.get_with_hints(cout, "bias", init)?)
+    } else {
+        None
+    };
+    Ok(Conv2d::new(
+        w,
+        b,
+        Conv2dConfig {
+            padding: k / 2,
+            ..Default::default()
+        },
+    ))
+}
+
+fn linear(fan_in: usize, vb: VarBuilder) -> Result<Linear> {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Ok(Linear::new(
+        vb.get_with_hints((1, fan_in), "weight", init)?,
+        Some(vb.get_with_hints(1, "bias", init)?),
+    ))
+}
+
+/// `out = shortcut(x) + conv2(act(conv1(act(x))))`; a downsampling block average-pools after
+/// `conv2` and before the 1x1 shortcut conv.
+#[derive(Debug, Clone)]
+struct Block {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    shortcut: Conv2d,
+    down: bool,
+}
+
+impl Block {
+    fn new(cin: usize, cout: usize, down: bool, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            conv1: conv(cin, cin, 3, false, vb.pp("conv1"))?,
+            conv2: conv(cin, cout, 3, true, vb.pp("conv2"))?,
+            shortcut: conv(cin, cout, 1, true, vb.pp("shortcut"))?,
+            down,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let h = self
+            .conv2
+            .forward(&act.apply(&self.conv1.forward(&act.apply(x)?)?)?)?;
+        if self.down {
+            avg_pool2d(&h, 2)? + self.shortcut.forward(&avg_pool2d(x, 2)?)?
+        } else {
+            h + self.shortcut.forward(x)?
+        }
+    }
+}
+
+/// The deep-EBM ResNet energy `E(x)`; as a [`LogDensity`] it returns `-E(x)`.
+///
+/// Weight names: `stem`, `stage{1,2,3}.block{i}.{conv1,conv2,shortcut}`, `head.{a,b,quad}`.
+#[derive(Debug, Clone)]
+pub struct ResNetEbm {
+    stem: Conv2d,
+    blocks: Vec<Block>,
+    head_a: Linear,
+    head_b: Linear,
+    head_quad: Linear,
+    config: ResNetEbmConfig,
+}
+
+impl ResNetEbm {
+    /// Builds the network, creating or loading its weights through `vb`.
+    ///
+    /// # Errors
+    /// A zero width or channel count, an image smaller than 8 pixels, or a `VarBuilder` that
+    /// lacks a weight or holds one of the wrong shape.
+    pub fn new(config: &ResNetEbmConfig, vb: VarBuilder) -> Result<Self> {
+        if config.width == 0
+            || config.in_channels == 0
+            || config.image_size < 8
+            || config.blocks_per_stage.contains(&0)
+        {
+            candle_core::bail!("invalid ResNet EBM config {config:?}: width, channels and blocks must be >= 1 and the image at least 8 pixels")
+        }
+        let n = config.width;
+        let stem = conv(config.in_channels, n, 3, true, vb.pp("stem"))?;
+        let mut blocks = Vec::new();
+        let mut cin = n;
+        for (s, &count) in config.blocks_per_stage.iter().enumerate() {
+            let cout = n << (s + 1);
+            for i in 0..count {
+                blocks.push(Block::new(
+                    cin,
+                    cout,
+                    i == 0,
+                    vb.pp(format!("stage{}.block{i}", s + 1)),
+                )?);
+                cin = cout;
+            }
+        }
+        let f = config.feature_size();
+        let features = cin * f * f;
+        Ok(Self {
+            stem,
+            blocks,
+            head_a: linear(features, vb.pp("head.a"))?,
+            head_b: linear(features, vb.pp("head.b"))?,
+            head_quad: linear(features, vb.pp("head.quad"))?,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ResNetEbmConfig {
+        &self.config
+    }
+
+    /// The energy of every image.
+    ///
+    /// # Shapes
+    /// * `x`: `[B, in_channels, image_size, image_size]`
+    /// * returns `[B]`
+    pub fn energy(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let expected = [c.in_channels, c.image_size, c.image_size];
+        if x.rank() != 4 || x.dims()[1..] != expected {
+            candle_core::bail!(
+                "ResNet EBM expects input [B, {}, {}, {}], got {:?}",
+                c.in_channels,
+                c.image_size,
+                c.image_size,
+                x.dims()
+            )
+        }
+        let mut h = self.stem.forward(x)?;
+        for block in &self.blocks {
+            h = block.forward(&h, c.activation)?;
+        }
+        let h = h.flatten_from(1)?;
+        let quadratic = (self.head_a.forward(&h)? * self.head_b.forward(&h)?)?;
+        (quadratic + self.head_quad.forward(&h.sqr()?)?)?.squeeze(1)
+    }
+}
+
+impl LogDensity for ResNetEbm {
+    fn log_density(&self, x: &Tensor) -> Result<Tensor> {
+        self.energy(x)?.neg()
+    }
+}

@@ -1,0 +1,176 @@
+//! The deep-EBM ResNet: architecture (parameter count in closed form, weight names), correct
+//! second derivatives through every layer (Hessian-vector products against central differences
+//! of the input gradient, both activations), and a safetensors round trip.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use models::{Activation, ResNetEbm, ResNetEbmConfig};
+use sm_objectives::autodiff::enable_higher_order;
+use sm_objectives::LogDensity;
+
+fn build(cfg: &ResNetEbmConfig, dtype: DType) -> (VarMap, ResNetEbm) {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
+    let net = ResNetEbm::new(cfg, vb).unwrap();
+    (vm, net)
+}
+
+/// Parameters in closed form: stem 9n + n; per block conv1 9 cin^2, conv2 9 cin cout + cout,
+/// shortcut cin cout + cout; head 3 (F + 1) with F = 8n s^2.
+fn expected_params(cfg: &ResNetEbmConfig) -> usize {
+    let n = cfg.width;
+    let mut total = 9 * n * cfg.in_channels + n;
+    let mut cin = n;
+    for (s, &count) in cfg.blocks_per_stage.iter().enumerate() {
+        let cout = n << (s + 1);
+        for _ in 0..count {
+            total += 9 * cin * cin + 9 * cin * cout + cout + cin * cout + cout;
+            cin = cout;
+        }
+    }
+    let f = cfg.feature_size();
+    total + 3 * (cin * f * f + 1)
+}
+
+fn count(vm: &VarMap) -> usize {
+    vm.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+#[test]
+fn architecture_matches_the_description() {
+    let cfg = ResNetEbmConfig::res18(4);
+    let (vm, net) = build(&cfg, DType::F32);
+    assert_eq!(count(&vm), expected_params(&cfg));
+    let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+    for name in [
+        "stem.weight",
+        "stage1.block0.conv1.weight",
+        "stage3.block2.shortcut.bias",
+        "head.quad.weight",
+        "head.a.bias",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "missing {name} in {names:?}"
+        );
+    }
+    assert!(
+        !names.iter().any(|n| n.ends_with("conv1.bias")),
+        "conv1 has no bias"
+    );
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with("conv2.weight")).count(),
+        9,
+        "Res18 has 9 blocks"
+    );
+    let x = Tensor::rand(0f32, 1f32, (3, 1, 32, 32), &Device::Cpu).unwrap();
+    assert_eq!(net.energy(&x).unwrap().dims(), &[3]);
+    let msg = net
+        .energy(&Tensor::zeros((3, 1, 28, 28), DType::F32, &Device::Cpu).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("expects input [B, 1, 32, 32]"), "{msg}");
+    assert!(ResNetEbm::new(
+        &ResNetEbmConfig::res18(0),
+        VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu)
+    )
+    .is_err());
+}
+
+#[test]
+fn peer_benchmark_network_has_its_published_size() {
+    // The PyTorch peer's network: width 32, depth 18 (3 blocks per stage), 28 x 28 input with
+    // floor pooling (28 -> 14 -> 7 -> 3): "3.9M parameters".
+    let cfg = ResNetEbmConfig {
+        image_size: 28,
+        ..ResNetEbmConfig::res18(32)
+    };
+    let (vm, _) = build(&cfg, DType::F32);
+    let n = count(&vm);
+    assert_eq!(n, expected_params(&cfg));
+    assert!((3_850_000..3_950_000).contains(&n), "{n}");
+}
+
+#[test]
+fn second_derivatives_through_the_network_are_correct() {
+    assert!(enable_higher_order());
+    for activation in [Activation::Elu, Activation::ShiftedSoftplus] {
+        let cfg = ResNetEbmConfig {
+            in_channels: 1,
+            image_size: 8,
+            width: 2,
+            blocks_per_stage: [1, 2, 1],
+            activation,
+        };
+        let (_vm, net) = build(&cfg, DType::F64);
+        let x = Tensor::rand(0f64, 1f64, (2, 1, 8, 8), &Device::Cpu).unwrap();
+        let v = Tensor::randn(0f64, 1f64, (2, 1, 8, 8), &Device::Cpu).unwrap();
+        let grad = |p: &Tensor| -> (Var, Tensor) {
+            let var = Var::from_tensor(p).unwrap();
+            let g = net
+                .log_density(var.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+                .remove(var.as_tensor())
+                .unwrap();
+            (var, g)
+        };
+        let (var, g) = grad(&x);
+        let hv = (g * &v)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .remove(var.as_tensor())
+            .unwrap();
+        let h = 1e-5;
+        let plus = grad(&(&x + (&v * h).unwrap()).unwrap()).1;
+        let minus = grad(&(&x - (&v * h).unwrap()).unwrap()).1;
+        let numeric = ((plus - minus).unwrap() / (2.0 * h)).unwrap();
+        let err = (&hv - &numeric)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let scale = numeric
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(scale > 1e-6, "{activation:?}: vacuous check");
+        assert!(
+            err < 1e-5 * scale.max(1.0),
+            "{activation:?}: Hv error {err}, scale {scale}"
+        );
+    }
+}
+
+#[test]
+fn weights_round_trip_through_safetensors() {
+    let cfg = ResNetEbmConfig::res12(2);
+    let (vm, net) = build(&cfg, DType::F32);
+    let path = std::env::temp_dir().join(format!("resnet-ebm-{}.safetensors", std::process::id()));
+    vm.save(&path).unwrap();
+    let mut vm2 = VarMap::new();
+    let net2 = ResNetEbm::new(
+        &cfg,
+        VarBuilder::from_varmap(&vm2, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    vm2.load(&path).unwrap();
+    let x = Tensor::rand(0f32, 1f32, (2, 1, 32, 32), &Device::Cpu).unwrap();
+    assert_eq!(
+        net.energy(&x).unwrap().to_vec1::<f32>().unwrap(),
+        net2.energy(&x).unwrap().to_vec1::<f32>().unwrap()
+    );
+    std::fs::remove_file(path).unwrap();
+}
