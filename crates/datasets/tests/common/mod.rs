@@ -113,9 +113,13 @@ pub fn mat_file(vars: &[MatVar], compressed: bool) -> Vec<u8> {
 }
 
 /// A fresh empty directory under the target tmp dir.
+/// A fresh, empty directory unique to this call: tests of one binary run in parallel threads of
+/// one process, so the process id alone would let two of them share (and wipe) a directory.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
