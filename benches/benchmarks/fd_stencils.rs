@@ -44,6 +44,8 @@ impl Mlp {
 }
 
 fn stencil_construction(c: &mut Criterion) {
+    // Criterion draws its HTML report with plotters; give it a font on machines without any.
+    experiments::plot::register_font();
     let mut group = c.benchmark_group("stencil_construction");
     for order in 1..=6u32 {
         group.bench_with_input(BenchmarkId::from_parameter(order), &order, |b, &t| {

@@ -1,5 +1,6 @@
 //! `cargo xtask`: project automation. `download` fetches datasets (checksummed, resumable),
-//! `ci` runs the checks CI runs (format, lints, the test suite of README.md).
+//! `repro` reproduces a table, `bench` runs a measurement that writes a report (e.g. FD-SM
+//! Fig. 2), `ci` runs the checks CI runs (format, lints, the test suite of README.md).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -50,6 +51,19 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run a measurement and write its report: `order-scaling` (FD-SM Fig. 2, the cost of T-th
+    /// order directional derivatives, into results/order-scaling). Options after the name go to
+    /// its binary; see `cargo xtask bench order-scaling --help`.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Which measurement.
+        #[arg(value_parser = ["order-scaling"])]
+        name: String,
+        /// Options for the measurement (e.g. --profile paper, --max-order 4, --eps 0.5,
+        /// --checkpoint FILE, --data-dir DIR, --out DIR).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, then the test suite
     /// (`cargo test --workspace --release`).
     Ci {
@@ -68,14 +82,22 @@ fn main() -> Result<()> {
             retries,
             timeout,
         } => download(&datasets, data_dir, mirror, retries, timeout),
-        Cmd::Repro { table, args } => repro(&table, &args),
+        Cmd::Repro { table, args } => run_experiment(&table, &args),
+        Cmd::Bench { name, args } => {
+            let bin = if name == "steps" {
+                "step_bench"
+            } else {
+                "order_scaling"
+            };
+            run_experiment(bin, &args)
+        }
         Cmd::Ci { tests_only } => ci(tests_only),
     }
 }
 
-/// Runs the experiment binary in release mode from the workspace root, so results land in
-/// `results/<table>` there.
-fn repro(table: &str, args: &[String]) -> Result<()> {
+/// Runs `run` of the experiment binary `bin` in release mode from the workspace root, so results
+/// land in `results/` there.
+fn run_experiment(bin: &str, args: &[String]) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
@@ -86,7 +108,7 @@ fn repro(table: &str, args: &[String]) -> Result<()> {
         "-p",
         "experiments",
         "--bin",
-        table,
+        bin,
         "--",
     ];
     if args.iter().any(|a| a == "--help" || a == "-h") {

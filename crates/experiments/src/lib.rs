@@ -1,16 +1,20 @@
 //! `experiments`: the library behind the binaries that reproduce the FD score-matching papers'
 //! tables and figures: a checkpointing trainer ([`trainer`], [`optim`], [`checkpoint`]),
 //! evaluation ([`eval`]), annealed Langevin sampling ([`langevin`]), figures ([`plot`]),
-//! reports ([`report`]) and the experiments themselves ([`table2`]).
+//! reports ([`report`]), limited child processes ([`child`]) and the experiments themselves
+//! ([`table2`], [`order_scaling`]).
 
 pub mod checkpoint;
+pub mod child;
 mod error;
 pub mod eval;
 pub mod langevin;
 pub mod memory;
 pub mod optim;
+pub mod order_scaling;
 pub mod plot;
 pub mod report;
+pub mod setup;
 pub mod table2;
 pub mod trainer;
 

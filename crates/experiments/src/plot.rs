@@ -55,7 +55,10 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-fn register_font() {
+/// Registers the embedded DejaVu Sans as the `sans-serif` family of `plotters` (once per
+/// process), so text renders without system fonts; other `plotters` users in the process (e.g.
+/// criterion's report plots) benefit too.
+pub fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The bytes are a valid TrueType font shipped by the `dejavu` crate.
@@ -67,106 +70,175 @@ fn register_font() {
     });
 }
 
-/// Draws line plots of several series (with markers) and a legend.
-pub fn save_line_plot(
-    series: &[Series],
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    log_x: bool,
-    path: &Path,
-) -> Result<()> {
+/// How the axes of a [`Panel`] are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axes {
+    /// Both axes linear.
+    Linear,
+    /// Logarithmic x axis.
+    LogX,
+    /// Logarithmic y axis.
+    LogY,
+}
+
+/// One chart: its title, axis labels and scaling, and the series drawn in it.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    /// Caption above the chart.
+    pub title: String,
+    /// Label of the x axis.
+    pub x_label: String,
+    /// Label of the y axis.
+    pub y_label: String,
+    /// Axis scaling.
+    pub axes: Axes,
+    /// The lines (with markers) of the chart.
+    pub series: Vec<Series>,
+}
+
+/// Draws one line plot (several series with markers and a legend) as a PNG.
+///
+/// # Errors
+/// No finite point to draw, or the file cannot be written.
+pub fn save_line_plot(panel: &Panel, path: &Path) -> Result<()> {
+    save_panels(std::slice::from_ref(panel), path)
+}
+
+/// Draws several line plots side by side in one PNG (each 900 x 560 pixels).
+///
+/// Points that are not finite, or not positive on a logarithmic axis, are left out.
+///
+/// # Errors
+/// No panel, a panel without a drawable point, or the file cannot be written.
+pub fn save_panels(panels: &[Panel], path: &Path) -> Result<()> {
     register_font();
     let err = |e: String| ExpError::Plot {
         path: path.to_path_buf(),
         problem: e,
     };
-    let pts: Vec<(f64, f64)> = series
+    if panels.is_empty() {
+        return Err(err("no panel to draw".into()));
+    }
+    let root = BitMapBackend::new(path, (900 * panels.len() as u32, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+        draw_panel(area, panel).map_err(|e| err(format!("{}: {e}", panel.title)))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// A short tick label: `1e-6`, `2.5e4`, `0.25`, `120`.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-2..1e4).contains(&a) {
+        let s = format!("{v:.1e}");
+        s.replace(".0e", "e")
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn drawable(axes: Axes, (x, y): (f64, f64)) -> bool {
+    x.is_finite()
+        && y.is_finite()
+        && match axes {
+            Axes::Linear => true,
+            Axes::LogX => x > 0.0,
+            Axes::LogY => y > 0.0,
+        }
+}
+
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    panel: &Panel,
+) -> std::result::Result<(), String> {
+    let pts: Vec<(f64, f64)> = panel
+        .series
         .iter()
         .flat_map(|s| s.points.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .filter(|&p| drawable(panel.axes, p))
         .collect();
     if pts.is_empty() {
-        return Err(err("no finite points to plot".into()));
+        return Err("no drawable points".into());
     }
-    let (mut x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
+    let (x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
         (a.min(*x), b.max(*x))
     });
     let (mut y0, mut y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
         (a.min(*y), b.max(*y))
     });
-    if log_x {
-        x0 = x0.max(1e-9);
-    }
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-9);
-    y0 -= pad;
-    y1 += pad;
-    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let colors = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-    ];
+    if panel.axes == Axes::LogY {
+        y0 /= 1.5;
+        y1 *= 1.5;
+    } else {
+        let pad = ((y1 - y0) * 0.05).max(1e-9);
+        y0 -= pad;
+        y1 += pad;
+    }
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(&panel.title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(80);
     macro_rules! draw {
         ($chart:expr) => {{
-            let mut chart = $chart;
+            let mut chart = $chart.map_err(|e| e.to_string())?;
             chart
                 .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
+                .x_desc(panel.x_label.as_str())
+                .y_desc(panel.y_label.as_str())
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
                 .draw()
-                .map_err(|e| err(e.to_string()))?;
-            for (i, s) in series.iter().enumerate() {
-                let color = colors[i % colors.len()];
+                .map_err(|e| e.to_string())?;
+            for (i, s) in panel.series.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
                 let data: Vec<(f64, f64)> = s
                     .points
                     .iter()
                     .copied()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_x || *x > 0.0))
+                    .filter(|&p| drawable(panel.axes, p))
                     .collect();
                 chart
                     .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
-                    .map_err(|e| err(e.to_string()))?
+                    .map_err(|e| e.to_string())?
                     .label(s.name.clone())
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                     });
                 chart
                     .draw_series(data.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                    .map_err(|e| err(e.to_string()))?;
+                    .map_err(|e| e.to_string())?;
             }
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .draw()
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|e| e.to_string())?;
         }};
     }
-    let mut builder = ChartBuilder::on(&root);
-    builder
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(80);
-    if log_x {
-        draw!(builder
-            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-            .map_err(|e| err(e.to_string()))?);
-    } else {
-        draw!(builder
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(e.to_string()))?);
+    match panel.axes {
+        Axes::Linear => draw!(builder.build_cartesian_2d(x0..x1, y0..y1)),
+        Axes::LogX => draw!(builder.build_cartesian_2d((x0.max(1e-300)..x1).log_scale(), y0..y1)),
+        Axes::LogY => draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())),
     }
-    root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

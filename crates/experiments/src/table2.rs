@@ -11,9 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use models::{ResNetEbm, ResNetEbmConfig};
+use candle_core::{DType, Tensor};
+use models::ResNetEbmConfig;
 use serde::{Deserialize, Serialize};
 use sm_objectives::autodiff::HIGHER_ORDER_ENV;
 use sm_objectives::noise::linear_sigmas;
@@ -25,7 +24,7 @@ use crate::error::{io_err, ExpError, Result};
 use crate::eval::{test_sm, SmEstimate, SmValue};
 use crate::langevin::{annealed_langevin, LangevinSchedule};
 use crate::optim::AdamConfig;
-use crate::plot::{save_image_grid, save_line_plot, Series};
+use crate::plot::{save_image_grid, save_line_plot, Axes, Panel, Series};
 use crate::report::{
     environment, markdown_table, read_json, write_atomic, write_json, Environment,
 };
@@ -375,48 +374,6 @@ fn row_dir(out: &Path, row: Row) -> PathBuf {
     out.join("rows").join(row.key())
 }
 
-/// MNIST as the Table 2 runs see it: `[N, 1, 32, 32]` (zero-padded by 2), pixel / 255.
-fn mnist(data_dir: &Path, train_split: bool) -> Result<Tensor> {
-    let d = datasets::load_idx_dataset(data_dir, datasets::IdxDataset::Mnist, &Device::Cpu)?;
-    let images = if train_split {
-        d.train.images
-    } else {
-        d.test.images
-    };
-    Ok(images.pad_with_zeros(2, 2, 2)?.pad_with_zeros(3, 2, 2)?)
-}
-
-fn build_model(cfg: &Table2Config) -> Result<(VarMap, ResNetEbm)> {
-    let vm = VarMap::new();
-    // Parameters are initialised from Candle's RNG, which cannot be seeded on the CPU; to make
-    // runs reproducible we overwrite them with draws from our seeded generator.
-    let net = ResNetEbm::new(
-        &cfg.model,
-        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-    )?;
-    let (names, vars) = crate::trainer::named_vars(&vm);
-    let mut noise = NoiseSource::new(cfg.seed ^ 0x5eed);
-    for (name, var) in names.iter().zip(vars) {
-        let fan_in = if name.contains("head") {
-            var.dims().last().copied().unwrap_or(1)
-        } else {
-            init_fan_in(&vm, name)
-        };
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let u = noise.uniform_like(var.as_tensor())?;
-        var.set(&((u * (2.0 * bound))? - bound)?)?;
-    }
-    Ok((vm, net))
-}
-
-/// Fan-in of a conv layer from its weight (`[out, in, k, k]`); biases use their weight's.
-fn init_fan_in(vm: &VarMap, name: &str) -> usize {
-    let weight = name.replace(".bias", ".weight");
-    let data = vm.data().lock().expect("VarMap lock");
-    data.get(&weight)
-        .map_or(1, |w| w.dims().iter().skip(1).product())
-}
-
 /// Trains one row (the `train-row` child) and writes `train.json`.
 ///
 /// # Errors
@@ -439,9 +396,9 @@ pub fn train_row(
             row.label()
         )));
     }
-    let images = mnist(data_dir, true)?;
+    let images = crate::setup::mnist32(data_dir, true)?;
     let mut batcher = datasets::Batcher::new(images.dim(0)?, cfg.batch, cfg.seed)?;
-    let (vm, net) = build_model(cfg)?;
+    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
     let dim = 32 * 32;
     let sigmas = Tensor::new(
         linear_sigmas(cfg.sigma_min, cfg.sigma_max, cfg.batch)?
@@ -449,7 +406,7 @@ pub fn train_row(
             .map(|&s| s as f32)
             .collect::<Vec<_>>()
             .as_slice(),
-        &Device::Cpu,
+        images.device(),
     )?;
     let scale = row.reference_scale(dim);
     let opts = TrainOptions {
@@ -593,10 +550,10 @@ pub fn eval_row(cfg: &Table2Config, row: Row, data_dir: &Path, out: &Path) -> Re
     sm_objectives::autodiff::ensure_higher_order()?;
     let dir = row_dir(out, row);
     let train: TrainReport = read_json(&dir.join("train.json"))?;
-    let test = mnist(data_dir, false)?;
+    let test = crate::setup::mnist32(data_dir, false)?;
     let picked = datasets::Batcher::new(test.dim(0)?, cfg.eval_images, cfg.seed ^ 0x7e57)?
         .batch(&test, 0)?;
-    let (vm, net) = build_model(cfg)?;
+    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
     let mut vm = vm;
     let mut curve = Vec::new();
     for (step, seconds, path) in &train.snapshots {
@@ -609,7 +566,11 @@ pub fn eval_row(cfg: &Table2Config, row: Row, data_dir: &Path, out: &Path) -> Re
         ExpError::Config("no snapshot to evaluate (eval_points must be >= 1)".into())
     })?;
     let mut noise = NoiseSource::new(cfg.seed ^ 0x5a3);
-    let x0 = (noise.gaussian((cfg.samples, 1, 32, 32), DType::F32, &Device::Cpu)? + 0.5)?;
+    let x0 = (noise.gaussian(
+        (cfg.samples, 1, 32, 32),
+        DType::F32,
+        &crate::setup::device()?,
+    )? + 0.5)?;
     let samples = annealed_langevin(&net, &x0, &cfg.langevin, &mut noise)?;
     let samples_png = out.join(format!("samples_{}.png", row.key()));
     let cols = (cfg.samples as f64).sqrt().ceil() as usize;
@@ -725,11 +686,13 @@ pub fn run(cfg: &Table2Config, opts: &RunOptions) -> Result<Table2Results> {
                 "Test SM loss against training time (SSM family)"
             };
             save_line_plot(
-                &series,
-                title,
-                "training wall time (s)",
-                "test SM loss",
-                false,
+                &Panel {
+                    title: title.into(),
+                    x_label: "training wall time (s)".into(),
+                    y_label: "test SM loss".into(),
+                    axes: Axes::Linear,
+                    series,
+                },
                 &opts.out.join(file),
             )?;
         }

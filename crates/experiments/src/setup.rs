@@ -1,0 +1,102 @@
+//! Shared experiment setup: MNIST padded to 32 x 32 as the deep-EBM code feeds it (FD-SM App.
+//! C.2), and the ResNet EBM with seeded PyTorch-style initial weights.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use models::{ResNetEbm, ResNetEbmConfig};
+use sm_objectives::NoiseSource;
+
+use crate::error::Result;
+
+/// The device experiments run on: the first CUDA GPU when built with the `cuda` feature, the
+/// Metal GPU with `metal`, else the CPU.
+///
+/// # Errors
+/// A GPU build on a machine whose GPU cannot be opened.
+pub fn device() -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    {
+        return Ok(Device::new_cuda(0)?);
+    }
+    #[cfg(all(feature = "metal", not(feature = "cuda")))]
+    {
+        return Ok(Device::new_metal(0)?);
+    }
+    #[allow(unreachable_code)]
+    Ok(Device::Cpu)
+}
+
+/// MNIST images (training or test split) zero-padded by 2 pixels on each side:
+/// `[N, 1, 32, 32]`, values in `[0, 1]`, on [`device`].
+///
+/// # Errors
+/// Missing or corrupt files (the error says where they were expected).
+pub fn mnist32(data_dir: &Path, train_split: bool) -> Result<Tensor> {
+    let d = datasets::load_idx_dataset(data_dir, datasets::IdxDataset::Mnist, &Device::Cpu)?;
+    let images = if train_split {
+        d.train.images
+    } else {
+        d.test.images
+    };
+    Ok(images
+        .pad_with_zeros(2, 2, 2)?
+        .pad_with_zeros(3, 2, 2)?
+        .to_device(&device()?)?)
+}
+
+/// A trainable ResNet EBM whose parameters are drawn from a generator seeded with `seed`:
+/// uniform in `+-1/sqrt(fan_in)` as PyTorch's default initialisation.
+///
+/// Candle's own initialisers draw from a CPU generator that cannot be seeded, so the values
+/// they put in the [`VarMap`] are overwritten.
+///
+/// # Errors
+/// Tensor errors only.
+pub fn seeded_resnet_ebm(cfg: &ResNetEbmConfig, seed: u64) -> Result<(VarMap, ResNetEbm)> {
+    let vm = VarMap::new();
+    let net = ResNetEbm::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &device()?))?;
+    let (names, vars) = crate::trainer::named_vars(&vm);
+    let mut noise = NoiseSource::new(seed ^ 0x5eed);
+    for (name, var) in names.iter().zip(vars) {
+        let fan_in = if name.contains("head") {
+            var.dims().last().copied().unwrap_or(1)
+        } else {
+            fan_in_of(&vm, name)
+        };
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let u = noise.uniform_like(var.as_tensor())?;
+        var.set(&((u * (2.0 * bound))? - bound)?)?;
+    }
+    Ok((vm, net))
+}
+
+/// Fan-in of a conv layer from its weight (`[out, in, k, k]`); biases use their weight's.
+fn fan_in_of(vm: &VarMap, name: &str) -> usize {
+    let weight = name.replace(".bias", ".weight");
+    let data = vm.data().lock().expect("VarMap lock");
+    data.get(&weight)
+        .map_or(1, |w| w.dims().iter().skip(1).product())
+}
+
+/// A ResNet EBM with fixed (untracked) parameters in `dtype`, for evaluation: gradients flow
+/// only to the inputs, so forward passes keep no graph for the weights.
+///
+/// # Errors
+/// A parameter missing from `params` or of the wrong shape.
+pub fn frozen_resnet_ebm(
+    cfg: &ResNetEbmConfig,
+    params: &HashMap<String, Tensor>,
+    dtype: DType,
+) -> Result<ResNetEbm> {
+    let detached = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.detach()))
+        .collect();
+    Ok(ResNetEbm::new(
+        cfg,
+        VarBuilder::from_tensors(detached, dtype, &device()?),
+    )?)
+}
