@@ -3,14 +3,15 @@
 //! block halves the resolution by 2x2 average pooling, no normalisation, and a generalised
 //! quadratic head `E = (w1.h + b1)(w2.h + b2) + w3.(h*h) + b3` on the flattened features.
 //!
-//! Only ops whose higher-order backward is correct in Candle are used (conv2d, the safe average
-//! pooling of `sm_objectives::safe_ops`, ELU, the stable softplus), so SM, SSM and DSM can
-//! differentiate through its input gradient.
+//! Only ops whose higher-order backward is correct in Candle are used (the convolution, average
+//! pooling and stable softplus of `sm_objectives::safe_ops`, ELU), so SM, SSM and DSM can
+//! differentiate through its input gradient. The convolution is `safe_ops::conv2d`, whose
+//! input gradient avoids Candle's slow `conv_transpose2d` on the CPU.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
-use sm_objectives::safe_ops::{avg_pool2d, shifted_softplus};
+use sm_objectives::safe_ops::{avg_pool2d, conv2d, shifted_softplus};
 use sm_objectives::LogDensity;
 
 /// The nonlinearity of the residual blocks.
@@ -75,6 +76,20 @@ impl ResNetEbmConfig {
     }
 }
 
+/// A stride-1 "same" convolution (`padding = k / 2`) with optional bias.
+#[derive(Debug, Clone)]
+struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+}
+
+impl Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d(x, &self.weight, self.bias.as_ref(), self.padding)
+    }
+}
+
 /// A conv layer with PyTorch's default initialisation (weights and bias `U(-1/sqrt(fan_in),
 /// 1/sqrt(fan_in))`), as the reference code uses.
 fn conv(cin: usize, cout: usize, k: usize, bias: bool, vb: VarBuilder) -> Result<Conv2d> {
@@ -83,20 +98,17 @@ fn conv(cin: usize, cout: usize, k: usize, bias: bool, vb: VarBuilder) -> Result
         lo: -bound,
         up: bound,
     };
-    let w = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
-    let b = if bias {
+    let weight = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
+    let bias = if bias {
         Some(vb.get_with_hints(cout, "bias", init)?)
     } else {
         None
     };
-    Ok(Conv2d::new(
-        w,
-        b,
-        Conv2dConfig {
-            padding: k / 2,
-            ..Default::default()
-        },
-    ))
+    Ok(Conv2d {
+        weight,
+        bias,
+        padding: k / 2,
+    })
 }
 
 fn linear(fan_in: usize, vb: VarBuilder) -> Result<Linear> {

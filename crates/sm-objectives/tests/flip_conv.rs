@@ -1,0 +1,133 @@
+//! `safe_ops::conv2d` (the convolution whose input gradient is a flipped-kernel convolution):
+//! its values and first derivatives equal Candle's `conv2d`, and its second and third
+//! derivatives, in the input and in the kernel, match central differences of the order below.
+
+mod common;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use common::*;
+use sm_objectives::autodiff::enable_higher_order;
+use sm_objectives::safe_ops::{conv2d, softplus};
+
+fn max_abs(t: &Tensor) -> Result<f64> {
+    t.abs()?.max_all()?.to_scalar::<f64>()
+}
+
+/// A small conv net `x -> sum softplus(conv(softplus(conv(x, w1) + b)), w2)^2` with either
+/// convolution.
+fn net(x: &Tensor, w1: &Tensor, b: &Tensor, w2: &Tensor, ours: bool) -> Result<Tensor> {
+    let h = if ours {
+        conv2d(x, w1, Some(b), 1)?
+    } else {
+        x.conv2d(w1, 1, 1, 1, 1)?
+            .broadcast_add(&b.reshape((1, 3, 1, 1))?)?
+    };
+    let h = softplus(&h)?;
+    let y = if ours {
+        conv2d(&h, w2, None, 0)?
+    } else {
+        h.conv2d(w2, 0, 1, 1, 1)?
+    };
+    softplus(&y)?.sqr()?.sum_all()
+}
+
+fn params() -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    Ok((
+        pattern(2, 2 * 6 * 6, 0.7).reshape((2, 2, 6, 6))?,
+        (pattern(1, 3 * 2 * 9, 2.1).reshape((3, 2, 3, 3))? * 0.5)?,
+        (pattern(1, 3, 4.2).reshape(3)? * 0.1)?,
+        (pattern(1, 4 * 3, 3.3).reshape((4, 3, 1, 1))? * 0.5)?,
+    ))
+}
+
+#[test]
+fn values_and_gradients_equal_candles_conv2d() -> Result<()> {
+    let (x, w1, b, w2) = params()?;
+    let (xv, w1v) = (Var::from_tensor(&x)?, Var::from_tensor(&w1)?);
+    let ours = net(xv.as_tensor(), w1v.as_tensor(), &b, &w2, true)?;
+    let theirs = net(xv.as_tensor(), w1v.as_tensor(), &b, &w2, false)?;
+    let diff = (ours.to_scalar::<f64>()? - theirs.to_scalar::<f64>()?).abs();
+    assert!(
+        diff < 1e-12 * (1.0 + theirs.to_scalar::<f64>()?.abs()),
+        "{diff}"
+    );
+    let (g1, g2) = (ours.backward()?, theirs.backward()?);
+    for (name, var) in [("x", &xv), ("w1", &w1v)] {
+        let a = g1.get(var.as_tensor()).expect("gradient");
+        let c = g2.get(var.as_tensor()).expect("gradient");
+        let err = max_abs(&(a - c)?)?;
+        assert!(err < 1e-12 * (1.0 + max_abs(c)?), "d/d{name}: {err}");
+    }
+    // Bad shapes are named.
+    let err = conv2d(&x, &w2, None, 0).unwrap_err().to_string();
+    assert!(err.contains("channels"), "{err}");
+    let err = conv2d(&x, &w1, None, 3).unwrap_err().to_string();
+    assert!(err.contains("padding"), "{err}");
+    let _ = (DType::F64, Device::Cpu);
+    Ok(())
+}
+
+/// `u . d/dp (v . grad_x f)` by nested autodiff against central differences of `v . grad_x f`
+/// along `u` in the parameter `p` (the input itself or the first kernel).
+#[test]
+fn higher_derivatives_match_central_differences() -> Result<()> {
+    assert!(enable_higher_order());
+    let (x, w1, b, w2) = params()?;
+    let v = pattern(2, 2 * 6 * 6, 5.0).reshape((2, 2, 6, 6))?;
+    // v . grad_x f at (x, w1), kept differentiable.
+    let directional = |x: &Tensor, w1: &Tensor| -> Result<(Var, Var, Tensor)> {
+        let (xv, wv) = (Var::from_tensor(x)?, Var::from_tensor(w1)?);
+        let f = net(xv.as_tensor(), wv.as_tensor(), &b, &w2, true)?;
+        let g = f.backward()?.remove(xv.as_tensor()).expect("d/dx");
+        let d = (g * &v)?.sum_all()?;
+        Ok((xv, wv, d))
+    };
+    let (xv, wv, d) = directional(&x, &w1)?;
+    let grads = d.backward()?;
+    let h = 1e-5;
+    // Second derivative in x (H v) and mixed derivative in w1.
+    for (name, along) in [
+        ("x", v.clone()),
+        ("w1", pattern(1, 54, 1.9).reshape((3, 2, 3, 3))?),
+    ] {
+        let analytic = if name == "x" {
+            (grads.get(xv.as_tensor()).expect("d2/dx2") * &along)?.sum_all()?
+        } else {
+            (grads.get(wv.as_tensor()).expect("d2/dxdw") * &along)?.sum_all()?
+        }
+        .to_scalar::<f64>()?;
+        let at = |s: f64| -> Result<f64> {
+            let (xs, ws) = if name == "x" {
+                ((&x + (&along * s)?)?, w1.clone())
+            } else {
+                (x.clone(), (&w1 + (&along * s)?)?)
+            };
+            directional(&xs, &ws)?.2.to_scalar::<f64>()
+        };
+        let numeric = (at(h)? - at(-h)?) / (2.0 * h);
+        assert!(numeric.abs() > 1e-3, "{name}: vacuous check");
+        assert!(
+            (analytic - numeric).abs() < 1e-6 * (1.0 + numeric.abs()),
+            "{name}: {analytic} vs {numeric}"
+        );
+    }
+    // Third order: d/dx of (v . H v) against differences of H v.
+    let hv = |x: &Tensor| -> Result<(Var, Tensor)> {
+        let (xv, _, d) = directional(x, &w1)?;
+        let hv = d.backward()?.remove(xv.as_tensor()).expect("Hv");
+        Ok((xv, (hv * &v)?.sum_all()?))
+    };
+    let (xv, vhv) = hv(&x)?;
+    let third = (vhv.backward()?.remove(xv.as_tensor()).expect("third") * &v)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    let numeric = (hv(&(&x + (&v * h)?)?)?.1.to_scalar::<f64>()?
+        - hv(&(&x - (&v * h)?)?)?.1.to_scalar::<f64>()?)
+        / (2.0 * h);
+    assert!(numeric.abs() > 1e-3, "third order: vacuous check");
+    assert!(
+        (third - numeric).abs() < 1e-5 * (1.0 + numeric.abs()),
+        "third order: {third} vs {numeric}"
+    );
+    Ok(())
+}
