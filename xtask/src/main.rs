@@ -52,12 +52,13 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Run a measurement and write its report: `order-scaling` (FD-SM Fig. 2, the cost of T-th
-    /// order directional derivatives, into results/order-scaling). Options after the name go to
-    /// its binary; see `cargo xtask bench order-scaling --help`.
+    /// order directional derivatives, into results/order-scaling) or `steps` (ms per training
+    /// step and memory of every Table 2 objective, into results/steps). Options after the name
+    /// go to its binary; see `cargo xtask bench steps --help`.
     #[command(disable_help_flag = true)]
     Bench {
         /// Which measurement.
-        #[arg(value_parser = ["order-scaling"])]
+        #[arg(value_parser = ["order-scaling", "steps"])]
         name: String,
         /// Options for the measurement (e.g. --profile paper, --max-order 4, --eps 0.5,
         /// --checkpoint FILE, --data-dir DIR, --out DIR).

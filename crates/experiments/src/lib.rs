@@ -2,7 +2,7 @@
 //! tables and figures: a checkpointing trainer ([`trainer`], [`optim`], [`checkpoint`]),
 //! evaluation ([`eval`]), annealed Langevin sampling ([`langevin`]), figures ([`plot`]),
 //! reports ([`report`]), limited child processes ([`child`]) and the experiments themselves
-//! ([`table2`], [`order_scaling`]).
+//! ([`table2`], [`order_scaling`], [`step_bench`]).
 
 pub mod checkpoint;
 pub mod child;
@@ -15,6 +15,7 @@ pub mod order_scaling;
 pub mod plot;
 pub mod report;
 pub mod setup;
+pub mod step_bench;
 pub mod table2;
 pub mod trainer;
 

@@ -1,0 +1,82 @@
+//! The training-step benchmark end to end at a tiny size: every objective of Table 2 runs a
+//! real step in its own child process (higher-order mode only where needed), the PyTorch peer's
+//! JSON is read and put beside ours with the ratios, and bad names and files are reported.
+//! Timings are produced, never asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Result;
+use experiments::step_bench::{Objective, StepBenchConfig, StepBenchResults};
+
+fn out_dir(name: &str) -> PathBuf {
+    let d =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn every_objective_steps_and_the_peer_is_reported_beside_ours() -> Result<()> {
+    let out = out_dir("step-bench");
+    let peer = out.join("torch.json");
+    std::fs::write(
+        &peer,
+        r#"{"args": {"width": 2}, "results": [
+            {"objective": "ssm", "median_ms": 1000.0, "step_peak_rss_mb": 900.0},
+            {"objective": "dsm", "median_ms": 500.0, "step_peak_rss_mb": 800.0},
+            {"objective": "fd-ssm", "median_ms": 400.0, "step_peak_rss_mb": 700.0, "extra": 1}
+        ]}"#,
+    )?;
+    let status = Command::new(env!("CARGO_BIN_EXE_step_bench"))
+        .args(["run", "--width", "2", "--blocks", "1", "--batch", "2"])
+        .args(["--steps", "2", "--warmup", "1", "--torch"])
+        .arg(&peer)
+        .arg("--out")
+        .arg(&out)
+        .env_remove(sm_objectives::autodiff::HIGHER_ORDER_ENV)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    assert!(status.success());
+    let r: StepBenchResults = experiments::report::read_json(&out.join("results.json"))?;
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.results.len(), Objective::ALL.len());
+    for s in &r.results {
+        assert!(s.median_ms > 0.0 && s.min_ms <= s.median_ms, "{s:?}");
+        assert!(s.last_loss.is_finite(), "{s:?}");
+        assert_eq!(s.params, r.results[0].params);
+    }
+    let md = std::fs::read_to_string(out.join("steps.md"))?;
+    assert!(md.contains("| fd-ssm* |") && md.contains("1000.0"), "{md}");
+    assert!(md.contains("PyTorch SSM / our FD-SSM"), "{md}");
+    Ok(())
+}
+
+#[test]
+fn bad_names_settings_and_peer_files_are_named() -> Result<()> {
+    assert_eq!(Objective::parse("fd-ssm-seq")?, Objective::FdSsmSeq);
+    assert_eq!(Objective::parse("fd-dsm*")?, Objective::FdDsmSeq);
+    let err = Objective::parse("nce").unwrap_err().to_string();
+    assert!(err.contains("mle-cost"), "{err}");
+    let cfg = StepBenchConfig {
+        eps: f64::NAN,
+        ..StepBenchConfig::default()
+    };
+    assert!(cfg.validate().unwrap_err().to_string().contains("eps"));
+    let out = out_dir("step-bench-bad-peer");
+    let peer = out.join("torch.json");
+    std::fs::write(&peer, "{ not json")?;
+    let output = Command::new(env!("CARGO_BIN_EXE_step_bench"))
+        .args([
+            "run", "--width", "2", "--blocks", "1", "--batch", "2", "--torch",
+        ])
+        .arg(&peer)
+        .arg("--out")
+        .arg(&out)
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("torch.json"), "{stderr}");
+    Ok(())
+}
