@@ -1,5 +1,13 @@
 //! `latent`: learning energy-based latent-variable models, after Bao et al. "Bi-level Score
-//! Matching" (BiSM) and the VaES / VaGES estimators, on top of `models` and `sm-objectives`.
+//! Matching" (BiSM) and the VaES / VaGES estimators of the marginal score, on top of `models`
+//! (the GRBM and its Bernoulli posterior) and `sm-objectives`.
 //!
-//! The crate is part of the workspace layout (fd-core <- sm-objectives <- models <- latent <-
-//! experiments); its methods land with the latent-variable issue.
+//! * [`vages`]: VaES and VaGES score estimates (exactly weighted or sampled), whose parameter
+//!   gradients include the covariance term of the VaGES decomposition.
+//! * [`bism`]: Algorithm 1 of BiSM: lower-level updates of `q`, unrolled differentiable
+//!   updates, the BiSM score estimate and BiDSM.
+//! * [`baselines`]: CD-k, persistent CD and NCE for the GRBM.
+
+pub mod baselines;
+pub mod bism;
+pub mod vages;

@@ -74,6 +74,6 @@ pub use gradient::{
     annealed_dsm, annealed_ssmvr, dsm, mdsm, sliced_dsm, sm_exact, ssm, ssmvr, ssmvr_score, Graph,
 };
 pub use levels::NoiseLevels;
-pub use model::{LogDensity, ScoreFn, ScoreModel};
+pub use model::{JointLogDensity, LogDensity, ScoreFn, ScoreModel};
 pub use noise::{Directions, NoiseSource, Projection};
 pub use reduction::Reduction;

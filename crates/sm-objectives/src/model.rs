@@ -48,3 +48,14 @@ where
         (self.0)(x, level)
     }
 }
+
+/// The unnormalised joint log-density `log p~(v, h) = -E(v, h)` of an energy-based
+/// latent-variable model (BiSM Eq. 6); the marginal `log p(v)` is in general intractable.
+///
+/// # Shapes
+/// * `v`: `[B, ...]` visible variables; `h`: `[B, H]` latent variables
+/// * returns `[B]`
+pub trait JointLogDensity {
+    /// Evaluates `log p~(v, h)` for every batch element.
+    fn joint_log_density(&self, v: &Tensor, h: &Tensor) -> Result<Tensor>;
+}
