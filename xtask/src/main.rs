@@ -39,12 +39,13 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Reproduce a table of the papers (`table2`: deep EBMs on MNIST). Options after the
-    /// table name go to its binary; see `cargo xtask repro table2 --help`.
+    /// Reproduce an experiment of the papers (`table2`: deep EBMs on MNIST;
+    /// `grbm-checkerboard`: a GRBM on the checkerboard by SSM, DSM, CD, PCD, NCE, BiSM and
+    /// VaGES). Options after the name go to its binary; see `cargo xtask repro table2 --help`.
     #[command(disable_help_flag = true)]
     Repro {
         /// Which table.
-        #[arg(value_parser = ["table2"])]
+        #[arg(value_parser = ["table2", "grbm-checkerboard"])]
         table: String,
         /// Options for the experiment (e.g. --profile paper, --width 16, --iters 500,
         /// --rows dsm,fd-dsm, --data-dir DIR, --out DIR).
@@ -83,7 +84,7 @@ fn main() -> Result<()> {
             retries,
             timeout,
         } => download(&datasets, data_dir, mirror, retries, timeout),
-        Cmd::Repro { table, args } => run_experiment(&table, &args),
+        Cmd::Repro { table, args } => run_experiment(&table.replace('-', "_"), &args),
         Cmd::Bench { name, args } => {
             let bin = if name == "steps" {
                 "step_bench"

@@ -2,12 +2,13 @@
 //! tables and figures: a checkpointing trainer ([`trainer`], [`optim`], [`checkpoint`]),
 //! evaluation ([`eval`]), annealed Langevin sampling ([`langevin`]), figures ([`plot`]),
 //! reports ([`report`]), limited child processes ([`child`]) and the experiments themselves
-//! ([`table2`], [`order_scaling`], [`step_bench`]).
+//! ([`table2`], [`order_scaling`], [`step_bench`], [`grbm_checkerboard`]).
 
 pub mod checkpoint;
 pub mod child;
 mod error;
 pub mod eval;
+pub mod grbm_checkerboard;
 pub mod langevin;
 pub mod memory;
 pub mod optim;

@@ -142,6 +142,9 @@ const COLORS: [RGBColor; 8] = [
 /// A short tick label: `1e-6`, `2.5e4`, `0.25`, `120`.
 fn tick(v: f64) -> String {
     let a = v.abs();
+    if a < 1e-12 {
+        return "0".into();
+    }
     if a != 0.0 && !(1e-2..1e4).contains(&a) {
         let s = format!("{v:.1e}");
         s.replace(".0e", "e")
@@ -240,5 +243,94 @@ fn draw_panel(
         Axes::LogX => draw!(builder.build_cartesian_2d((x0.max(1e-300)..x1).log_scale(), y0..y1)),
         Axes::LogY => draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())),
     }
+    Ok(())
+}
+
+/// One heat map: a title and row-major values on a regular grid.
+#[derive(Debug, Clone)]
+pub struct HeatMap {
+    /// Caption.
+    pub title: String,
+    /// `rows x cols` values, row 0 at the top.
+    pub values: Vec<f64>,
+    /// Grid rows.
+    pub rows: usize,
+    /// Grid columns.
+    pub cols: usize,
+}
+
+/// Draws heat maps side by side in a grid of `per_row` columns (each 260 x 280 pixels), each
+/// scaled to its own maximum (a dark-to-bright ramp), like the density panels of BiSM Fig. 2.
+///
+/// # Errors
+/// No map, a map whose values do not fill its grid, or the file cannot be written.
+pub fn save_heat_maps(maps: &[HeatMap], per_row: usize, path: &Path) -> Result<()> {
+    register_font();
+    let err = |e: String| ExpError::Plot {
+        path: path.to_path_buf(),
+        problem: e,
+    };
+    if maps.is_empty() || per_row == 0 {
+        return Err(err("no heat map to draw".into()));
+    }
+    if let Some(m) = maps
+        .iter()
+        .find(|m| m.values.len() != m.rows * m.cols || m.rows == 0)
+    {
+        return Err(err(format!(
+            "{}: values do not fill a {}x{} grid",
+            m.title, m.rows, m.cols
+        )));
+    }
+    let grid_rows = maps.len().div_ceil(per_row);
+    let (w, h) = (260u32, 280u32);
+    let root =
+        BitMapBackend::new(path, (w * per_row as u32, h * grid_rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let areas = root.split_evenly((grid_rows, per_row));
+    for (area, map) in areas.iter().zip(maps) {
+        let (title_area, body) = area.split_vertically(30);
+        title_area
+            .draw_text(
+                &map.title,
+                &("sans-serif", 16).into_text_style(&title_area),
+                (8, 8),
+            )
+            .map_err(|e| err(e.to_string()))?;
+        let max = map
+            .values
+            .iter()
+            .cloned()
+            .filter(|v| v.is_finite())
+            .fold(0f64, f64::max)
+            .max(1e-300);
+        let (bw, bh) = body.dim_in_pixel();
+        let (cw, ch) = (bw as f64 / map.cols as f64, bh as f64 / map.rows as f64);
+        for r in 0..map.rows {
+            for c in 0..map.cols {
+                let t = (map.values[r * map.cols + c] / max).clamp(0.0, 1.0);
+                // dark blue -> teal -> yellow
+                let color = RGBColor(
+                    (255.0 * t.powf(1.5)) as u8,
+                    (40.0 + 200.0 * t) as u8,
+                    (90.0 + 60.0 * (1.0 - (2.0 * t - 1.0).abs())) as u8,
+                );
+                let x0 = (c as f64 * cw) as i32;
+                let y0 = (r as f64 * ch) as i32;
+                body.draw(&Rectangle::new(
+                    [
+                        (x0, y0),
+                        (
+                            (x0 as f64 + cw).ceil() as i32,
+                            (y0 as f64 + ch).ceil() as i32,
+                        ),
+                    ],
+                    color.filled(),
+                ))
+                .map_err(|e| err(e.to_string()))?;
+            }
+        }
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

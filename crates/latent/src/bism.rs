@@ -240,3 +240,30 @@ pub fn dsm_functional(
     let per = ((score + (z / sigma)?)?.sqr()?.sum(1)? / d)?;
     reduction.apply(&per)
 }
+
+/// The SSM functional (FD-SM Eq. 3) on a score estimate, per sample
+/// `1/2 (u . s)^2 + u . grad_v (u . s)` with the estimate's own `v`: BiSSM on a BiSM estimate.
+/// Needs higher-order mode (the estimate must be differentiable in `v`).
+///
+/// # Shapes
+/// * `est.score`, `u`: `[B, D]`
+/// * returns a scalar, or `[B]` with [`Reduction::PerSample`]
+///
+/// # Errors
+/// Shape errors.
+pub fn sliced_functional(est: &ScoreEstimate, u: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    if est.score.dims() != u.dims() {
+        bail!(
+            "projection {:?} must have the score's shape {:?}",
+            u.dims(),
+            est.score.dims()
+        )
+    }
+    let us = (&est.score * u)?.sum(1)?;
+    let hvp = match us.sum_all()?.backward()?.remove(est.v.as_tensor()) {
+        Some(g) => g,
+        None => u.zeros_like()?,
+    };
+    let per = ((us.sqr()? * 0.5)? + (hvp * u)?.sum(1)?)?;
+    reduction.apply(&per)
+}
