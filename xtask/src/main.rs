@@ -41,11 +41,12 @@ enum Cmd {
     },
     /// Reproduce an experiment of the papers (`table2`: deep EBMs on MNIST;
     /// `grbm-checkerboard`: a GRBM on the checkerboard by SSM, DSM, CD, PCD, NCE, BiSM and
-    /// VaGES). Options after the name go to its binary; see `cargo xtask repro table2 --help`.
+    /// VaGES; `bism-table1`: a GRBM on Frey face by DSM and BiDSM). Options after the name go to
+    /// its binary; see `cargo xtask repro table2 --help`.
     #[command(disable_help_flag = true)]
     Repro {
         /// Which table.
-        #[arg(value_parser = ["table2", "grbm-checkerboard"])]
+        #[arg(value_parser = ["table2", "grbm-checkerboard", "bism-table1"])]
         table: String,
         /// Options for the experiment (e.g. --profile paper, --width 16, --iters 500,
         /// --rows dsm,fd-dsm, --data-dir DIR, --out DIR).

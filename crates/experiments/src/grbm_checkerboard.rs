@@ -3,8 +3,9 @@
 //! test log-likelihood (exact `log Z` by enumeration) along training and the learned densities.
 //!
 //! Methods: SSM and DSM on the exact marginal (the gold standard), CD-1, PCD, NCE, BiSSM and
-//! BiDSM (K lower-level Adam steps on `q`, N unrolled steps), and VaGES-DSM (the VaGES score
-//! from `q`'s draws with `q` trained by the KL lower level).
+//! BiDSM (K lower-level Adam steps on `q`, N unrolled steps), VaGES-DSM (the VaGES score from
+//! `q`'s draws with `q` trained by the KL lower level), and KSD on the exact marginal score and
+//! on the VaGES estimate (VaGES App. F.1).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use latent::baselines::{cd_loss, nce_loss, pcd_loss};
 use latent::bism::{bism_score, dsm_functional, lower_kl, sliced_functional, unroll, BismConfig};
+use latent::ksd::{ksd, median_bandwidth};
 use latent::vages::vages_score;
 use models::{BernoulliPosterior, Grbm, GrbmConfig};
 use serde::{Deserialize, Serialize};
@@ -44,11 +46,15 @@ pub enum Method {
     Bidsm,
     /// DSM on the VaGES score estimate.
     VagesDsm,
+    /// The kernelized Stein discrepancy on the exact marginal score.
+    Ksd,
+    /// KSD on the VaGES score estimate.
+    VagesKsd,
 }
 
 impl Method {
     /// Every method, in the order of the figures.
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 10] = [
         Method::Ssm,
         Method::Dsm,
         Method::Cd1,
@@ -57,6 +63,8 @@ impl Method {
         Method::Bissm,
         Method::Bidsm,
         Method::VagesDsm,
+        Method::Ksd,
+        Method::VagesKsd,
     ];
 
     /// Printed name.
@@ -70,6 +78,8 @@ impl Method {
             Method::Bissm => "BiSSM",
             Method::Bidsm => "BiDSM",
             Method::VagesDsm => "VaGES-DSM",
+            Method::Ksd => "KSD",
+            Method::VagesKsd => "VaGES-KSD",
         }
     }
 
@@ -84,6 +94,8 @@ impl Method {
             Method::Bissm => "bissm",
             Method::Bidsm => "bidsm",
             Method::VagesDsm => "vages-dsm",
+            Method::Ksd => "ksd",
+            Method::VagesKsd => "vages-ksd",
         }
     }
 
@@ -97,13 +109,16 @@ impl Method {
             .find(|m| m.key() == s.trim())
             .ok_or_else(|| {
                 ExpError::Config(format!(
-                    "unknown method `{s}`; expected one of ssm, dsm, cd1, pcd, nce, bissm, bidsm, vages-dsm"
+                    "unknown method `{s}`; expected one of ssm, dsm, cd1, pcd, nce, bissm, bidsm, vages-dsm, ksd, vages-ksd"
                 ))
             })
     }
 
     fn uses_posterior(self) -> bool {
-        matches!(self, Method::Bissm | Method::Bidsm | Method::VagesDsm)
+        matches!(
+            self,
+            Method::Bissm | Method::Bidsm | Method::VagesDsm | Method::VagesKsd
+        )
     }
 }
 
@@ -417,6 +432,14 @@ pub fn train_method(
                 let est = vages_score(&m, &v_tilde, &draws)?;
                 dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)?
             }
+            Method::Ksd => ksd(&x, &m.marginal_score(&x)?, median_bandwidth(&x)?)?,
+            Method::VagesKsd => {
+                let draws: Vec<Tensor> = (0..cfg.vages_draws)
+                    .map(|_| q_now.sample(&x, &mut noise))
+                    .collect::<candle_core::Result<_>>()?;
+                let est = vages_score(&m, &x, &draws)?;
+                ksd(&x, &est.score, median_bandwidth(&x)?)?
+            }
         };
         let value = loss.to_scalar::<f64>()?;
         if !value.is_finite() {
@@ -511,7 +534,7 @@ pub fn run(cfg: &CheckerboardConfig, out: &PathBuf, progress: bool) -> Result<Ch
         rows: cfg.grid,
         cols: cfg.grid,
     }));
-    save_heat_maps(&maps, 3, &out.join("densities.png"))?;
+    save_heat_maps(&maps, 4, &out.join("densities.png"))?;
     save_line_plot(
         &Panel {
             title: "GRBM on checkerboard: test log-likelihood".into(),

@@ -2,8 +2,9 @@
 //! tables and figures: a checkpointing trainer ([`trainer`], [`optim`], [`checkpoint`]),
 //! evaluation ([`eval`]), annealed Langevin sampling ([`langevin`]), figures ([`plot`]),
 //! reports ([`report`]), limited child processes ([`child`]) and the experiments themselves
-//! ([`table2`], [`order_scaling`], [`step_bench`], [`grbm_checkerboard`]).
+//! ([`table2`], [`order_scaling`], [`step_bench`], [`grbm_checkerboard`], [`bism_table1`]).
 
+pub mod bism_table1;
 pub mod checkpoint;
 pub mod child;
 mod error;

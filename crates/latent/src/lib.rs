@@ -6,8 +6,10 @@
 //!   gradients include the covariance term of the VaGES decomposition.
 //! * [`bism`]: Algorithm 1 of BiSM: lower-level updates of `q`, unrolled differentiable
 //!   updates, the BiSM score estimate and BiDSM.
+//! * [`ksd`]: the kernelized Stein discrepancy on a (possibly estimated) score, for VaGES-KSD.
 //! * [`baselines`]: CD-k, persistent CD and NCE for the GRBM.
 
 pub mod baselines;
 pub mod bism;
+pub mod ksd;
 pub mod vages;

@@ -126,6 +126,34 @@ impl Grbm {
             .broadcast_add(&self.b)
     }
 
+    /// The exact marginal score `grad_v log p(v) = -(v - b)/sigma^2 + W sigmoid(c + v W)`,
+    /// `[B, D]`.
+    pub fn marginal_score(&self, v: &Tensor) -> Result<Tensor> {
+        let p = self.hidden_probs(v)?;
+        let centred = v.broadcast_sub(&self.b)?.broadcast_mul(&self.inv_var()?)?;
+        p.matmul(&self.w.t()?)? - centred
+    }
+
+    /// The exact score-matching loss of the marginal (Hyvarinen's objective, the "test Fisher
+    /// divergence" of BiSM Table 1 up to a data constant), per sample
+    /// `1/2 |s(v)|^2 + tr grad_v s(v)` with
+    /// `tr grad_v s = -sum_i 1/sigma_i^2 + sum_ij W_ij^2 p_j (1 - p_j)`, `p = sigmoid(c + v W)`;
+    /// `[B]`, in closed form.
+    pub fn score_matching_loss(&self, v: &Tensor) -> Result<Tensor> {
+        let p = self.hidden_probs(v)?;
+        let s = self.marginal_score(v)?;
+        let curvature = (&p * p.affine(-1.0, 1.0)?)?
+            .matmul(&self.w.sqr()?.t()?)?
+            .sum(D::Minus1)?;
+        let trace = (curvature
+            - self
+                .inv_var()?
+                .sum_all()?
+                .to_dtype(v.dtype())?
+                .to_scalar::<f64>()?)?;
+        (s.sqr()?.sum(D::Minus1)? * 0.5)? + trace
+    }
+
     /// Draws `h ~ p(h | v)`, `[B, H]` of 0/1 in `v`'s dtype.
     pub fn sample_hidden(&self, v: &Tensor, noise: &mut NoiseSource) -> Result<Tensor> {
         let p = self.hidden_probs(v)?;

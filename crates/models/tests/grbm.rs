@@ -166,3 +166,24 @@ fn long_gibbs_chains_reach_the_model_mean() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn closed_form_score_and_sm_loss_match_autodiff() -> Result<()> {
+    assert!(sm_objectives::autodiff::enable_higher_order());
+    let m = grbm(3, 4, 0.8)?;
+    let v = Tensor::new(&[[0.3f64, -1.2, 0.8], [1.5, 0.1, -0.4]], &Device::Cpu)?;
+    let auto = sm_objectives::autodiff::input_gradient(&m, &v)?.score;
+    let closed = m.marginal_score(&v)?;
+    assert!((auto - &closed)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
+    // Exact SM by one backward pass per dimension (sm-objectives, total scaling).
+    let exact = sm_objectives::sm_exact(
+        &m,
+        &v,
+        sm_objectives::Graph::Detach,
+        sm_objectives::Reduction::PerSample,
+    )?;
+    let ours = m.score_matching_loss(&v)?;
+    let err = (exact - ours)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    assert!(err < 1e-10, "closed-form SM loss off by {err}");
+    Ok(())
+}

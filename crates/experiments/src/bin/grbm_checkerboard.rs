@@ -1,5 +1,5 @@
 //! `grbm_checkerboard`: a GRBM (H = 4) trained on the 2-D checkerboard by SSM, DSM, CD-1, PCD,
-//! NCE, BiSSM, BiDSM and VaGES-DSM (BiSM Figs. 2-3, VaGES Figs. 3-4). `cargo xtask repro
+//! NCE, BiSSM, BiDSM, VaGES-DSM, KSD and VaGES-KSD (BiSM Figs. 2-3, VaGES Figs. 3-4). `cargo xtask repro
 //! grbm-checkerboard` runs it.
 
 use std::path::PathBuf;
@@ -32,7 +32,8 @@ struct RunArgs {
     /// Override the iterations per method.
     #[arg(long)]
     iters: Option<u64>,
-    /// Methods, comma-separated: ssm, dsm, cd1, pcd, nce, bissm, bidsm, vages-dsm.
+    /// Methods, comma-separated: ssm, dsm, cd1, pcd, nce, bissm, bidsm, vages-dsm, ksd,
+    /// vages-ksd.
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
     /// Override the number of unrolled BiSM steps N.

@@ -1,0 +1,454 @@
+//! BiSM Table 1 (Sec. 5.1): a GRBM with 400 hidden units on Frey face trained by DSM on the
+//! exact marginal and by BiDSM with N = 0, 1, 5, 10 unrolled steps, each selected by its best
+//! validation score-matching loss, reporting the test log-likelihood (log Z by AIS) and the
+//! test Fisher divergence (the exact score-matching loss, up to a data constant).
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use latent::bism::{bism_score, dsm_functional, lower_kl, unroll, BismConfig};
+use models::{BernoulliPosterior, Grbm, GrbmConfig};
+use serde::{Deserialize, Serialize};
+use sm_objectives::{dsm, NoiseSource, Reduction};
+
+use crate::error::{io_err, ExpError, Result};
+use crate::optim::{Adam, AdamConfig};
+use crate::plot::{save_line_plot, Axes, Panel, Series};
+use crate::report::{environment, markdown_table, write_atomic, write_json, Environment};
+use crate::step_seed;
+
+/// A row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Row {
+    /// DSM on the exact marginal.
+    Dsm,
+    /// BiDSM with this many unrolled steps.
+    Bidsm(usize),
+}
+
+impl Row {
+    /// Printed name.
+    pub fn label(self) -> String {
+        match self {
+            Row::Dsm => "DSM".into(),
+            Row::Bidsm(n) => format!("BiDSM (N={n})"),
+        }
+    }
+
+    /// The paper's `(LL, Fisher)`, where it reports the row.
+    pub fn paper(self) -> Option<(f64, f64)> {
+        match self {
+            Row::Dsm => Some((129.23, -5885.09)),
+            Row::Bidsm(0) => Some((107.59, -5474.52)),
+            Row::Bidsm(1) => Some((110.65, -5516.07)),
+            Row::Bidsm(5) => Some((124.00, -5780.18)),
+            Row::Bidsm(10) => Some((125.72, -5800.17)),
+            Row::Bidsm(_) => None,
+        }
+    }
+}
+
+/// Settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table1Config {
+    /// Profile name.
+    pub profile: String,
+    /// Hidden units (paper: 400).
+    pub hidden: usize,
+    /// Iterations per row (paper: 20000).
+    pub iters: u64,
+    /// Batch size (paper: 100).
+    pub batch: usize,
+    /// Adam learning rate (paper: 2e-4).
+    pub lr: f64,
+    /// DSM noise level (reference: 0.3).
+    pub sigma: f64,
+    /// BiSM lower level (paper: K = 5; N per row).
+    pub bism: BismConfig,
+    /// Adam learning rate of the K lower-level updates.
+    pub lower_adam_lr: f64,
+    /// Validation evaluations (model selection) along training.
+    pub eval_points: usize,
+    /// AIS chains for the test log-likelihood (paper: 2000).
+    pub ais_chains: usize,
+    /// AIS intermediate distributions (paper: 2000).
+    pub ais_steps: usize,
+    /// Rows.
+    pub rows: Vec<Row>,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Table1Config {
+    /// A laptop-CPU profile: every row, 100 hidden units, few iterations, a smaller AIS (about
+    /// 8 minutes on 2 cores; BiDSM with N = 10 dominates).
+    pub fn quick() -> Self {
+        Self {
+            profile: "quick".into(),
+            hidden: 100,
+            iters: 200,
+            batch: 100,
+            lr: 2e-3,
+            sigma: 0.3,
+            bism: BismConfig {
+                lower_steps: 5,
+                unroll: 0,
+                lower_lr: 1e-2,
+                tau: 0.1,
+            },
+            lower_adam_lr: 1e-3,
+            eval_points: 5,
+            ais_chains: 100,
+            ais_steps: 500,
+            rows: vec![
+                Row::Dsm,
+                Row::Bidsm(0),
+                Row::Bidsm(1),
+                Row::Bidsm(5),
+                Row::Bidsm(10),
+            ],
+            seed: 0,
+        }
+    }
+
+    /// The paper's settings.
+    pub fn paper() -> Self {
+        Self {
+            profile: "paper".into(),
+            hidden: 400,
+            iters: 20_000,
+            lr: 2e-4,
+            lower_adam_lr: 2e-4,
+            eval_points: 40,
+            ais_chains: 2000,
+            ais_steps: 2000,
+            ..Self::quick()
+        }
+    }
+
+    /// A named profile.
+    ///
+    /// # Errors
+    /// An unknown name.
+    pub fn profile(name: &str) -> Result<Self> {
+        match name {
+            "quick" => Ok(Self::quick()),
+            "paper" => Ok(Self::paper()),
+            other => Err(ExpError::Config(format!(
+                "unknown profile `{other}`; expected quick or paper"
+            ))),
+        }
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`ExpError::Config`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ExpError::Config(m));
+        if self.hidden == 0 || self.batch == 0 || self.batch > 1400 {
+            return bad("hidden >= 1 and batch in 1..=1400 needed".into());
+        }
+        if self.iters == 0 || self.eval_points == 0 || self.ais_chains < 2 || self.ais_steps == 0 {
+            return bad("iters, eval_points, ais_steps >= 1 and ais_chains >= 2 needed".into());
+        }
+        for (n, v) in [
+            ("lr", self.lr),
+            ("sigma", self.sigma),
+            ("lower_adam_lr", self.lower_adam_lr),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{n} must be finite and > 0, got {v}"));
+            }
+        }
+        self.bism
+            .validate()
+            .map_err(|e| ExpError::Config(e.to_string()))?;
+        if self.rows.is_empty() {
+            return bad("no row selected".into());
+        }
+        Ok(())
+    }
+}
+
+/// One row's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowResult {
+    /// Row.
+    pub row: Row,
+    /// `(step, validation SM loss)` along training.
+    pub validation: Vec<(u64, f64)>,
+    /// The selected step.
+    pub best_step: u64,
+    /// Test log-likelihood (AIS log Z) of the selected parameters.
+    pub test_loglik: f64,
+    /// Standard error of the AIS log Z.
+    pub log_z_se: f64,
+    /// Test score-matching loss (total over the 560 pixels).
+    pub test_fisher: f64,
+    /// Mean training step, ms.
+    pub ms_per_step: f64,
+}
+
+/// Everything `results.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Table1Results {
+    /// Settings.
+    pub config: Table1Config,
+    /// Versions and machine.
+    pub environment: Environment,
+    /// Per row.
+    pub rows: Vec<RowResult>,
+}
+
+fn mean_sm(m: &Grbm, v: &Tensor) -> Result<f64> {
+    Ok(m.score_matching_loss(v)?.mean_all()?.to_scalar::<f64>()?)
+}
+
+/// Trains and evaluates one row.
+///
+/// # Errors
+/// Tensor errors and a diverging loss.
+pub fn run_row(
+    cfg: &Table1Config,
+    row: Row,
+    data: &datasets::FreyFace,
+    progress: &indicatif::ProgressBar,
+) -> Result<RowResult> {
+    let (train, valid, test) = (
+        data.train.to_dtype(DType::F64)?,
+        data.validation.to_dtype(DType::F64)?,
+        data.test.to_dtype(DType::F64)?,
+    );
+    let d = train.dim(1)?;
+    let seed = cfg.seed ^ 0x7ab1e1;
+    let vm = VarMap::new();
+    let m = Grbm::new(
+        GrbmConfig {
+            visible: d,
+            hidden: cfg.hidden,
+        },
+        VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
+    )?;
+    {
+        let mut noise = NoiseSource::new(seed);
+        let data = vm.data().lock().expect("VarMap lock");
+        let w = &data["w"];
+        w.set(&(noise.gaussian_like(w.as_tensor())? * 0.01)?)?;
+    }
+    let (names, vars) = crate::trainer::named_vars(&vm);
+    let adam_cfg = AdamConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let mut adam = Adam::new(vars.clone(), adam_cfg)?;
+    let bound = 1.0 / (d as f64).sqrt();
+    let mut qn = NoiseSource::new(seed ^ 0x9);
+    let qw = Var::from_tensor(
+        &((qn.uniform_like(&Tensor::zeros((d, cfg.hidden), DType::F64, &Device::Cpu)?)?
+            * (2.0 * bound))?
+            - bound)?,
+    )?;
+    let qb = Var::from_tensor(&Tensor::zeros(cfg.hidden, DType::F64, &Device::Cpu)?)?;
+    let mut q_adam = Adam::new(vec![qw.clone(), qb.clone()], adam_cfg)?;
+    let mut batcher = datasets::Batcher::new(train.dim(0)?, cfg.batch, seed)?;
+    let evals: Vec<u64> = (1..=cfg.eval_points as u64)
+        .map(|k| (k * cfg.iters).div_ceil(cfg.eval_points as u64))
+        .collect();
+    let mut validation = Vec::new();
+    let mut best: Option<(f64, u64, Vec<Tensor>)> = None;
+    let mut seconds = 0.0;
+    for step in 0..cfg.iters {
+        let x = batcher.batch(&train, step)?;
+        let mut noise = NoiseSource::new(step_seed(seed, step));
+        let t = Instant::now();
+        let z = noise.gaussian_like(&x)?;
+        let loss = match row {
+            Row::Dsm => dsm(&m, &x, &z, cfg.sigma, Reduction::Mean)?,
+            Row::Bidsm(n) => {
+                for _ in 0..cfg.bism.lower_steps {
+                    let q = BernoulliPosterior::from_tensors(
+                        qw.as_tensor().clone(),
+                        qb.as_tensor().clone(),
+                    )?;
+                    let grads = lower_kl(&m, &q, &x, cfg.bism.tau, &mut noise)?.backward()?;
+                    q_adam.step(&grads, cfg.lower_adam_lr)?;
+                }
+                let q0 = BernoulliPosterior::from_tensors(
+                    qw.as_tensor().clone(),
+                    qb.as_tensor().clone(),
+                )?;
+                let bism = BismConfig {
+                    unroll: n,
+                    ..cfg.bism
+                };
+                let q_n = unroll(&m, &q0, &x, &bism, &mut noise)?;
+                let v_tilde = (&x + (&z * cfg.sigma)?)?;
+                let est = bism_score(&m, &q_n, &v_tilde, cfg.bism.tau, &mut noise)?;
+                dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)?
+            }
+        };
+        let value = loss.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            return Err(ExpError::Diverged {
+                step,
+                what: format!("{} loss is {value}", row.label()),
+                kept: "nothing is checkpointed in this experiment".into(),
+            });
+        }
+        adam.step(&loss.backward()?, cfg.lr)?;
+        seconds += t.elapsed().as_secs_f64();
+        progress.inc(1);
+        if evals.contains(&(step + 1)) {
+            let v = mean_sm(&m, &valid)?;
+            validation.push((step + 1, v));
+            if best.as_ref().is_none_or(|b| v < b.0) {
+                let snapshot = vars
+                    .iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?;
+                best = Some((v, step + 1, snapshot));
+            }
+        }
+    }
+    let (_, best_step, snapshot) = best.expect("at least one evaluation");
+    for (var, value) in vars.iter().zip(&snapshot) {
+        var.set(value)?;
+    }
+    let _ = names;
+    let (log_z, log_z_se) = m.log_partition_ais(
+        cfg.ais_chains,
+        cfg.ais_steps,
+        &mut NoiseSource::new(seed ^ 0xa15),
+    )?;
+    let test_loglik = m
+        .free_energy(&test)?
+        .neg()?
+        .mean_all()?
+        .to_scalar::<f64>()?
+        - log_z;
+    Ok(RowResult {
+        row,
+        validation,
+        best_step,
+        test_loglik,
+        log_z_se,
+        test_fisher: mean_sm(&m, &test)?,
+        ms_per_step: seconds * 1e3 / cfg.iters as f64,
+    })
+}
+
+/// Runs every row and writes `results.json`, `bism_table1.md`, `validation.png` and
+/// `config.json` into `out`.
+///
+/// # Errors
+/// Configuration, data, tensor and I/O errors.
+pub fn run(
+    cfg: &Table1Config,
+    data_dir: &Path,
+    out: &Path,
+    progress: bool,
+) -> Result<Table1Results> {
+    cfg.validate()?;
+    sm_objectives::autodiff::ensure_higher_order()?;
+    let data = datasets::load_frey_face(data_dir, &Device::Cpu)?;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    write_json(&out.join("config.json"), cfg)?;
+    let bar = if progress {
+        indicatif::ProgressBar::new(cfg.iters * cfg.rows.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {per_sec} {msg}")
+            .expect("valid template"),
+    );
+    let mut rows = Vec::new();
+    for &row in &cfg.rows {
+        bar.set_message(row.label());
+        rows.push(run_row(cfg, row, &data, &bar)?);
+    }
+    bar.finish_and_clear();
+    let r = Table1Results {
+        config: cfg.clone(),
+        environment: environment(),
+        rows,
+    };
+    write_json(&out.join("results.json"), &r)?;
+    write_atomic(&out.join("bism_table1.md"), &markdown(&r))?;
+    save_line_plot(
+        &Panel {
+            title: "GRBM on Frey face: validation SM loss".into(),
+            x_label: "training step".into(),
+            y_label: "validation SM loss".into(),
+            axes: Axes::Linear,
+            series: r
+                .rows
+                .iter()
+                .map(|x| Series {
+                    name: x.row.label(),
+                    points: x.validation.iter().map(|(s, v)| (*s as f64, *v)).collect(),
+                })
+                .collect(),
+        },
+        &out.join("validation.png"),
+    )?;
+    Ok(r)
+}
+
+/// The Markdown report: our rows next to the paper's.
+pub fn markdown(r: &Table1Results) -> String {
+    let c = &r.config;
+    let rows: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|x| {
+            let p = x.row.paper();
+            vec![
+                x.row.label(),
+                format!("{:.2} ± {:.2}", x.test_loglik, x.log_z_se),
+                format!("{:.2}", x.test_fisher),
+                x.best_step.to_string(),
+                format!("{:.1}", x.ms_per_step),
+                p.map_or("—".into(), |p| format!("{:.2}", p.0)),
+                p.map_or("—".into(), |p| format!("{:.2}", p.1)),
+            ]
+        })
+        .collect();
+    format!(
+        "# BiSM Table 1: GRBM on Frey face ({} profile)\n\nH = {}, {} iterations at batch {}, \
+         Adam lr {}, DSM sigma {}, BiSM K = {}, tau = {}. Each row keeps the parameters with the \
+         best validation SM loss ({} evaluations). LL: mean test log-likelihood with log Z by AIS \
+         ({} chains, {} distributions; ± its standard error). Fisher: the exact test \
+         score-matching loss (closed form, total over 560 pixels). Machine: {}. Paper: 20000 \
+         iterations, lr 2e-4, AIS 2000 x 2000.\n\n{}",
+        c.profile,
+        c.hidden,
+        c.iters,
+        c.batch,
+        c.lr,
+        c.sigma,
+        c.bism.lower_steps,
+        c.bism.tau,
+        c.eval_points,
+        c.ais_chains,
+        c.ais_steps,
+        r.environment.cpu,
+        markdown_table(
+            &[
+                "Method",
+                "LL (ours)",
+                "Fisher (ours)",
+                "best step",
+                "ms / step",
+                "LL (paper)",
+                "Fisher (paper)"
+            ],
+            &rows
+        )
+    )
+}
