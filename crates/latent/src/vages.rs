@@ -4,6 +4,8 @@
 //! right, `d/dtheta grad_v log p(v) = E_p[d/dtheta grad_v log p~(v, h)] + Cov_p(grad_v log
 //! p~(v, h), grad_theta log p~(v, h))`.
 //!
+//! VaES-CV (App. H) subtracts the zero-mean control variate `grad_v log q(h | v)`.
+//!
 //! The covariance term is produced by a surrogate whose value is zero and whose
 //! theta-gradient is the (weighted or unbiased sample) covariance:
 //! `sum_k c_k stopgrad(s_k - s_bar) (f_k - stopgrad(f_k))`, `s_k = grad_v log p~(v, h_k)`,
@@ -11,6 +13,7 @@
 //! unchanged because the `c`-weighted deviations sum to zero.
 
 use candle_core::{bail, Result, Tensor, Var};
+use models::BernoulliPosterior;
 use sm_objectives::JointLogDensity;
 
 /// An estimated marginal score and the visible variable it was taken at.
@@ -172,4 +175,31 @@ pub fn vages_score_weighted<M: JointLogDensity + ?Sized>(
         v: x,
         score: combine(&scores, &logs, &w, Some(&w))?,
     })
+}
+
+/// VaES-CV (VaGES App. H): `1/K sum_k grad_v log (p~(v, h_k) / q(h_k | v))` with
+/// `h_k ~ q(h | v)` held fixed. Subtracting `grad_v log q`, whose expectation under `q` is zero,
+/// keeps the estimate's expectation and removes all of its variance when `q` is the true
+/// posterior. Its parameter gradient is VaES's (no covariance term).
+///
+/// # Errors
+/// Higher-order mode off, no draw, mismatched batches, a model that does not return `[B]`.
+pub fn vaes_cv_score<M: JointLogDensity + ?Sized>(
+    model: &M,
+    q: &BernoulliPosterior,
+    v: &Tensor,
+    hs: &[Tensor],
+) -> Result<ScoreEstimate> {
+    let (x, scores, logs) = per_draw(model, v, hs)?;
+    let w = uniform(v.dim(0)?, hs.len(), 1.0 / hs.len() as f64, v)?;
+    let mut score = combine(&scores, &logs, &w, None)?;
+    for h in hs {
+        let lq = q.log_prob(x.as_tensor(), &h.detach())?;
+        let g = match lq.sum_all()?.backward()?.remove(x.as_tensor()) {
+            Some(g) => g,
+            None => x.as_tensor().zeros_like()?,
+        };
+        score = (score - (g / hs.len() as f64)?)?;
+    }
+    Ok(ScoreEstimate { v: x, score })
 }

@@ -8,7 +8,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use latent::bism::{bidsm, bism_score_at, dsm_functional, unrolled_step, BismConfig};
-use latent::vages::{vaes_score, vages_score, vages_score_weighted};
+use latent::vages::{vaes_cv_score, vaes_score, vages_score, vages_score_weighted};
 use models::{BernoulliPosterior, Grbm, GrbmConfig};
 use sm_objectives::autodiff::{enable_higher_order, input_gradient};
 use sm_objectives::{JointLogDensity, NoiseSource, Reduction};
@@ -313,5 +313,44 @@ fn bism_gradient_bias_shrinks_with_unrolled_steps() -> Result<()> {
         errs.windows(2).all(|w| w[1] < w[0]),
         "not decreasing: {errs:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn vaes_cv_is_exact_with_the_true_posterior_and_keeps_the_vaes_mean() -> Result<()> {
+    assert!(enable_higher_order());
+    let (vm, m) = grbm()?;
+    let v = visible()?;
+    let exact = input_gradient(&m, &v)?.score;
+    // The GRBM's posterior is Bernoulli with logits c + v W: exactly a BernoulliPosterior.
+    let data = vm.data().lock().unwrap().clone();
+    let truth = BernoulliPosterior::from_tensors(
+        data["w"].as_tensor().detach(),
+        data["c"].as_tensor().detach(),
+    )?;
+    let mut noise = NoiseSource::new(12);
+    let one = vec![truth.sample(&v, &mut noise)?];
+    let est = vaes_cv_score(&m, &truth, &v, &one)?.score;
+    let err = (&est - &exact)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    assert!(
+        err < 1e-12,
+        "VaES-CV with the true posterior and one draw: {err}"
+    );
+    // Plain VaES with one draw is not exact: the control variate is what removed the noise.
+    let plain = vaes_score(&m, &v, &one)?.score;
+    assert!((plain - &exact)?.abs()?.max_all()?.to_scalar::<f64>()? > 1e-3);
+    // With another q the control variate has mean zero under q's draws: over many draws
+    // VaES-CV and VaES agree up to sampling error (the CV changes variance, not expectation).
+    let other = BernoulliPosterior::from_tensors(
+        Tensor::from_vec(wave(D * H, 4.0, 0.5), (D, H), &Device::Cpu)?,
+        Tensor::from_vec(wave(H, 1.0, 0.5), H, &Device::Cpu)?,
+    )?;
+    let draws: Vec<Tensor> = (0..4000)
+        .map(|_| other.sample(&v, &mut noise))
+        .collect::<candle_core::Result<_>>()?;
+    let cv = vaes_cv_score(&m, &other, &v, &draws)?.score;
+    let plain = vaes_score(&m, &v, &draws)?.score;
+    let gap = (cv - plain)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    assert!(gap < 0.05, "control variate mean {gap}");
     Ok(())
 }
