@@ -14,7 +14,7 @@
 //! The lower level uses plain gradient steps as in Eqs. 12-13 (the reference code uses Adam).
 
 use candle_core::{bail, Result, Tensor, Var};
-use models::BernoulliPosterior;
+use models::{BernoulliPosterior, GaussianPosterior};
 use sm_objectives::{JointLogDensity, NoiseSource, Reduction};
 
 use crate::vages::ScoreEstimate;
@@ -72,6 +72,39 @@ pub fn lower_kl<M: JointLogDensity + ?Sized>(
 ) -> Result<Tensor> {
     let h = q.sample_relaxed(v, tau, noise)?;
     (q.log_prob(v, &h)? - model.joint_log_density(v, &h)?)?.mean_all()
+}
+
+/// The Fisher lower-level objective for continuous `h` (BiSM Eq. 11), batch mean at one
+/// reparameterised draw: `1/2 |grad_h log q(h | v) - grad_h log p~(v, h)|^2`. Unlike the KL
+/// form it is zero exactly when `q` is the true posterior, so it also measures inference
+/// accuracy. Needs higher-order mode (its gradient differentiates `grad_h log p~`).
+///
+/// # Errors
+/// Higher-order mode off, shape errors.
+pub fn lower_fisher<M: JointLogDensity + ?Sized>(
+    model: &M,
+    q: &GaussianPosterior,
+    v: &Tensor,
+    noise: &mut NoiseSource,
+) -> Result<Tensor> {
+    sm_objectives::autodiff::ensure_higher_order()?;
+    let h = q.sample(v, noise)?;
+    // grad_h log p~ at h, kept differentiable in the model's and q's parameters (through h):
+    // differentiate at a zero-valued variable offset, as Candle keeps gradients only for
+    // variables.
+    let offset = Var::zeros(h.shape(), h.dtype(), h.device())?;
+    let at = (&h + offset.as_tensor())?;
+    let grad_p = match model
+        .joint_log_density(v, &at)?
+        .sum_all()?
+        .backward()?
+        .remove(offset.as_tensor())
+    {
+        Some(g) => g,
+        None => h.zeros_like()?,
+    };
+    let grad_q = q.grad_h_log_prob(v, &at)?;
+    ((grad_q - grad_p)?.sqr()?.sum(1)? * 0.5)?.mean_all()
 }
 
 /// `K` lower-level gradient steps on the posterior's variables with the model frozen

@@ -6,14 +6,17 @@
 //!   App. C.2).
 //! * [`Grbm`]: the Gaussian RBM of BiSM Sec. 5.1 / VaGES App. F, with exact and AIS `log Z`.
 //! * [`BernoulliPosterior`]: its variational posterior `q(h | v)` with relaxed samples.
+//! * [`GaussianPosterior`]: a diagonal-Gaussian `q(h | v)` for continuous latent variables.
 //!
 //! Models use only ops whose higher-order backward is correct in Candle; `tests/forbidden_ops.rs`
 //! fails if one of `sm_objectives::safe_ops::FORBIDDEN_OPS` appears in this crate.
 
 mod bernoulli_posterior;
+mod gaussian_posterior;
 mod grbm;
 mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
+pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
 pub use resnet_ebm::{Activation, ResNetEbm, ResNetEbmConfig};
