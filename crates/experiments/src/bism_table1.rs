@@ -134,13 +134,7 @@ impl Table1Config {
     /// # Errors
     /// An unknown name.
     pub fn profile(name: &str) -> Result<Self> {
-        match name {
-            "quick" => Ok(Self::quick()),
-            "paper" => Ok(Self::paper()),
-            other => Err(ExpError::Config(format!(
-                "unknown profile `{other}`; expected quick or paper"
-            ))),
-        }
+        crate::pick_profile(name, Self::quick, Self::paper)
     }
 
     /// Checks the settings.

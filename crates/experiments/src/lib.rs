@@ -31,3 +31,18 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+/// The settings of the profile `name`: `quick` (a laptop CPU in minutes) or `paper` (the
+/// papers' settings, for a GPU or a long run).
+///
+/// # Errors
+/// [`ExpError::Config`] for any other name.
+pub fn pick_profile<T>(name: &str, quick: fn() -> T, paper: fn() -> T) -> Result<T> {
+    match name {
+        "quick" => Ok(quick()),
+        "paper" => Ok(paper()),
+        other => Err(ExpError::Config(format!(
+            "unknown profile `{other}`; expected quick or paper"
+        ))),
+    }
+}

@@ -157,13 +157,7 @@ impl OrderScalingConfig {
     /// # Errors
     /// An unknown profile name.
     pub fn profile(name: &str) -> Result<Self> {
-        match name {
-            "quick" => Ok(Self::quick()),
-            "paper" => Ok(Self::paper()),
-            other => Err(ExpError::Config(format!(
-                "unknown profile `{other}`; expected quick or paper"
-            ))),
-        }
+        crate::pick_profile(name, Self::quick, Self::paper)
     }
 
     /// Checks every field.

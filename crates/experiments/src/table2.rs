@@ -269,13 +269,7 @@ impl Table2Config {
     /// # Errors
     /// [`ExpError::Config`] for an unknown name.
     pub fn profile(name: &str) -> Result<Self> {
-        match name {
-            "quick" => Ok(Self::quick()),
-            "paper" => Ok(Self::paper()),
-            other => Err(ExpError::Config(format!(
-                "unknown profile {other:?} (quick, paper)"
-            ))),
-        }
+        crate::pick_profile(name, Self::quick, Self::paper)
     }
 
     /// Checks the values a run depends on.

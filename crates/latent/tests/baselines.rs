@@ -3,55 +3,17 @@
 //! from central differences of the exact `log Z`), and the NCE loss is stationary in `log Z`
 //! at the true normaliser when data come from the model.
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use common::{grbm, sorted_vars};
 use latent::baselines::{cd_loss, cd_surrogate, nce_loss, pcd_loss};
-use models::{Grbm, GrbmConfig};
 use sm_objectives::NoiseSource;
-
-fn wave(n: usize, phase: f64, scale: f64) -> Vec<f64> {
-    (0..n)
-        .map(|i| ((i as f64 + phase) * 1.37).sin() * scale)
-        .collect()
-}
-
-fn grbm() -> Result<(VarMap, Grbm)> {
-    let vm = VarMap::new();
-    let m = Grbm::new(
-        GrbmConfig {
-            visible: 2,
-            hidden: 3,
-        },
-        VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
-    )?;
-    for (name, values) in [
-        ("w", wave(6, 0.3, 0.8)),
-        ("b", wave(2, 1.1, 0.5)),
-        ("c", wave(3, 2.3, 0.5)),
-        ("log_sigma", wave(2, 0.7, 0.3)),
-    ] {
-        let data = vm.data().lock().unwrap();
-        data[name].set(&Tensor::from_vec(values, data[name].shape(), &Device::Cpu)?)?;
-    }
-    Ok((vm, m))
-}
-
-fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
-    let mut v: Vec<_> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
 
 #[test]
 fn cd_with_model_samples_has_the_likelihood_gradient() -> Result<()> {
-    let (vm, m) = grbm()?;
+    let (vm, m) = grbm(2, 3)?;
     let data = Tensor::new(&[[0.3f64, -1.2], [1.5, 0.1], [-0.7, 0.9]], &Device::Cpu)?;
     // Samples from the model: long Gibbs chains.
     let mut noise = NoiseSource::new(9);
@@ -107,7 +69,7 @@ fn cd_with_model_samples_has_the_likelihood_gradient() -> Result<()> {
 
 #[test]
 fn nce_is_stationary_at_the_true_normaliser() -> Result<()> {
-    let (_, m) = grbm()?;
+    let (_, m) = grbm(2, 3)?;
     let log_z_true = m.log_partition_exact()?;
     let mut noise = NoiseSource::new(4);
     let start = noise.gaussian((40000, 2), DType::F64, &Device::Cpu)?;

@@ -4,57 +4,27 @@
 //! VaGES converges to it; the BiSM gradient bias shrinks as the number of unrolled steps grows
 //! (BiSM Theorem 2).
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
+use common::wave;
 use latent::bism::{bidsm, bism_score_at, dsm_functional, unrolled_step, BismConfig};
 use latent::vages::{vaes_cv_score, vaes_score, vages_score, vages_score_weighted};
-use models::{BernoulliPosterior, Grbm, GrbmConfig};
+use models::{BernoulliPosterior, Grbm};
 use sm_objectives::autodiff::{enable_higher_order, input_gradient};
 use sm_objectives::{JointLogDensity, NoiseSource, Reduction};
 
 const D: usize = 3;
 const H: usize = 4;
 
-fn wave(n: usize, phase: f64, scale: f64) -> Vec<f64> {
-    (0..n)
-        .map(|i| ((i as f64 + phase) * 1.37).sin() * scale)
-        .collect()
-}
-
-/// A GRBM with trainable (VarMap) f64 parameters set to fixed values.
 fn grbm() -> Result<(VarMap, Grbm)> {
-    let vm = VarMap::new();
-    let m = Grbm::new(
-        GrbmConfig {
-            visible: D,
-            hidden: H,
-        },
-        VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
-    )?;
-    for (name, values) in [
-        ("w", wave(D * H, 0.3, 0.8)),
-        ("b", wave(D, 1.1, 0.5)),
-        ("c", wave(H, 2.3, 0.5)),
-        ("log_sigma", wave(D, 0.7, 0.3)),
-    ] {
-        let data = vm.data().lock().unwrap();
-        let var = &data[name];
-        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu)?)?;
-    }
-    Ok((vm, m))
+    common::grbm(D, H)
 }
 
 fn vars(vm: &VarMap) -> Vec<(String, Var)> {
-    let mut v: Vec<_> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    common::sorted_vars(vm)
 }
 
 fn visible() -> Result<Tensor> {
