@@ -19,6 +19,96 @@ use sm_objectives::{JointLogDensity, NoiseSource, Reduction};
 
 use crate::vages::ScoreEstimate;
 
+/// A variational posterior BiSM can unroll: its parameters as a list, rebuilt from new values
+/// (differentiable updates), and its log-density.
+pub trait Posterior: Sized {
+    /// The parameters, in a fixed order.
+    fn parameters(&self) -> Vec<Tensor>;
+    /// The same posterior with `params` (same order and shapes) in place of its own.
+    ///
+    /// # Errors
+    /// Wrong count or shapes.
+    fn with_parameters(&self, params: Vec<Tensor>) -> Result<Self>;
+    /// `log q(h | v)`, `[B]`.
+    ///
+    /// # Errors
+    /// Shape errors.
+    fn log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor>;
+}
+
+impl Posterior for BernoulliPosterior {
+    fn parameters(&self) -> Vec<Tensor> {
+        let (w, b) = self.params();
+        vec![w.clone(), b.clone()]
+    }
+
+    fn with_parameters(&self, params: Vec<Tensor>) -> Result<Self> {
+        let [w, b]: [Tensor; 2] = params.try_into().map_err(|p: Vec<Tensor>| {
+            candle_core::Error::Msg(format!("2 parameters expected, got {}", p.len()))
+        })?;
+        BernoulliPosterior::from_tensors(w, b)
+    }
+
+    fn log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor> {
+        self.log_prob(v, h)
+    }
+}
+
+impl Posterior for GaussianPosterior {
+    fn parameters(&self) -> Vec<Tensor> {
+        self.params().into_iter().cloned().collect()
+    }
+
+    fn with_parameters(&self, params: Vec<Tensor>) -> Result<Self> {
+        let [a, b, c, d]: [Tensor; 4] = params.try_into().map_err(|p: Vec<Tensor>| {
+            candle_core::Error::Msg(format!("4 parameters expected, got {}", p.len()))
+        })?;
+        GaussianPosterior::from_tensors(a, b, c, d)
+    }
+
+    fn log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor> {
+        self.log_prob(v, h)
+    }
+}
+
+/// One differentiable update `phi' = phi - lr dG/dphi` of any [`Posterior`] on the lower
+/// objective `lower` (Eq. 13), kept on the graph so `phi'` depends on the model's parameters.
+/// Gradients are taken at zero-valued variable offsets: Candle keeps gradients only for
+/// variables, and `phi` is an intermediate result after the first step. Needs higher-order
+/// mode.
+///
+/// # Errors
+/// Higher-order mode off, errors of `lower`.
+pub fn unrolled_update<P: Posterior>(
+    q: &P,
+    lr: f64,
+    mut lower: impl FnMut(&P) -> Result<Tensor>,
+) -> Result<P> {
+    sm_objectives::autodiff::ensure_higher_order()?;
+    let params = q.parameters();
+    let offsets: Vec<Var> = params
+        .iter()
+        .map(|p| Var::zeros(p.shape(), p.dtype(), p.device()))
+        .collect::<Result<_>>()?;
+    let shifted = q.with_parameters(
+        params
+            .iter()
+            .zip(&offsets)
+            .map(|(p, o)| p + o.as_tensor())
+            .collect::<Result<_>>()?,
+    )?;
+    let grads = lower(&shifted)?.backward()?;
+    let next = params
+        .iter()
+        .zip(&offsets)
+        .map(|(p, o)| match grads.get(o.as_tensor()) {
+            Some(g) => p - (g * lr)?,
+            None => Ok(p.clone()),
+        })
+        .collect::<Result<_>>()?;
+    q.with_parameters(next)
+}
+
 /// Settings of the lower level.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BismConfig {
@@ -148,24 +238,8 @@ pub fn unrolled_step<M: JointLogDensity + ?Sized>(
     cfg: &BismConfig,
     noise: &mut NoiseSource,
 ) -> Result<BernoulliPosterior> {
-    sm_objectives::autodiff::ensure_higher_order()?;
-    let (w, b) = q.params();
-    // Candle keeps gradients only for variables, and `w`, `b` are intermediate results after
-    // the first step. Differentiate with respect to zero-valued variable offsets instead: the
-    // gradient at `phi + 0` is the gradient at `phi`, and it stays a function of `theta`.
-    let (dw, db) = (
-        Var::zeros(w.shape(), w.dtype(), w.device())?,
-        Var::zeros(b.shape(), b.dtype(), b.device())?,
-    );
-    let shifted = BernoulliPosterior::from_tensors((w + dw.as_tensor())?, (b + db.as_tensor())?)?;
-    let grads = lower_kl(model, &shifted, &v.detach(), cfg.tau, noise)?.backward()?;
-    let step = |p: &Tensor, offset: &Var| -> Result<Tensor> {
-        match grads.get(offset.as_tensor()) {
-            Some(g) => p - (g * cfg.lower_lr)?,
-            None => Ok(p.clone()),
-        }
-    };
-    BernoulliPosterior::from_tensors(step(w, &dw)?, step(b, &db)?)
+    let v = v.detach();
+    unrolled_update(q, cfg.lower_lr, |q| lower_kl(model, q, &v, cfg.tau, noise))
 }
 
 /// `phi^N(theta)`: `N` unrolled steps from the (constant) parameters `phi0`.
@@ -207,16 +281,16 @@ pub fn bism_score<M: JointLogDensity + ?Sized>(
 ///
 /// # Errors
 /// Higher-order mode off, shape errors.
-pub fn bism_score_at<M: JointLogDensity + ?Sized>(
+pub fn bism_score_at<M: JointLogDensity + ?Sized, P: Posterior>(
     model: &M,
-    q: &BernoulliPosterior,
+    q: &P,
     v: &Tensor,
     h: &Tensor,
 ) -> Result<ScoreEstimate> {
     sm_objectives::autodiff::ensure_higher_order()?;
     let x = Var::from_tensor(&v.detach())?;
     let h = h.detach();
-    let f = (model.joint_log_density(x.as_tensor(), &h)? - q.log_prob(x.as_tensor(), &h)?)?;
+    let f = (model.joint_log_density(x.as_tensor(), &h)? - q.log_q(x.as_tensor(), &h)?)?;
     let score = match f.sum_all()?.backward()?.remove(x.as_tensor()) {
         Some(g) => g,
         None => x.as_tensor().zeros_like()?,
@@ -298,5 +372,53 @@ pub fn sliced_functional(est: &ScoreEstimate, u: &Tensor, reduction: Reduction) 
         None => u.zeros_like()?,
     };
     let per = ((us.sqr()? * 0.5)? + (hvp * u)?.sum(1)?)?;
+    reduction.apply(&per)
+}
+
+/// The multiscale DSM functional (BiMDSM; FD-SM App. C.2 weighting) on a score estimate at
+/// `v~ = v + sigma_b z`, per sample
+/// `sigma_0^4 / sigma_b^2 |s(v~) + sigma_b z / sigma_0^2|^2 / D`, the same per-dimension
+/// scaling as `sm_objectives::mdsm`.
+///
+/// # Shapes
+/// * `score`, `z`: `[B, D]`; `sigmas`: `B` values
+/// * returns a scalar, or `[B]` with [`Reduction::PerSample`]
+///
+/// # Errors
+/// Shape errors, non-positive noise levels.
+pub fn mdsm_functional(
+    score: &Tensor,
+    z: &Tensor,
+    sigmas: &[f64],
+    sigma0: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let (b, d) = score.dims2()?;
+    if z.dims() != score.dims() || sigmas.len() != b {
+        bail!(
+            "score {:?}, noise {:?} and {} noise levels do not fit together",
+            score.dims(),
+            z.dims(),
+            sigmas.len()
+        )
+    }
+    if sigmas
+        .iter()
+        .chain([&sigma0])
+        .any(|s| !(s.is_finite() && *s > 0.0))
+    {
+        bail!("noise levels must be finite and > 0")
+    }
+    let per_row =
+        |vals: Vec<f64>| Tensor::from_vec(vals, (b, 1), score.device())?.to_dtype(score.dtype());
+    let shift = per_row(sigmas.iter().map(|s| s / (sigma0 * sigma0)).collect())?;
+    let resid = (score + z.broadcast_mul(&shift)?)?;
+    let weights = per_row(
+        sigmas
+            .iter()
+            .map(|s| sigma0.powi(4) / (s * s) / d as f64)
+            .collect(),
+    )?;
+    let per = resid.sqr()?.broadcast_mul(&weights)?.sum(1)?;
     reduction.apply(&per)
 }

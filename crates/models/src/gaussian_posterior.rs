@@ -66,6 +66,11 @@ impl GaussianPosterior {
         })
     }
 
+    /// The parameters `(mu weight, mu bias, log-sigma weight, log-sigma bias)`.
+    pub fn params(&self) -> [&Tensor; 4] {
+        [&self.mu_w, &self.mu_b, &self.ls_w, &self.ls_b]
+    }
+
     /// The mean and log standard deviation, each `[B, H]`.
     pub fn mean_and_log_sigma(&self, v: &Tensor) -> Result<(Tensor, Tensor)> {
         Ok((
