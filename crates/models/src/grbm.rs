@@ -145,12 +145,8 @@ impl Grbm {
         let curvature = (&p * p.affine(-1.0, 1.0)?)?
             .matmul(&self.w.sqr()?.t()?)?
             .sum(D::Minus1)?;
-        let trace = (curvature
-            - self
-                .inv_var()?
-                .sum_all()?
-                .to_dtype(v.dtype())?
-                .to_scalar::<f64>()?)?;
+        // Kept on the graph (and in the input's dtype) so that the loss trains log sigma too.
+        let trace = curvature.broadcast_sub(&self.inv_var()?.sum_all()?)?;
         (s.sqr()?.sum(D::Minus1)? * 0.5)? + trace
     }
 

@@ -12,6 +12,10 @@ use models::{Grbm, GrbmConfig};
 use sm_objectives::NoiseSource;
 
 fn grbm(d: usize, h: usize, scale: f64) -> Result<Grbm> {
+    grbm_in(d, h, scale, DType::F64)
+}
+
+fn grbm_in(d: usize, h: usize, scale: f64, dtype: DType) -> Result<Grbm> {
     let wave = |n: usize, phase: f64| -> Vec<f64> {
         (0..n).map(|i| ((i as f64 + phase) * 1.37).sin()).collect()
     };
@@ -28,7 +32,7 @@ fn grbm(d: usize, h: usize, scale: f64) -> Result<Grbm> {
             visible: d,
             hidden: h,
         },
-        VarBuilder::from_tensors(params, DType::F64, &dev),
+        VarBuilder::from_tensors(params, dtype, &dev),
     )?)
 }
 
@@ -183,7 +187,17 @@ fn closed_form_score_and_sm_loss_match_autodiff() -> Result<()> {
         sm_objectives::Reduction::PerSample,
     )?;
     let ours = m.score_matching_loss(&v)?;
-    let err = (exact - ours)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    let err = (exact - &ours)?.abs()?.max_all()?.to_scalar::<f64>()?;
     assert!(err < 1e-10, "closed-form SM loss off by {err}");
+    // A model built in f32 evaluates it in f32 too, to f32 accuracy.
+    let ours32 = grbm_in(3, 4, 0.8, DType::F32)?.score_matching_loss(&v.to_dtype(DType::F32)?)?;
+    let err32 = (ours32.to_dtype(DType::F64)? - &ours)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f64>()?;
+    assert!(
+        err32 < 1e-4 * (1.0 + ours.abs()?.max_all()?.to_scalar::<f64>()?),
+        "{err32}"
+    );
     Ok(())
 }
