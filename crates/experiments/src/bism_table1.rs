@@ -149,15 +149,11 @@ impl Table1Config {
         if self.iters == 0 || self.eval_points == 0 || self.ais_chains < 2 || self.ais_steps == 0 {
             return bad("iters, eval_points, ais_steps >= 1 and ais_chains >= 2 needed".into());
         }
-        for (n, v) in [
+        crate::require_positive(&[
             ("lr", self.lr),
             ("sigma", self.sigma),
             ("lower_adam_lr", self.lower_adam_lr),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(format!("{n} must be finite and > 0, got {v}"));
-            }
-        }
+        ])?;
         self.bism
             .validate()
             .map_err(|e| ExpError::Config(e.to_string()))?;

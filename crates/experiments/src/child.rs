@@ -31,6 +31,26 @@ pub enum Outcome {
     OverTime,
 }
 
+impl Outcome {
+    /// `None` for a successful exit, else why the child did not finish, e.g. "stopped at
+    /// 12.4 GB resident, the memory limit of 12.4 GB".
+    pub fn failure(&self, limits: Limits) -> Option<String> {
+        match self {
+            Outcome::Exited(s) if s.success() => None,
+            Outcome::Exited(s) => Some(format!("the measurement failed ({s})")),
+            Outcome::OverMemory { rss_bytes } => Some(format!(
+                "stopped at {:.2} GB resident, the memory limit of {:.2} GB",
+                *rss_bytes as f64 / 1e9,
+                limits.memory_bytes as f64 / 1e9
+            )),
+            Outcome::OverTime => Some(format!(
+                "stopped after the time limit of {:.0} s",
+                limits.time.as_secs_f64()
+            )),
+        }
+    }
+}
+
 /// How often the child's memory is polled.
 const POLL: Duration = Duration::from_millis(5);
 

@@ -224,15 +224,11 @@ impl CheckerboardConfig {
         if self.iters == 0 || self.eval_points == 0 || self.grid < 2 || self.vages_draws < 2 {
             return bad("iters, eval_points >= 1, grid >= 2, vages_draws >= 2 needed".into());
         }
-        for (n, v) in [
+        crate::require_positive(&[
             ("lr", self.lr),
             ("sigma", self.sigma),
             ("lower_adam_lr", self.lower_adam_lr),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(format!("{n} must be finite and > 0, got {v}"));
-            }
-        }
+        ])?;
         self.bism
             .validate()
             .map_err(|e| ExpError::Config(e.to_string()))?;

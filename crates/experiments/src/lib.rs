@@ -46,3 +46,16 @@ pub fn pick_profile<T>(name: &str, quick: fn() -> T, paper: fn() -> T) -> Result
         ))),
     }
 }
+
+/// Checks that every named setting is finite and positive.
+///
+/// # Errors
+/// [`ExpError::Config`] naming the first one that is not.
+pub fn require_positive(settings: &[(&str, f64)]) -> Result<()> {
+    match settings.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
+        Some((name, v)) => Err(ExpError::Config(format!(
+            "{name} must be finite and > 0, got {v}"
+        ))),
+        None => Ok(()),
+    }
+}

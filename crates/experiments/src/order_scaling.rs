@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sm_objectives::autodiff::{directional_derivative, HIGHER_ORDER_ENV};
 use sm_objectives::{fd_directional_derivative, Directions, NoiseSource};
 
-use crate::child::{run_limited, Limits, Outcome};
+use crate::child::{run_limited, Limits};
 use crate::error::{io_err, ExpError, Result};
 use crate::plot::{save_panels, Axes, Panel, Series};
 use crate::report::{
@@ -176,11 +176,7 @@ impl OrderScalingConfig {
                 self.max_order
             ));
         }
-        for (name, v) in [("eps", self.eps), ("time_limit_s", self.time_limit_s)] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(format!("{name} must be finite and > 0, got {v}"));
-            }
-        }
+        crate::require_positive(&[("eps", self.eps), ("time_limit_s", self.time_limit_s)])?;
         if self.error_eps.iter().any(|e| !(e.is_finite() && *e > 0.0)) {
             return bad(format!(
                 "every error_eps must be finite and > 0, got {:?}",
@@ -534,22 +530,6 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
-fn describe(outcome: &Outcome, limits: Limits) -> Option<String> {
-    match outcome {
-        Outcome::Exited(s) if s.success() => None,
-        Outcome::Exited(s) => Some(format!("the measurement failed ({s})")),
-        Outcome::OverMemory { rss_bytes } => Some(format!(
-            "stopped at {:.2} GB resident, the memory limit of {:.2} GB",
-            *rss_bytes as f64 / 1e9,
-            limits.memory_bytes as f64 / 1e9
-        )),
-        Outcome::OverTime => Some(format!(
-            "stopped after the time limit of {:.0} s",
-            limits.time.as_secs_f64()
-        )),
-    }
-}
-
 /// Measures every cell and the error study in child processes and writes `results.json`,
 /// `order_scaling.md`, `order_scaling.png` and `config.json` into `opts.out`.
 ///
@@ -613,7 +593,7 @@ pub fn run(cfg: &OrderScalingConfig, opts: &RunOptions) -> Result<OrderScalingRe
                 cmd.env_remove(HIGHER_ORDER_ENV);
             }
             let outcome = run_limited(&mut cmd, limits)?;
-            match describe(&outcome, limits) {
+            match outcome.failure(limits) {
                 None => cells.push(CellResult::Measured(read_json(&file)?)),
                 Some(reason) => {
                     bar.println(format!("{} at T = {order}: {reason}", method.label()));
@@ -643,7 +623,7 @@ pub fn run(cfg: &OrderScalingConfig, opts: &RunOptions) -> Result<OrderScalingRe
     } else {
         ErrorStudy::default()
     };
-    if let Some(reason) = describe(&outcome, limits) {
+    if let Some(reason) = outcome.failure(limits) {
         let done = errors.rows.iter().map(|r| r.order).max().unwrap_or(0);
         errors.missing = Some(format!(
             "orders above {done}: the exact f64 reference was {reason}"

@@ -18,7 +18,7 @@ use sm_objectives::{
     dsm, fd_dsm, fd_ssm, ssm, ssmvr, BatchMode, Directions, NoiseSource, Reduction,
 };
 
-use crate::child::{run_limited, Limits, Outcome};
+use crate::child::{run_limited, Limits};
 use crate::error::{io_err, ExpError, Result};
 use crate::optim::{Adam, AdamConfig};
 use crate::report::{
@@ -164,16 +164,12 @@ impl StepBenchConfig {
                 self.model.image_size
             ));
         }
-        for (name, v) in [
+        crate::require_positive(&[
             ("sigma", self.sigma),
             ("eps", self.eps),
             ("lr", self.lr),
             ("time_limit_s", self.time_limit_s),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(format!("{name} must be finite and > 0, got {v}"));
-            }
-        }
+        ])?;
         if self.objectives.is_empty() {
             return bad("no objective selected".into());
         }
@@ -383,10 +379,9 @@ pub fn run(cfg: &StepBenchConfig, opts: &RunOptions) -> Result<StepBenchResults>
         } else {
             cmd.env_remove(HIGHER_ORDER_ENV);
         }
-        match run_limited(&mut cmd, limits)? {
-            Outcome::Exited(s) if s.success() => results.push(read_json::<StepResult>(&file)?),
-            other => {
-                let why = format!("{other:?}");
+        match run_limited(&mut cmd, limits)?.failure(limits) {
+            None => results.push(read_json::<StepResult>(&file)?),
+            Some(why) => {
                 eprintln!("{} not measured: {why}", objective.key());
                 failed.push((objective, why));
             }

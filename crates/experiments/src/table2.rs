@@ -289,17 +289,13 @@ impl Table2Config {
         if self.rows.is_empty() {
             return bad("no rows selected".into());
         }
-        for (name, v) in [
+        crate::require_positive(&[
             ("lr_dsm", self.lr_dsm),
             ("lr_ssm", self.lr_ssm),
             ("eps", self.eps),
             ("sigma_min", self.sigma_min),
             ("sigma0", self.sigma0),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(format!("{name} must be finite and > 0, got {v}"));
-            }
-        }
+        ])?;
         if self.sigma_max < self.sigma_min {
             return bad(format!(
                 "sigma_max {} < sigma_min {}",
