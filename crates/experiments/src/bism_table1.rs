@@ -6,10 +6,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
-use latent::bism::{bism_score, dsm_functional, lower_kl, unroll, BismConfig};
-use models::{BernoulliPosterior, Grbm, GrbmConfig};
+use candle_core::{DType, Device, Tensor};
+use latent::bism::{bism_score, dsm_functional, lower_updates, unroll, BismConfig};
+use models::{BernoulliPosterior, Grbm};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{dsm, NoiseSource, Reduction};
 
@@ -17,7 +16,7 @@ use crate::error::{io_err, ExpError, Result};
 use crate::optim::{Adam, AdamConfig};
 use crate::plot::{save_line_plot, Axes, Panel, Series};
 use crate::report::{environment, markdown_table, write_atomic, write_json, Environment};
-use crate::step_seed;
+use crate::{setup, step_seed};
 
 /// A row of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,35 +214,15 @@ pub fn run_row(
     );
     let d = train.dim(1)?;
     let seed = cfg.seed ^ 0x7ab1e1;
-    let vm = VarMap::new();
-    let m = Grbm::new(
-        GrbmConfig {
-            visible: d,
-            hidden: cfg.hidden,
-        },
-        VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
-    )?;
-    {
-        let mut noise = NoiseSource::new(seed);
-        let data = vm.data().lock().expect("VarMap lock");
-        let w = &data["w"];
-        w.set(&(noise.gaussian_like(w.as_tensor())? * 0.01)?)?;
-    }
-    let (names, vars) = crate::trainer::named_vars(&vm);
+    let (vm, m) = setup::seeded_grbm(d, cfg.hidden, 0.01, seed)?;
+    let (_, vars) = crate::trainer::named_vars(&vm);
     let adam_cfg = AdamConfig {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
     };
     let mut adam = Adam::new(vars.clone(), adam_cfg)?;
-    let bound = 1.0 / (d as f64).sqrt();
-    let mut qn = NoiseSource::new(seed ^ 0x9);
-    let qw = Var::from_tensor(
-        &((qn.uniform_like(&Tensor::zeros((d, cfg.hidden), DType::F64, &Device::Cpu)?)?
-            * (2.0 * bound))?
-            - bound)?,
-    )?;
-    let qb = Var::from_tensor(&Tensor::zeros(cfg.hidden, DType::F64, &Device::Cpu)?)?;
+    let (qw, qb) = setup::seeded_bernoulli_posterior(d, cfg.hidden, seed ^ 0x9)?;
     let mut q_adam = Adam::new(vec![qw.clone(), qb.clone()], adam_cfg)?;
     let mut batcher = datasets::Batcher::new(train.dim(0)?, cfg.batch, seed)?;
     let evals: Vec<u64> = (1..=cfg.eval_points as u64)
@@ -260,14 +239,9 @@ pub fn run_row(
         let loss = match row {
             Row::Dsm => dsm(&m, &x, &z, cfg.sigma, Reduction::Mean)?,
             Row::Bidsm(n) => {
-                for _ in 0..cfg.bism.lower_steps {
-                    let q = BernoulliPosterior::from_tensors(
-                        qw.as_tensor().clone(),
-                        qb.as_tensor().clone(),
-                    )?;
-                    let grads = lower_kl(&m, &q, &x, cfg.bism.tau, &mut noise)?.backward()?;
-                    q_adam.step(&grads, cfg.lower_adam_lr)?;
-                }
+                lower_updates(&m, &qw, &qb, &x, &cfg.bism, &mut noise, |g| {
+                    q_adam.step(g, cfg.lower_adam_lr)
+                })?;
                 let q0 = BernoulliPosterior::from_tensors(
                     qw.as_tensor().clone(),
                     qb.as_tensor().clone(),
@@ -309,7 +283,6 @@ pub fn run_row(
     for (var, value) in vars.iter().zip(&snapshot) {
         var.set(value)?;
     }
-    let _ = names;
     let (log_z, log_z_se) = m.log_partition_ais(
         cfg.ais_chains,
         cfg.ais_steps,

@@ -10,13 +10,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor, Var};
 use latent::baselines::{cd_loss, nce_loss, pcd_loss};
-use latent::bism::{bism_score, dsm_functional, lower_kl, sliced_functional, unroll, BismConfig};
+use latent::bism::{
+    bism_score, dsm_functional, lower_updates, sliced_functional, unroll, BismConfig,
+};
 use latent::ksd::{ksd, median_bandwidth};
 use latent::vages::vages_score;
-use models::{BernoulliPosterior, Grbm, GrbmConfig};
+use models::{BernoulliPosterior, Grbm};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{dsm, ssm, Directions, NoiseSource, Reduction};
 
@@ -24,7 +25,7 @@ use crate::error::{io_err, ExpError, Result};
 use crate::optim::{Adam, AdamConfig};
 use crate::plot::{save_heat_maps, save_line_plot, Axes, HeatMap, Panel, Series};
 use crate::report::{environment, markdown_table, write_atomic, write_json, Environment};
-use crate::step_seed;
+use crate::{setup, step_seed};
 
 /// A training method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -271,31 +272,6 @@ pub struct CheckerboardResults {
 const LO: f64 = -0.25;
 const HI: f64 = 1.25;
 
-fn seeded_grbm(cfg: &CheckerboardConfig, seed: u64) -> Result<(VarMap, Grbm)> {
-    let vm = VarMap::new();
-    let m = Grbm::new(
-        GrbmConfig {
-            visible: 2,
-            hidden: cfg.hidden,
-        },
-        VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
-    )?;
-    let mut noise = NoiseSource::new(seed ^ 0x62b3);
-    let data = vm.data().lock().expect("VarMap lock");
-    let w = &data["w"];
-    w.set(&(noise.gaussian_like(w.as_tensor())? * 0.1)?)?;
-    Ok((vm.clone(), m))
-}
-
-fn posterior(cfg: &CheckerboardConfig, seed: u64) -> Result<(Var, Var)> {
-    let mut noise = NoiseSource::new(seed ^ 0x9051);
-    let bound = 1.0 / 2f64.sqrt();
-    let w = noise.uniform_like(&Tensor::zeros((2, cfg.hidden), DType::F64, &Device::Cpu)?)?;
-    let w = Var::from_tensor(&((w * (2.0 * bound))? - bound)?)?;
-    let b = Var::from_tensor(&Tensor::zeros(cfg.hidden, DType::F64, &Device::Cpu)?)?;
-    Ok((w, b))
-}
-
 fn test_loglik(m: &Grbm, test: &Tensor) -> Result<f64> {
     let log_z = m.log_partition_exact()?;
     Ok(m.free_energy(test)?.neg()?.mean_all()?.to_scalar::<f64>()? - log_z)
@@ -326,7 +302,7 @@ pub fn train_method(
     progress: &indicatif::ProgressBar,
 ) -> Result<MethodResult> {
     let seed = cfg.seed ^ (method as u64 + 1).wrapping_mul(0x9e37);
-    let (vm, m) = seeded_grbm(cfg, seed)?;
+    let (vm, m) = setup::seeded_grbm(2, cfg.hidden, 0.1, seed ^ 0x62b3)?;
     let mut theta_vars: Vec<Var> = crate::trainer::named_vars(&vm).1;
     let log_z = Var::new(0f64, &Device::Cpu)?;
     if method == Method::Nce {
@@ -338,7 +314,7 @@ pub fn train_method(
         eps: 1e-8,
     };
     let mut adam = Adam::new(theta_vars, adam_cfg)?;
-    let (qw, qb) = posterior(cfg, seed)?;
+    let (qw, qb) = setup::seeded_bernoulli_posterior(2, cfg.hidden, seed ^ 0x9051)?;
     let mut q_adam = Adam::new(vec![qw.clone(), qb.clone()], adam_cfg)?;
     // NCE noise: a Gaussian with the data's mean and twice its spread.
     let mean = train.mean(0)?;
@@ -362,14 +338,9 @@ pub fn train_method(
         let t = Instant::now();
         if method.uses_posterior() {
             // Lower level: K Adam steps on q with the model fixed.
-            for _ in 0..cfg.bism.lower_steps {
-                let q = BernoulliPosterior::from_tensors(
-                    qw.as_tensor().clone(),
-                    qb.as_tensor().clone(),
-                )?;
-                let grads = lower_kl(&m, &q, &x, cfg.bism.tau, &mut noise)?.backward()?;
-                q_adam.step(&grads, cfg.lower_adam_lr)?;
-            }
+            lower_updates(&m, &qw, &qb, &x, &cfg.bism, &mut noise, |g| {
+                q_adam.step(g, cfg.lower_adam_lr)
+            })?;
         }
         let q_now =
             BernoulliPosterior::from_tensors(qw.as_tensor().clone(), qb.as_tensor().clone())?;

@@ -1,12 +1,13 @@
 //! Shared experiment setup: MNIST padded to 32 x 32 as the deep-EBM code feeds it (FD-SM App.
-//! C.2), and the ResNet EBM with seeded PyTorch-style initial weights.
+//! C.2), the ResNet EBM with seeded PyTorch-style initial weights, and seeded GRBMs and
+//! Bernoulli posteriors for the latent-variable experiments.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use models::{ResNetEbm, ResNetEbmConfig};
+use models::{Grbm, GrbmConfig, ResNetEbm, ResNetEbmConfig};
 use sm_objectives::NoiseSource;
 
 use crate::error::Result;
@@ -99,4 +100,41 @@ pub fn frozen_resnet_ebm(
         cfg,
         VarBuilder::from_tensors(detached, dtype, &device()?),
     )?)
+}
+
+/// A trainable f64 GRBM (CPU) with `b = c = 0`, `log sigma = 0` and `W ~ N(0, w_std^2)` drawn
+/// from a generator seeded with `seed`.
+///
+/// # Errors
+/// A zero size.
+pub fn seeded_grbm(visible: usize, hidden: usize, w_std: f64, seed: u64) -> Result<(VarMap, Grbm)> {
+    let vm = VarMap::new();
+    let m = Grbm::new(
+        GrbmConfig { visible, hidden },
+        VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
+    )?;
+    {
+        let data = vm.data().lock().expect("VarMap lock");
+        let w = &data["w"];
+        w.set(&(NoiseSource::new(seed).gaussian_like(w.as_tensor())? * w_std)?)?;
+    }
+    Ok((vm, m))
+}
+
+/// The variables `(weight [D, H], bias [H])` of a Bernoulli posterior, f64: weights
+/// `U(+-1/sqrt(D))` from a generator seeded with `seed` (PyTorch's default), zero bias.
+///
+/// # Errors
+/// Tensor errors only.
+pub fn seeded_bernoulli_posterior(visible: usize, hidden: usize, seed: u64) -> Result<(Var, Var)> {
+    let bound = 1.0 / (visible as f64).sqrt();
+    let u = NoiseSource::new(seed).uniform_like(&Tensor::zeros(
+        (visible, hidden),
+        DType::F64,
+        &Device::Cpu,
+    )?)?;
+    Ok((
+        Var::from_tensor(&((u * (2.0 * bound))? - bound)?)?,
+        Var::from_tensor(&Tensor::zeros(hidden, DType::F64, &Device::Cpu)?)?,
+    ))
 }

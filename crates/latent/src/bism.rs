@@ -13,6 +13,7 @@
 //!
 //! The lower level uses plain gradient steps as in Eqs. 12-13 (the reference code uses Adam).
 
+use candle_core::backprop::GradStore;
 use candle_core::{bail, Result, Tensor, Var};
 use models::{BernoulliPosterior, GaussianPosterior};
 use sm_objectives::{JointLogDensity, NoiseSource, Reduction};
@@ -197,11 +198,13 @@ pub fn lower_fisher<M: JointLogDensity + ?Sized>(
     ((grad_q - grad_p)?.sqr()?.sum(1)? * 0.5)?.mean_all()
 }
 
-/// `K` lower-level gradient steps on the posterior's variables with the model frozen
-/// (Algorithm 1, Eq. 12); `weight` and `bias` are updated in place.
+/// `K` lower-level updates of the posterior's variables with the model frozen (Algorithm 1,
+/// Eq. 12): each computes the gradients of [`lower_kl`] and hands them to `apply`, the
+/// optimiser step (plain gradient descent as in Eq. 12, or Adam as the reference code).
 ///
 /// # Errors
-/// Shape errors.
+/// Shape errors, errors of `apply`.
+#[allow(clippy::too_many_arguments)]
 pub fn lower_updates<M: JointLogDensity + ?Sized>(
     model: &M,
     weight: &Var,
@@ -209,18 +212,14 @@ pub fn lower_updates<M: JointLogDensity + ?Sized>(
     v: &Tensor,
     cfg: &BismConfig,
     noise: &mut NoiseSource,
+    mut apply: impl FnMut(&GradStore) -> Result<()>,
 ) -> Result<()> {
     cfg.validate()?;
     let v = v.detach();
     for _ in 0..cfg.lower_steps {
         let q =
             BernoulliPosterior::from_tensors(weight.as_tensor().clone(), bias.as_tensor().clone())?;
-        let grads = lower_kl(model, &q, &v, cfg.tau, noise)?.backward()?;
-        for var in [weight, bias] {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                var.set(&(var.as_tensor() - (g * cfg.lower_lr)?)?.detach())?;
-            }
-        }
+        apply(&lower_kl(model, &q, &v, cfg.tau, noise)?.backward()?)?;
     }
     Ok(())
 }
