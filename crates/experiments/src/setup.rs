@@ -30,6 +30,21 @@ pub fn device() -> Result<Device> {
     Ok(Device::Cpu)
 }
 
+/// Makes sure `dataset` is complete in `data_dir`: files present and intact are kept, missing
+/// or corrupt ones are downloaded (checksummed, with a progress bar); offline, the error says
+/// which file to put where.
+///
+/// # Errors
+/// [`crate::ExpError::Data`] when a file cannot be obtained.
+pub fn ensure_data(data_dir: &Path, dataset: datasets::Dataset) -> Result<()> {
+    datasets::download::ensure_dataset(
+        data_dir,
+        dataset,
+        &datasets::download::DownloadOptions::default(),
+    )?;
+    Ok(())
+}
+
 /// MNIST images (training or test split) zero-padded by 2 pixels on each side:
 /// `[N, 1, 32, 32]`, values in `[0, 1]`, on [`device`].
 ///

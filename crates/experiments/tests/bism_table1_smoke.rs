@@ -2,6 +2,8 @@
 //! select by validation, estimate log Z by AIS and write JSON, Markdown and PNG. Skipped, with
 //! the reason printed, when Frey face is absent from the data directory.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -10,13 +12,9 @@ use experiments::bism_table1::{Row, Table1Results};
 
 #[test]
 fn tiny_table1_run_writes_every_output() -> Result<()> {
-    let dir = std::env::var_os(datasets::DATA_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if !dir.join("frey-face/frey_rawface.mat").is_file() {
-        eprintln!("skipped: Frey face is not in {}", dir.display());
+    let Some(dir) = common::data_dir_with("frey-face/frey_rawface.mat") else {
         return Ok(());
-    }
+    };
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bism-table1-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);

@@ -3,6 +3,8 @@
 //! limited child runner stops a process that passes its memory or time limit, and the binary
 //! writes its JSON, Markdown and PNG report (skipped, with the reason printed, without MNIST).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -165,25 +167,9 @@ fn limiter_stops_a_child_over_its_time_and_lets_others_finish() -> Result<()> {
     Ok(())
 }
 
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os(datasets::DATA_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if dir.join("mnist/t10k-images-idx3-ubyte.gz").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: MNIST is not in {} (set {})",
-            dir.display(),
-            datasets::DATA_DIR_ENV
-        );
-        None
-    }
-}
-
 #[test]
 fn tiny_run_writes_every_output_and_reports_stopped_cells() -> Result<()> {
-    let Some(data) = data_dir() else {
+    let Some(data) = common::data_dir_with("mnist/t10k-images-idx3-ubyte.gz") else {
         return Ok(());
     };
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

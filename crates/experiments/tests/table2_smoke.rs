@@ -3,30 +3,18 @@
 //! and writes the JSON, Markdown and PNG outputs. Timings are produced, never asserted.
 //! Skipped, with the reason printed, when MNIST is absent from the data directory.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
 use experiments::table2::{Row, Table2Results};
 
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os(datasets::DATA_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if dir.join("mnist/train-images-idx3-ubyte.gz").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: MNIST is not in {} (set {})",
-            dir.display(),
-            datasets::DATA_DIR_ENV
-        );
-        None
-    }
-}
-
 #[test]
 fn tiny_table2_run_writes_every_output() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = common::data_dir_with("mnist/train-images-idx3-ubyte.gz") else {
+        return;
+    };
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("table2-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);

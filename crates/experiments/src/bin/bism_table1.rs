@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use experiments::bism_table1::{markdown, run, Row, Table1Config};
 
@@ -91,12 +91,7 @@ fn main() -> Result<()> {
     }
     cfg.validate()?;
     let data_dir = datasets::resolve_data_dir(a.data_dir.as_deref());
-    datasets::download::ensure_dataset(
-        &data_dir,
-        datasets::Dataset::FreyFace,
-        &datasets::download::DownloadOptions::default(),
-    )
-    .with_context(|| format!("Frey face is needed in {}", data_dir.display()))?;
+    experiments::setup::ensure_data(&data_dir, datasets::Dataset::FreyFace)?;
     let r = run(&cfg, &data_dir, &a.out, !a.no_progress)?;
     println!("{}", markdown(&r));
     println!("results written to {}", a.out.display());

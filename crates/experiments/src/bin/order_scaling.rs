@@ -148,12 +148,7 @@ fn main() -> Result<()> {
             }
             cfg.validate()?;
             let data_dir = datasets::resolve_data_dir(a.data_dir.as_deref());
-            datasets::download::ensure_dataset(
-                &data_dir,
-                datasets::Dataset::Mnist,
-                &datasets::download::DownloadOptions::default(),
-            )
-            .with_context(|| format!("MNIST is needed in {}", data_dir.display()))?;
+            experiments::setup::ensure_data(&data_dir, datasets::Dataset::Mnist)?;
             let opts = RunOptions {
                 data_dir,
                 out: a.out.clone(),

@@ -143,7 +143,7 @@ fn main() -> Result<()> {
             }
             cfg.timing_warmup = cfg.timing_warmup.min(cfg.iters.saturating_sub(1) as usize);
             let data_dir = datasets::resolve_data_dir(a.data_dir.as_deref());
-            ensure_mnist(&data_dir)?;
+            experiments::setup::ensure_data(&data_dir, datasets::Dataset::Mnist)?;
             let exe = std::env::current_exe().context("locating the table2 executable")?;
             let opts = RunOptions {
                 data_dir,
@@ -175,16 +175,4 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// MNIST must be in the data directory: verify it, downloading what is missing.
-fn ensure_mnist(data_dir: &std::path::Path) -> Result<()> {
-    use datasets::download::{ensure_dataset, DownloadOptions};
-    ensure_dataset(
-        data_dir,
-        datasets::Dataset::Mnist,
-        &DownloadOptions::default(),
-    )
-    .with_context(|| format!("MNIST is needed in {}", data_dir.display()))?;
-    Ok(())
 }
