@@ -1,6 +1,7 @@
 //! Atomic training checkpoints in one safetensors file: the parameters (`param/<name>`), Adam's
-//! moments (`adam_m/<name>`, `adam_v/<name>`) and JSON metadata (step, Adam's `t`, the run's
-//! config). Written to a temporary file, synced, then renamed over the old one, so a crash never
+//! moments (`adam_m/<name>`, `adam_v/<name>`), an experiment's own state (`extra/<name>`: a second
+//! optimiser, persistent chains, ...) and JSON metadata (step, Adam's `t`, the run's config, the
+//! experiment's own JSON state). Written to a temporary file, synced, then renamed over the old one, so a crash never
 //! leaves a torn or missing checkpoint.
 
 use std::collections::HashMap;
@@ -21,6 +22,9 @@ pub struct CheckpointMeta {
     pub train_seconds: f64,
     /// The run's configuration as JSON, to refuse resuming a different run.
     pub config: String,
+    /// The experiment's own state besides tensors (curves, selection), `null` when it has none.
+    #[serde(default)]
+    pub extra: serde_json::Value,
 }
 
 /// Writes a checkpoint atomically.
@@ -34,14 +38,20 @@ pub fn save(
     vars: &[Var],
     m: &[Tensor],
     v: &[Tensor],
+    extra: Vec<(String, Tensor)>,
     meta: &CheckpointMeta,
 ) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(3 * vars.len());
+    let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(3 * vars.len() + extra.len());
     for (i, name) in names.iter().enumerate() {
         tensors.push((format!("param/{name}"), vars[i].as_tensor().detach()));
         tensors.push((format!("adam_m/{name}"), m[i].clone()));
         tensors.push((format!("adam_v/{name}"), v[i].clone()));
     }
+    tensors.extend(
+        extra
+            .into_iter()
+            .map(|(name, t)| (format!("extra/{name}"), t.detach())),
+    );
     let json = serde_json::to_string(meta).map_err(|source| ExpError::Json {
         path: path.to_path_buf(),
         source,
@@ -89,6 +99,8 @@ pub struct Loaded {
     pub m: HashMap<String, Tensor>,
     /// Adam second moments by name.
     pub v: HashMap<String, Tensor>,
+    /// The experiment's own tensors by name.
+    pub extra: HashMap<String, Tensor>,
 }
 
 /// Reads a checkpoint.
@@ -111,7 +123,12 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     let meta: CheckpointMeta =
         serde_json::from_str(json).map_err(|e| bad(format!("bad metadata: {e}")))?;
     let all = candle_core::safetensors::load_buffer(&bytes, device)?;
-    let (mut params, mut m, mut v) = (HashMap::new(), HashMap::new(), HashMap::new());
+    let (mut params, mut m, mut v, mut extra) = (
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+    );
     for (key, t) in all {
         if let Some(n) = key.strip_prefix("param/") {
             params.insert(n.to_string(), t);
@@ -119,7 +136,15 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
             m.insert(n.to_string(), t);
         } else if let Some(n) = key.strip_prefix("adam_v/") {
             v.insert(n.to_string(), t);
+        } else if let Some(n) = key.strip_prefix("extra/") {
+            extra.insert(n.to_string(), t);
         }
     }
-    Ok(Loaded { meta, params, m, v })
+    Ok(Loaded {
+        meta,
+        params,
+        m,
+        v,
+        extra,
+    })
 }

@@ -2,6 +2,8 @@
 //! keeps them private), the cosine learning-rate schedule and global-norm gradient clipping of
 //! the deep-EBM runs (FD-SM App. C.2: Adam (0.9, 0.95), cosine to 0, clip 0.1).
 
+use std::collections::HashMap;
+
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
@@ -81,6 +83,85 @@ impl Adam {
             var.set(&(var.as_tensor().detach() - (update * lr)?)?)?;
         }
         Ok(())
+    }
+}
+
+impl Adam {
+    /// The variables' values, the moments and `t` as named tensors (`<prefix>param/<i>`,
+    /// `<prefix>m/<i>`, `<prefix>v/<i>`, `<prefix>t`), for a checkpoint.
+    pub fn state_tensors(&self, prefix: &str) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::with_capacity(3 * self.vars.len() + 1);
+        for (i, var) in self.vars.iter().enumerate() {
+            out.push((format!("{prefix}param/{i}"), var.as_tensor().detach()));
+            out.push((format!("{prefix}m/{i}"), self.m[i].clone()));
+            out.push((format!("{prefix}v/{i}"), self.v[i].clone()));
+        }
+        let t = i64::try_from(self.t).map_err(candle_core::Error::wrap)?;
+        out.push((
+            format!("{prefix}t"),
+            Tensor::new(
+                t,
+                self.vars
+                    .first()
+                    .map_or(&candle_core::Device::Cpu, |v| v.device()),
+            )?,
+        ));
+        Ok(out)
+    }
+
+    /// Restores what [`Adam::state_tensors`] saved: the variables' values, the moments and `t`.
+    ///
+    /// # Errors
+    /// A missing tensor or one whose shape differs from its variable's.
+    pub fn load_state(&mut self, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        let get = |key: String| {
+            tensors
+                .get(&key)
+                .ok_or_else(|| candle_core::Error::Msg(format!("the checkpoint has no `{key}`")))
+        };
+        for (i, var) in self.vars.iter().enumerate() {
+            let (p, m, v) = (
+                get(format!("{prefix}param/{i}"))?,
+                get(format!("{prefix}m/{i}"))?,
+                get(format!("{prefix}v/{i}"))?,
+            );
+            for (what, t) in [("param", p), ("m", m), ("v", v)] {
+                if t.dims() != var.dims() {
+                    return Err(candle_core::Error::Msg(format!(
+                        "the checkpoint's `{prefix}{what}/{i}` has shape {:?}, the variable {:?}",
+                        t.dims(),
+                        var.dims()
+                    )));
+                }
+            }
+            var.set(p)?;
+            self.m[i] = m.to_dtype(var.dtype())?;
+            self.v[i] = v.to_dtype(var.dtype())?;
+        }
+        let t = get(format!("{prefix}t"))?.to_scalar::<i64>()?;
+        self.t = u64::try_from(t).map_err(candle_core::Error::wrap)?;
+        Ok(())
+    }
+}
+
+/// How the learning rate moves over training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// Cosine decay to 0 over the run (FD-SM App. C.2).
+    #[default]
+    Cosine,
+    /// The base rate throughout (the GRBM experiments of BiSM and VaGES).
+    Constant,
+}
+
+impl LrSchedule {
+    /// The rate at `step` of `total` for base rate `base`.
+    pub fn lr(self, base: f64, step: u64, total: u64) -> f64 {
+        match self {
+            LrSchedule::Cosine => cosine_lr(base, step, total),
+            LrSchedule::Constant => base,
+        }
     }
 }
 

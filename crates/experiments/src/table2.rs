@@ -23,12 +23,12 @@ use sm_objectives::{
 use crate::error::{io_err, ExpError, Result};
 use crate::eval::{test_sm, SmEstimate, SmValue};
 use crate::langevin::{annealed_langevin, LangevinSchedule};
-use crate::optim::AdamConfig;
+use crate::optim::{AdamConfig, LrSchedule};
 use crate::plot::{save_image_grid, save_line_plot, Axes, Panel, Series};
 use crate::report::{
     environment, markdown_table, read_json, write_atomic, write_json, Environment,
 };
-use crate::trainer::{train, StepRecord, TrainOptions};
+use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
 use crate::{memory, step_seed};
 
 /// A row of Table 2.
@@ -315,6 +315,31 @@ impl Table2Config {
     }
 }
 
+/// The evaluation snapshots written so far, `(step, training seconds, file)`; travels in the
+/// checkpoint so that a resumed run still lists the snapshots taken before the interruption.
+#[derive(Debug, Default)]
+struct Snapshots(Vec<(u64, f64, PathBuf)>);
+
+impl TrainState for Snapshots {
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    fn json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(&self.0).map_err(|e| ExpError::Config(format!("snapshot list: {e}")))
+    }
+
+    fn restore(
+        &mut self,
+        _: &std::collections::HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> Result<()> {
+        self.0 = serde_json::from_value(json.clone())
+            .map_err(|e| ExpError::Config(format!("snapshot list: {e}")))?;
+        Ok(())
+    }
+}
+
 /// What a training child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
@@ -322,8 +347,8 @@ pub struct TrainReport {
     pub row: Row,
     /// Per-step records of this run.
     pub records: Vec<StepRecord>,
-    /// Median step time after warm-up, ms.
-    pub median_step_ms: f64,
+    /// Median step time after warm-up, ms; `None` when no step was timed.
+    pub median_step_ms: Option<f64>,
     /// RSS before the timed steps, bytes.
     pub base_rss_bytes: Option<u64>,
     /// Peak RSS over the timed steps, bytes.
@@ -406,13 +431,16 @@ pub fn train_row(
         } else {
             cfg.lr_ssm
         },
+        schedule: LrSchedule::Cosine,
         adam: cfg.adam,
         clip: cfg.clip,
         checkpoint: dir.join("checkpoint.safetensors"),
         checkpoint_every: cfg.checkpoint_every,
         resume,
+        stop_after: None,
         explode_threshold: 1e12,
         progress,
+        label: row.label().to_string(),
         config_json: serde_json::to_string(&(cfg, row)).expect("config serialises"),
     };
     let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
@@ -472,14 +500,14 @@ pub fn train_row(
     let snapshot_steps: Vec<u64> = (1..=cfg.eval_points as u64)
         .map(|k| (k * cfg.iters).div_ceil(cfg.eval_points as u64).max(1))
         .collect();
-    let mut snapshots = Vec::new();
+    let mut snapshots = Snapshots::default();
     let mut base_rss = None;
     let warmup = cfg.timing_warmup as u64;
     if warmup == 0 {
         base_rss = memory::rss_bytes();
         memory::reset_peak();
     }
-    let mut after = |r: &StepRecord| -> Result<()> {
+    let mut after = |r: &StepRecord, taken: &mut Snapshots| -> Result<()> {
         if r.step + 1 == warmup {
             base_rss = memory::rss_bytes();
             memory::reset_peak();
@@ -487,20 +515,26 @@ pub fn train_row(
         if snapshot_steps.contains(&(r.step + 1)) {
             let path = dir.join(format!("snapshot_{:08}.safetensors", r.step + 1));
             vm.save(&path)?;
-            snapshots.push((r.step + 1, r.train_seconds, path));
+            taken.0.push((r.step + 1, r.train_seconds, path));
         }
         Ok(())
     };
-    let summary = train(&vm, &opts, &mut loss_at, &mut after)?;
+    let summary = train_with_state(
+        &vm,
+        &opts,
+        &mut snapshots,
+        &mut |step, _| loss_at(step),
+        &mut after,
+    )?;
+    let snapshots = snapshots.0;
     let step_peak = memory::peak_rss_bytes();
-    if summary.resumed_from.is_some() {
-        // Snapshots written before the interruption are still on disk.
-        let prev: Option<TrainReport> = read_json(&dir.join("train.partial.json")).ok();
-        if let Some(p) = prev {
-            let mut all = p.snapshots;
-            all.retain(|s| !snapshots.iter().any(|n: &(u64, f64, PathBuf)| n.0 == s.0));
-            all.extend(snapshots);
-            snapshots = all;
+    if summary.records.is_empty() {
+        // A finished row resumed: nothing was trained, so the original run's timings stand.
+        if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
+            return Ok(TrainReport {
+                snapshots,
+                ..previous
+            });
         }
     }
     let mut times: Vec<f64> = summary
@@ -513,11 +547,7 @@ pub fn train_row(
         times = summary.records.iter().map(|r| r.seconds * 1e3).collect();
     }
     times.sort_by(f64::total_cmp);
-    let median = if times.is_empty() {
-        f64::NAN
-    } else {
-        times[times.len() / 2]
-    };
+    let median = times.get(times.len() / 2).copied();
     let report = TrainReport {
         row,
         records: summary.records,
@@ -622,7 +652,7 @@ pub fn run(cfg: &Table2Config, opts: &RunOptions) -> Result<Table2Results> {
         let t = |r: Row| {
             rows.iter()
                 .find(|(t, _)| t.row == r)
-                .map(|(t, _)| t.median_step_ms)
+                .and_then(|(t, _)| t.median_step_ms)
         };
         Some(t(slow)? / t(fast)?)
     };
@@ -759,7 +789,8 @@ pub fn markdown(r: &Table2Results) -> String {
             vec![
                 t.row.label().to_string(),
                 format!("{:.4e} ± {:.1e}", e.final_sm.mean, e.final_sm.std_err),
-                format!("{:.1} ms", t.median_step_ms),
+                t.median_step_ms
+                    .map_or("—".into(), |ms| format!("{ms:.1} ms")),
                 fmt_memory(t.step_peak_rss_bytes, t.base_rss_bytes),
                 format!("{:.2e}", p.sm_loss),
                 format!("{} ms", p.time_ms),

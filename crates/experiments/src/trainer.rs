@@ -1,8 +1,10 @@
-//! The training loop shared by all experiments: Adam with a cosine schedule and gradient
-//! clipping, a guard that stops on a non-finite or exploding loss while keeping the last good
-//! checkpoint, atomic checkpoints every N steps, exact resume (bit-identical parameters, since
-//! batches and noise are pure functions of the step), and a progress bar with loss and it/s.
+//! The training loop shared by all experiments: Adam with a cosine or constant schedule and
+//! gradient clipping, a guard that stops on a non-finite or exploding loss while keeping the last
+//! good checkpoint, atomic checkpoints every N steps, exact resume (bit-identical parameters,
+//! since batches and noise are pure functions of the step and any other state travels in the
+//! checkpoint through [`TrainState`]), and a progress bar with loss and it/s.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,15 +14,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::error::{ExpError, Result};
-use crate::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig};
+use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule};
 
 /// How to train.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Total optimisation steps.
     pub iters: u64,
-    /// Base learning rate (cosine-decayed to 0 over `iters`).
+    /// Base learning rate.
     pub lr: f64,
+    /// How the rate moves from `lr` over `iters`.
+    pub schedule: LrSchedule,
     /// Adam hyperparameters.
     pub adam: AdamConfig,
     /// Global gradient-norm clip.
@@ -31,10 +35,15 @@ pub struct TrainOptions {
     pub checkpoint_every: u64,
     /// Continue from `checkpoint` if it exists.
     pub resume: bool,
+    /// Stop (checkpointed) once this many steps are complete, to continue later with `resume`;
+    /// `None` trains to `iters`.
+    pub stop_after: Option<u64>,
     /// A loss whose magnitude exceeds this counts as diverged.
     pub explode_threshold: f64,
     /// Draw a progress bar.
     pub progress: bool,
+    /// Shown in front of the progress bar (e.g. the method trained).
+    pub label: String,
     /// The run's configuration as JSON; a checkpoint of another configuration is not resumed.
     pub config_json: String,
 }
@@ -63,6 +72,8 @@ pub struct TrainSummary {
     pub records: Vec<StepRecord>,
     /// The step a resumed run started from.
     pub resumed_from: Option<u64>,
+    /// Steps complete at return: `iters`, or fewer when `stop_after` paused the run.
+    pub completed: u64,
 }
 
 /// The variables of a `VarMap` in a fixed order (sorted by name).
@@ -72,6 +83,47 @@ pub fn named_vars(varmap: &VarMap) -> (Vec<String>, Vec<Var>) {
         data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     entries.into_iter().unzip()
+}
+
+/// State an experiment carries from step to step besides the trained parameters and their Adam
+/// moments: a second optimiser (BiSM's variational posterior), persistent Markov chains, the
+/// evaluations made so far. It is written into every checkpoint and restored on resume, so a
+/// resumed run continues exactly where the interrupted one stopped.
+pub trait TrainState {
+    /// The state's tensors, with names unique within the state.
+    ///
+    /// # Errors
+    /// Tensor errors.
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>>;
+    /// The rest of the state as JSON.
+    ///
+    /// # Errors
+    /// A value that does not serialise.
+    fn json(&self) -> Result<serde_json::Value>;
+    /// Restores what [`TrainState::tensors`] and [`TrainState::json`] returned.
+    ///
+    /// # Errors
+    /// A missing or misshapen tensor, malformed JSON.
+    fn restore(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> Result<()>;
+}
+
+/// No state besides the parameters.
+impl TrainState for () {
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    fn json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn restore(&mut self, _: &HashMap<String, Tensor>, _: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs (or resumes) training. `loss_at(step)` must build the loss of step `step` from data and
@@ -85,6 +137,28 @@ pub fn train(
     opts: &TrainOptions,
     loss_at: &mut dyn FnMut(u64) -> candle_core::Result<Tensor>,
     after_step: &mut dyn FnMut(&StepRecord) -> Result<()>,
+) -> Result<TrainSummary> {
+    train_with_state(
+        varmap,
+        opts,
+        &mut (),
+        &mut |step, _| loss_at(step),
+        &mut |record, _| after_step(record),
+    )
+}
+
+/// [`train`] for an experiment with its own [`TrainState`]: `loss_at` and `after_step` get the
+/// state to read and update (e.g. to take the lower-level optimiser's steps inside `loss_at`),
+/// and the state is checkpointed with the parameters and restored on resume.
+///
+/// # Errors
+/// As [`train`], and the state's own errors.
+pub fn train_with_state<S: TrainState>(
+    varmap: &VarMap,
+    opts: &TrainOptions,
+    state: &mut S,
+    loss_at: &mut dyn FnMut(u64, &mut S) -> candle_core::Result<Tensor>,
+    after_step: &mut dyn FnMut(&StepRecord, &mut S) -> Result<()>,
 ) -> Result<TrainSummary> {
     if opts.iters == 0 || opts.checkpoint_every == 0 || !(opts.lr.is_finite() && opts.lr > 0.0) {
         return Err(ExpError::Config(format!(
@@ -113,6 +187,12 @@ pub fn train(
             adam.v[i] = loaded.v.get(name).ok_or_else(missing)?.clone();
         }
         adam.t = loaded.meta.adam_t;
+        state
+            .restore(&loaded.extra, &loaded.meta.extra)
+            .map_err(|e| ExpError::Checkpoint {
+                path: opts.checkpoint.clone(),
+                problem: format!("the experiment's state does not restore: {e}"),
+            })?;
         start = loaded.meta.step;
         train_seconds = loaded.meta.train_seconds;
         resumed_from = Some(start);
@@ -123,10 +203,13 @@ pub fn train(
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} loss {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} {bar:30} {pos}/{len} {per_sec} eta {eta} loss {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
+    bar.set_prefix(opts.label.clone());
     bar.set_position(start);
     let mut last_saved = resumed_from;
     let kept = |saved: Option<u64>| match saved {
@@ -137,9 +220,10 @@ pub fn train(
         None => "No checkpoint had been written yet.".to_string(),
     };
     let mut records = Vec::new();
-    for step in start..opts.iters {
+    let end = opts.stop_after.map_or(opts.iters, |s| s.min(opts.iters));
+    for step in start..end {
         let t0 = Instant::now();
-        let loss = loss_at(step)?;
+        let loss = loss_at(step, state)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() || value.abs() > opts.explode_threshold {
             bar.abandon();
@@ -160,7 +244,7 @@ pub fn train(
                 kept: kept(last_saved),
             });
         }
-        let lr = cosine_lr(opts.lr, step, opts.iters);
+        let lr = opts.schedule.lr(opts.lr, step, opts.iters);
         adam.step(&grads, lr)?;
         drop(grads);
         let seconds = t0.elapsed().as_secs_f64();
@@ -176,22 +260,33 @@ pub fn train(
         records.push(record);
         bar.set_message(format!("{value:.4e}"));
         bar.inc(1);
+        // The step's evaluations belong to the state the checkpoint captures.
+        after_step(&record, state)?;
         let done = step + 1;
-        if done % opts.checkpoint_every == 0 || done == opts.iters {
+        if done % opts.checkpoint_every == 0 || done == end {
             let meta = CheckpointMeta {
                 step: done,
                 adam_t: adam.t,
                 train_seconds,
                 config: opts.config_json.clone(),
+                extra: state.json()?,
             };
-            checkpoint::save(&opts.checkpoint, &names, &vars, &adam.m, &adam.v, &meta)?;
+            checkpoint::save(
+                &opts.checkpoint,
+                &names,
+                &vars,
+                &adam.m,
+                &adam.v,
+                state.tensors()?,
+                &meta,
+            )?;
             last_saved = Some(done);
         }
-        after_step(&record)?;
     }
     bar.finish_and_clear();
     Ok(TrainSummary {
         records,
         resumed_from,
+        completed: end.max(start),
     })
 }

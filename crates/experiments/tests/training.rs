@@ -1,13 +1,15 @@
 //! The shared training library: Adam against its update rule computed by hand, the cosine
 //! schedule and clipping in closed form, exact resume (bit-identical parameters), the divergence
-//! guard keeping the last good checkpoint, and refusing another run's checkpoint.
+//! guard keeping the last good checkpoint, refusing another run's checkpoint, and an
+//! experiment's own state carried through a pause and a resume.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Module, VarBuilder, VarMap};
-use experiments::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig};
-use experiments::trainer::{named_vars, train, TrainOptions};
+use experiments::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig, LrSchedule};
+use experiments::trainer::{named_vars, train, train_with_state, TrainOptions, TrainState};
 use experiments::{checkpoint, step_seed, ExpError};
 use sm_objectives::{fd_ssm, BatchMode, Directions, NoiseSource, Reduction};
 
@@ -101,13 +103,16 @@ fn options(dir: &std::path::Path, iters: u64, lr: f64) -> TrainOptions {
     TrainOptions {
         iters,
         lr,
+        schedule: LrSchedule::Cosine,
         adam: AdamConfig::default(),
         clip: Some(1.0),
         checkpoint: dir.join("ckpt.safetensors"),
         checkpoint_every: 2,
         resume: true,
+        stop_after: None,
         explode_threshold: 1e6,
         progress: false,
+        label: "test".into(),
         config_json: "{\"test\":1}".into(),
     }
 }
@@ -149,7 +154,7 @@ fn params(vm: &VarMap) -> Vec<Vec<f32>> {
 
 #[test]
 fn resume_continues_to_bit_identical_parameters() {
-    let data = Tensor::randn(0f32, 1f32, (16, 6), &Device::Cpu).unwrap();
+    let data = seeded_data();
     // Straight through: 7 steps.
     let dir_a = tmp("straight");
     let (vm_a, net_a) = tiny(1);
@@ -205,7 +210,7 @@ fn resume_continues_to_bit_identical_parameters() {
 
 #[test]
 fn divergence_stops_with_the_last_good_checkpoint_kept() {
-    let data = Tensor::randn(0f32, 1f32, (16, 6), &Device::Cpu).unwrap();
+    let data = seeded_data();
     let dir = tmp("diverge");
     let (vm, net) = tiny(2);
     let mut opts = options(&dir, 10, 0.01);
@@ -242,4 +247,123 @@ fn divergence_stops_with_the_last_good_checkpoint_kept() {
         train(&vm, &bad, &mut loss_fn(&net, &data), &mut |_| Ok(())),
         Err(ExpError::Config(_))
     ));
+}
+
+/// Fixed training data, so that every run of the tests sees the same problem.
+fn seeded_data() -> Tensor {
+    NoiseSource::new(11)
+        .gaussian((16, 6), DType::F32, &Device::Cpu)
+        .unwrap()
+}
+
+/// A state carried across steps: a tensor that each step's loss reads and updates, and the
+/// losses seen so far.
+#[derive(Debug)]
+struct Carried {
+    scale: Tensor,
+    losses: Vec<f64>,
+}
+
+impl TrainState for Carried {
+    fn tensors(&self) -> experiments::Result<Vec<(String, Tensor)>> {
+        Ok(vec![("scale".into(), self.scale.clone())])
+    }
+
+    fn json(&self) -> experiments::Result<serde_json::Value> {
+        Ok(serde_json::json!(self.losses))
+    }
+
+    fn restore(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> experiments::Result<()> {
+        self.scale = tensors["scale"].clone();
+        self.losses = serde_json::from_value(json.clone()).unwrap();
+        Ok(())
+    }
+}
+
+#[test]
+fn stop_after_and_resume_carry_the_experiments_state() {
+    let data = seeded_data();
+    let run = |dir: &std::path::Path, seed: u64, stop_after: Option<u64>| {
+        let (vm, net) = tiny(seed);
+        let mut inner = loss_fn(&net, &data);
+        let mut state = Carried {
+            scale: Tensor::new(1f32, &Device::Cpu).unwrap(),
+            losses: Vec::new(),
+        };
+        let opts = TrainOptions {
+            stop_after,
+            ..options(dir, 7, 0.01)
+        };
+        let summary = train_with_state(
+            &vm,
+            &opts,
+            &mut state,
+            &mut |step, st: &mut Carried| {
+                // The loss depends on the carried state, which every step changes.
+                st.scale = (&st.scale * 1.1)?;
+                inner(step)?.broadcast_mul(&st.scale)
+            },
+            &mut |r, st| {
+                st.losses.push(r.loss);
+                Ok(())
+            },
+        )
+        .unwrap();
+        (summary, state, params(&vm))
+    };
+    let (dir_a, dir_b) = (tmp("carried-straight"), tmp("carried-paused"));
+    let (whole, state_a, params_a) = run(&dir_a, 3, None);
+    assert_eq!(whole.completed, 7);
+    // Paused after step 3 (checkpoints fall at 2, 4, 6: the pause writes its own).
+    let (paused, _, _) = run(&dir_b, 3, Some(3));
+    assert_eq!((paused.completed, paused.records.len()), (3, 3));
+    let meta = checkpoint::load(&dir_b.join("ckpt.safetensors"), &Device::Cpu)
+        .unwrap()
+        .meta;
+    assert_eq!(meta.step, 3);
+    let (resumed, state_b, params_b) = run(&dir_b, 50, None);
+    assert_eq!((resumed.resumed_from, resumed.completed), (Some(3), 7));
+    assert_eq!(params_a, params_b);
+    assert_eq!(state_a.losses, state_b.losses);
+    assert_eq!(
+        state_a.scale.to_scalar::<f32>().unwrap(),
+        state_b.scale.to_scalar::<f32>().unwrap()
+    );
+    assert!((state_b.scale.to_scalar::<f32>().unwrap() - 1.1f32.powi(7)).abs() < 1e-5);
+}
+
+#[test]
+fn adam_state_round_trips_through_named_tensors() {
+    let cfg = AdamConfig::default();
+    let loss = |x: &Var| x.as_tensor().powf(3.0).unwrap().sum_all().unwrap();
+    let x = Var::new(&[1.0f64, -2.0, 0.5], &Device::Cpu).unwrap();
+    let mut adam = Adam::new(vec![x.clone()], cfg).unwrap();
+    for _ in 0..2 {
+        adam.step(&loss(&x).backward().unwrap(), 0.1).unwrap();
+    }
+    let saved: HashMap<String, Tensor> = adam.state_tensors("q/").unwrap().into_iter().collect();
+    // A fresh optimiser over a fresh variable takes over the state exactly.
+    let y = Var::new(&[9.0f64, 9.0, 9.0], &Device::Cpu).unwrap();
+    let mut other = Adam::new(vec![y.clone()], cfg).unwrap();
+    other.load_state("q/", &saved).unwrap();
+    assert_eq!(other.t, 2);
+    adam.step(&loss(&x).backward().unwrap(), 0.1).unwrap();
+    other.step(&loss(&y).backward().unwrap(), 0.1).unwrap();
+    assert_eq!(
+        x.as_tensor().to_vec1::<f64>().unwrap(),
+        y.as_tensor().to_vec1::<f64>().unwrap()
+    );
+    // A state of another shape or under another prefix is refused with its name.
+    let z = Var::new(&[0.0f64, 0.0], &Device::Cpu).unwrap();
+    let err = Adam::new(vec![z], cfg)
+        .unwrap()
+        .load_state("q/", &saved)
+        .unwrap_err();
+    assert!(err.to_string().contains("q/param/0"), "{err}");
+    let err = other.load_state("p/", &saved).unwrap_err();
+    assert!(err.to_string().contains("p/param/0"), "{err}");
 }
