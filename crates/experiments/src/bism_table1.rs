@@ -3,8 +3,8 @@
 //! validation score-matching loss, reporting the test log-likelihood (log Z by AIS) and the
 //! test Fisher divergence (the exact score-matching loss, up to a data constant).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use latent::bism::{bism_score, dsm_functional, lower_updates, unroll, BismConfig};
@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use sm_objectives::{dsm, NoiseSource, Reduction};
 
 use crate::error::{io_err, ExpError, Result};
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::Adam;
 use crate::plot::{save_line_plot, Axes, Panel, Series};
 use crate::report::{environment, markdown_table, write_atomic, write_json, Environment};
-use crate::{setup, step_seed};
+use crate::trainer::{named_vars, train_with_state, StepRecord, TrainState};
+use crate::{setup, step_seed, RunControl};
 
 /// A row of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,14 @@ pub enum Row {
 }
 
 impl Row {
+    /// File-name key: `dsm`, `bidsm-n<N>`.
+    pub fn key(self) -> String {
+        match self {
+            Row::Dsm => "dsm".into(),
+            Row::Bidsm(n) => format!("bidsm-n{n}"),
+        }
+    }
+
     /// Printed name.
     pub fn label(self) -> String {
         match self {
@@ -71,6 +80,8 @@ pub struct Table1Config {
     pub lower_adam_lr: f64,
     /// Validation evaluations (model selection) along training.
     pub eval_points: usize,
+    /// Checkpoint every this many steps (and at the end of each row).
+    pub checkpoint_every: u64,
     /// AIS chains for the test log-likelihood (paper: 2000).
     pub ais_chains: usize,
     /// AIS intermediate distributions (paper: 2000).
@@ -100,6 +111,7 @@ impl Table1Config {
             },
             lower_adam_lr: 1e-3,
             eval_points: 5,
+            checkpoint_every: 100,
             ais_chains: 100,
             ais_steps: 500,
             rows: vec![
@@ -122,6 +134,7 @@ impl Table1Config {
             lr: 2e-4,
             lower_adam_lr: 2e-4,
             eval_points: 40,
+            checkpoint_every: 1000,
             ais_chains: 2000,
             ais_steps: 2000,
             ..Self::quick()
@@ -145,8 +158,16 @@ impl Table1Config {
         if self.hidden == 0 || self.batch == 0 || self.batch > 1400 {
             return bad("hidden >= 1 and batch in 1..=1400 needed".into());
         }
-        if self.iters == 0 || self.eval_points == 0 || self.ais_chains < 2 || self.ais_steps == 0 {
-            return bad("iters, eval_points, ais_steps >= 1 and ais_chains >= 2 needed".into());
+        if self.iters == 0
+            || self.eval_points == 0
+            || self.checkpoint_every == 0
+            || self.ais_chains < 2
+            || self.ais_steps == 0
+        {
+            return bad(
+                "iters, eval_points, checkpoint_every, ais_steps >= 1 and ais_chains >= 2 needed"
+                    .into(),
+            );
         }
         crate::require_positive(&[
             ("lr", self.lr),
@@ -197,16 +218,91 @@ fn mean_sm(m: &Grbm, v: &Tensor) -> Result<f64> {
     Ok(m.score_matching_loss(v)?.mean_all()?.to_scalar::<f64>()?)
 }
 
-/// Trains and evaluates one row.
+/// What a row carries from step to step besides the GRBM's parameters; it travels in the
+/// checkpoint so that a resumed run continues exactly.
+struct RowState {
+    /// Adam over the posterior's `(weight, bias)` (BiSM's lower level).
+    q_adam: Adam,
+    /// `(step, validation SM loss)` so far.
+    validation: Vec<(u64, f64)>,
+    /// The best validation loss so far, its step, and the GRBM's parameters then (in
+    /// [`named_vars`] order).
+    best: Option<(f64, u64, Vec<Tensor>)>,
+    /// The GRBM's variable names, naming the snapshot's tensors.
+    names: Vec<String>,
+    /// Training seconds so far.
+    seconds: f64,
+}
+
+impl TrainState for RowState {
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut t = self.q_adam.state_tensors("q/")?;
+        if let Some((_, _, snapshot)) = &self.best {
+            t.extend(
+                self.names
+                    .iter()
+                    .zip(snapshot)
+                    .map(|(n, v)| (format!("best/{n}"), v.clone())),
+            );
+        }
+        Ok(t)
+    }
+
+    fn json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "validation": self.validation,
+            "best": self.best.as_ref().map(|b| (b.0, b.1)),
+            "seconds": self.seconds,
+        }))
+    }
+
+    fn restore(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Saved {
+            validation: Vec<(u64, f64)>,
+            best: Option<(f64, u64)>,
+            seconds: f64,
+        }
+        let saved: Saved = serde_json::from_value(json.clone())
+            .map_err(|e| ExpError::Config(format!("bad saved validation curve: {e}")))?;
+        self.q_adam.load_state("q/", tensors)?;
+        self.best = match saved.best {
+            Some((value, step)) => {
+                let snapshot = self
+                    .names
+                    .iter()
+                    .map(|n| {
+                        tensors.get(&format!("best/{n}")).cloned().ok_or_else(|| {
+                            ExpError::Config(format!("no snapshot of `{n}` at the best step"))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Some((value, step, snapshot))
+            }
+            None => None,
+        };
+        self.validation = saved.validation;
+        self.seconds = saved.seconds;
+        Ok(())
+    }
+}
+
+/// Trains one row (resuming from its checkpoint `<out>/checkpoints/<row>.safetensors` when
+/// `control.resume` is set) and evaluates it; `None` when `control.stop_after` paused it.
 ///
 /// # Errors
-/// Tensor errors and a diverging loss.
+/// Tensor and checkpoint errors and a diverging loss.
 pub fn run_row(
     cfg: &Table1Config,
     row: Row,
     data: &datasets::FreyFace,
-    progress: &indicatif::ProgressBar,
-) -> Result<RowResult> {
+    out: &Path,
+    control: RunControl,
+) -> Result<Option<RowResult>> {
     let (train, valid, test) = (
         data.train.to_dtype(DType::F64)?,
         data.validation.to_dtype(DType::F64)?,
@@ -215,32 +311,30 @@ pub fn run_row(
     let d = train.dim(1)?;
     let seed = cfg.seed ^ 0x7ab1e1;
     let (vm, m) = setup::seeded_grbm(d, cfg.hidden, 0.01, seed)?;
-    let (_, vars) = crate::trainer::named_vars(&vm);
-    let adam_cfg = AdamConfig {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
-    let mut adam = Adam::new(vars.clone(), adam_cfg)?;
+    let (names, vars) = named_vars(&vm);
     let (qw, qb) = setup::seeded_bernoulli_posterior(d, cfg.hidden, seed ^ 0x9)?;
-    let mut q_adam = Adam::new(vec![qw.clone(), qb.clone()], adam_cfg)?;
+    let mut state = RowState {
+        q_adam: Adam::new(vec![qw.clone(), qb.clone()], setup::GRBM_ADAM)?,
+        validation: Vec::new(),
+        best: None,
+        names,
+        seconds: 0.0,
+    };
     let mut batcher = datasets::Batcher::new(train.dim(0)?, cfg.batch, seed)?;
     let evals: Vec<u64> = (1..=cfg.eval_points as u64)
         .map(|k| (k * cfg.iters).div_ceil(cfg.eval_points as u64))
         .collect();
-    let mut validation = Vec::new();
-    let mut best: Option<(f64, u64, Vec<Tensor>)> = None;
-    let mut seconds = 0.0;
-    for step in 0..cfg.iters {
-        let x = batcher.batch(&train, step)?;
+    let mut loss_at = |step: u64, st: &mut RowState| -> candle_core::Result<Tensor> {
+        let x = batcher
+            .batch(&train, step)
+            .map_err(candle_core::Error::wrap)?;
         let mut noise = NoiseSource::new(step_seed(seed, step));
-        let t = Instant::now();
         let z = noise.gaussian_like(&x)?;
-        let loss = match row {
-            Row::Dsm => dsm(&m, &x, &z, cfg.sigma, Reduction::Mean)?,
+        match row {
+            Row::Dsm => dsm(&m, &x, &z, cfg.sigma, Reduction::Mean),
             Row::Bidsm(n) => {
                 lower_updates(&m, &qw, &qb, &x, &cfg.bism, &mut noise, |g| {
-                    q_adam.step(g, cfg.lower_adam_lr)
+                    st.q_adam.step(g, cfg.lower_adam_lr)
                 })?;
                 let q0 = BernoulliPosterior::from_tensors(
                     qw.as_tensor().clone(),
@@ -253,33 +347,45 @@ pub fn run_row(
                 let q_n = unroll(&m, &q0, &x, &bism, &mut noise)?;
                 let v_tilde = (&x + (&z * cfg.sigma)?)?;
                 let est = bism_score(&m, &q_n, &v_tilde, cfg.bism.tau, &mut noise)?;
-                dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)?
+                dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)
             }
-        };
-        let value = loss.to_scalar::<f64>()?;
-        if !value.is_finite() {
-            return Err(ExpError::Diverged {
-                step,
-                what: format!("{} loss is {value}", row.label()),
-                kept: "nothing is checkpointed in this experiment".into(),
-            });
         }
-        adam.step(&loss.backward()?, cfg.lr)?;
-        seconds += t.elapsed().as_secs_f64();
-        progress.inc(1);
-        if evals.contains(&(step + 1)) {
+    };
+    let mut after = |r: &StepRecord, st: &mut RowState| -> Result<()> {
+        st.seconds = r.train_seconds;
+        if evals.contains(&(r.step + 1)) {
             let v = mean_sm(&m, &valid)?;
-            validation.push((step + 1, v));
-            if best.as_ref().is_none_or(|b| v < b.0) {
+            st.validation.push((r.step + 1, v));
+            if st.best.as_ref().is_none_or(|b| v < b.0) {
                 let snapshot = vars
                     .iter()
                     .map(|v| v.as_tensor().copy())
                     .collect::<candle_core::Result<_>>()?;
-                best = Some((v, step + 1, snapshot));
+                st.best = Some((v, r.step + 1, snapshot));
             }
         }
+        Ok(())
+    };
+    let config_json = serde_json::to_string(&Table1Config {
+        rows: vec![row],
+        ..cfg.clone()
+    })
+    .expect("the settings serialise");
+    let opts = setup::grbm_train_options(
+        row.label(),
+        cfg.iters,
+        cfg.lr,
+        out.join("checkpoints")
+            .join(format!("{}.safetensors", row.key())),
+        cfg.checkpoint_every,
+        control,
+        config_json,
+    );
+    let summary = train_with_state(&vm, &opts, &mut state, &mut loss_at, &mut after)?;
+    if summary.completed < cfg.iters {
+        return Ok(None);
     }
-    let (_, best_step, snapshot) = best.expect("at least one evaluation");
+    let (_, best_step, snapshot) = state.best.expect("at least one evaluation");
     for (var, value) in vars.iter().zip(&snapshot) {
         var.set(value)?;
     }
@@ -294,48 +400,44 @@ pub fn run_row(
         .mean_all()?
         .to_scalar::<f64>()?
         - log_z;
-    Ok(RowResult {
+    Ok(Some(RowResult {
         row,
-        validation,
+        validation: state.validation,
         best_step,
         test_loglik,
         log_z_se,
         test_fisher: mean_sm(&m, &test)?,
-        ms_per_step: seconds * 1e3 / cfg.iters as f64,
-    })
+        ms_per_step: state.seconds * 1e3 / cfg.iters as f64,
+    }))
 }
 
 /// Runs every row and writes `results.json`, `bism_table1.md`, `validation.png` and
 /// `config.json` into `out`.
 ///
 /// # Errors
-/// Configuration, data, tensor and I/O errors.
+/// Configuration, data, tensor, checkpoint and I/O errors; [`ExpError::Paused`] once every row has
+/// reached `control.stop_after`.
 pub fn run(
     cfg: &Table1Config,
     data_dir: &Path,
     out: &Path,
-    progress: bool,
+    control: RunControl,
 ) -> Result<Table1Results> {
     cfg.validate()?;
     sm_objectives::autodiff::ensure_higher_order()?;
     let data = datasets::load_frey_face(data_dir, &Device::Cpu)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     write_json(&out.join("config.json"), cfg)?;
-    let bar = if progress {
-        indicatif::ProgressBar::new(cfg.iters * cfg.rows.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {per_sec} {msg}")
-            .expect("valid template"),
-    );
     let mut rows = Vec::new();
     for &row in &cfg.rows {
-        bar.set_message(row.label());
-        rows.push(run_row(cfg, row, &data, &bar)?);
+        rows.extend(run_row(cfg, row, &data, out, control)?);
     }
-    bar.finish_and_clear();
+    if rows.len() < cfg.rows.len() {
+        return Err(ExpError::Paused {
+            step: control.stop_after.unwrap_or(0),
+            checkpoints: out.join("checkpoints"),
+        });
+    }
     let r = Table1Results {
         config: cfg.clone(),
         environment: environment(),

@@ -7,10 +7,11 @@
 //! `q`'s draws with `q` trained by the KL lower level), and KSD on the exact marginal score and
 //! on the VaGES estimate (VaGES App. F.1).
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::path::Path;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::Init;
 use latent::baselines::{cd_loss, nce_loss, pcd_loss};
 use latent::bism::{
     bism_score, dsm_functional, lower_updates, sliced_functional, unroll, BismConfig,
@@ -22,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use sm_objectives::{dsm, ssm, Directions, NoiseSource, Reduction};
 
 use crate::error::{io_err, ExpError, Result};
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::Adam;
 use crate::plot::{save_heat_maps, save_line_plot, Axes, HeatMap, Panel, Series};
 use crate::report::{environment, markdown_table, write_atomic, write_json, Environment};
-use crate::{setup, step_seed};
+use crate::trainer::{train_with_state, StepRecord, TrainState};
+use crate::{setup, step_seed, RunControl};
 
 /// A training method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -152,6 +154,8 @@ pub struct CheckerboardConfig {
     pub eval_points: usize,
     /// Density grid resolution per side.
     pub grid: usize,
+    /// Checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
     /// Methods to run.
     pub methods: Vec<Method>,
     /// Seed.
@@ -180,6 +184,7 @@ impl CheckerboardConfig {
             vages_draws: 8,
             eval_points: 10,
             grid: 60,
+            checkpoint_every: 500,
             methods: Method::ALL.to_vec(),
             seed: 0,
         }
@@ -194,6 +199,7 @@ impl CheckerboardConfig {
             lower_adam_lr: 1e-3,
             eval_points: 50,
             grid: 100,
+            checkpoint_every: 5000,
             ..Self::quick()
         }
     }
@@ -222,8 +228,16 @@ impl CheckerboardConfig {
         if self.batch == 0 || self.batch > self.train_points || self.test_points == 0 {
             return bad("batch must be in 1..=train_points and test_points >= 1".into());
         }
-        if self.iters == 0 || self.eval_points == 0 || self.grid < 2 || self.vages_draws < 2 {
-            return bad("iters, eval_points >= 1, grid >= 2, vages_draws >= 2 needed".into());
+        if self.iters == 0
+            || self.eval_points == 0
+            || self.checkpoint_every == 0
+            || self.grid < 2
+            || self.vages_draws < 2
+        {
+            return bad(
+                "iters, eval_points, checkpoint_every >= 1, grid >= 2, vages_draws >= 2 needed"
+                    .into(),
+            );
         }
         crate::require_positive(&[
             ("lr", self.lr),
@@ -290,86 +304,126 @@ fn density_grid(m: &Grbm, n: usize) -> Result<Vec<f64>> {
     Ok(((m.free_energy(&v)?.neg()? - log_z)?.exp()?).to_vec1::<f64>()?)
 }
 
-/// Trains one method and evaluates it.
+/// What a checkerboard run carries from step to step besides the GRBM's parameters; it travels
+/// in the checkpoint so that a resumed run continues exactly.
+struct MethodState {
+    /// Adam over the posterior's `(weight, bias)` (BiSM's lower level, VaGES's `q`).
+    q_adam: Adam,
+    /// PCD's persistent chains.
+    chains: Tensor,
+    /// `(step, training seconds, test log-likelihood)` so far.
+    curve: Vec<(u64, f64, f64)>,
+    /// Training seconds so far.
+    seconds: f64,
+}
+
+impl TrainState for MethodState {
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut t = self.q_adam.state_tensors("q/")?;
+        t.push(("pcd_chains".into(), self.chains.clone()));
+        Ok(t)
+    }
+
+    fn json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({ "curve": self.curve, "seconds": self.seconds }))
+    }
+
+    fn restore(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> Result<()> {
+        self.q_adam.load_state("q/", tensors)?;
+        let chains = tensors
+            .get("pcd_chains")
+            .filter(|c| c.dims() == self.chains.dims())
+            .ok_or_else(|| ExpError::Config("no PCD chains of the batch's shape".into()))?;
+        self.chains = chains.clone();
+        #[derive(Deserialize)]
+        struct Saved {
+            curve: Vec<(u64, f64, f64)>,
+            seconds: f64,
+        }
+        let saved: Saved = serde_json::from_value(json.clone())
+            .map_err(|e| ExpError::Config(format!("bad saved curve: {e}")))?;
+        self.curve = saved.curve;
+        self.seconds = saved.seconds;
+        Ok(())
+    }
+}
+
+/// Trains one method (resuming from its checkpoint `<out>/checkpoints/<method>.safetensors`
+/// when `control.resume` is set) and evaluates it; `None` when `control.stop_after` paused it.
 ///
 /// # Errors
-/// Tensor and configuration errors; a non-finite loss.
+/// Tensor, configuration and checkpoint errors; a non-finite loss.
 pub fn train_method(
     cfg: &CheckerboardConfig,
     method: Method,
-    train: &Tensor,
-    test: &Tensor,
-    progress: &indicatif::ProgressBar,
-) -> Result<MethodResult> {
+    data: (&Tensor, &Tensor),
+    out: &Path,
+    control: RunControl,
+) -> Result<Option<MethodResult>> {
+    let (train, test) = data;
     let seed = cfg.seed ^ (method as u64 + 1).wrapping_mul(0x9e37);
     let (vm, m) = setup::seeded_grbm(2, cfg.hidden, 0.1, seed ^ 0x62b3)?;
-    let mut theta_vars: Vec<Var> = crate::trainer::named_vars(&vm).1;
-    let log_z = Var::new(0f64, &Device::Cpu)?;
-    if method == Method::Nce {
-        theta_vars.push(log_z.clone());
-    }
-    let adam_cfg = AdamConfig {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
+    // NCE learns the log-normaliser beside the GRBM's parameters.
+    let log_z = match method {
+        Method::Nce => Some(vm.get((), "nce.log_z", Init::Const(0.0), DType::F64, &Device::Cpu)?),
+        _ => None,
     };
-    let mut adam = Adam::new(theta_vars, adam_cfg)?;
     let (qw, qb) = setup::seeded_bernoulli_posterior(2, cfg.hidden, seed ^ 0x9051)?;
-    let mut q_adam = Adam::new(vec![qw.clone(), qb.clone()], adam_cfg)?;
+    let mut state = MethodState {
+        q_adam: Adam::new(vec![qw.clone(), qb.clone()], setup::GRBM_ADAM)?,
+        chains: NoiseSource::new(seed ^ 0xc4a1).uniform_like(&train.narrow(0, 0, cfg.batch)?)?,
+        curve: Vec::new(),
+        seconds: 0.0,
+    };
     // NCE noise: a Gaussian with the data's mean and twice its spread.
     let mean = train.mean(0)?;
     let sd = (train.var(0)?.sqrt()? * 2.0)?;
-    let log_noise = |v: &Tensor| -> Result<Tensor> {
+    let log_noise = |v: &Tensor| -> candle_core::Result<Tensor> {
         let z = v.broadcast_sub(&mean)?.broadcast_div(&sd)?;
         let c = -(2.0 * std::f64::consts::PI).ln() - sd.log()?.sum_all()?.to_scalar::<f64>()?;
-        Ok(((z.sqr()?.sum(1)? * -0.5)? + c)?)
+        (z.sqr()?.sum(1)? * -0.5)? + c
     };
     let mut batcher = datasets::Batcher::new(train.dim(0)?, cfg.batch, seed)?;
-    let mut chains =
-        NoiseSource::new(seed ^ 0xc4a1).uniform_like(&train.narrow(0, 0, cfg.batch)?)?;
     let evals: Vec<u64> = (1..=cfg.eval_points as u64)
         .map(|k| (k * cfg.iters).div_ceil(cfg.eval_points as u64))
         .collect();
-    let mut curve = Vec::new();
-    let mut seconds = 0.0;
-    for step in 0..cfg.iters {
-        let x = batcher.batch(train, step)?;
+    let mut loss_at = |step: u64, st: &mut MethodState| -> candle_core::Result<Tensor> {
+        let x = batcher
+            .batch(train, step)
+            .map_err(candle_core::Error::wrap)?;
         let mut noise = NoiseSource::new(step_seed(seed, step));
-        let t = Instant::now();
         if method.uses_posterior() {
             // Lower level: K Adam steps on q with the model fixed.
             lower_updates(&m, &qw, &qb, &x, &cfg.bism, &mut noise, |g| {
-                q_adam.step(g, cfg.lower_adam_lr)
+                st.q_adam.step(g, cfg.lower_adam_lr)
             })?;
         }
         let q_now =
             BernoulliPosterior::from_tensors(qw.as_tensor().clone(), qb.as_tensor().clone())?;
-        let loss = match method {
+        match method {
             Method::Ssm => ssm(
                 &m,
                 &x,
                 &noise.projection(&x, Directions::Gaussian)?,
                 Reduction::Mean,
-            )?,
+            ),
             Method::Dsm => dsm(
                 &m,
                 &x,
                 &noise.gaussian_like(&x)?,
                 cfg.sigma,
                 Reduction::Mean,
-            )?,
-            Method::Cd1 => cd_loss(&m, &x, 1, &mut noise)?,
-            Method::Pcd => pcd_loss(&m, &x, &mut chains, 1, &mut noise)?,
+            ),
+            Method::Cd1 => cd_loss(&m, &x, 1, &mut noise),
+            Method::Pcd => pcd_loss(&m, &x, &mut st.chains, 1, &mut noise),
             Method::Nce => {
+                let log_z = log_z.as_ref().expect("NCE has a log-normaliser");
                 let nv = (noise.gaussian_like(&x)?.broadcast_mul(&sd)?).broadcast_add(&mean)?;
-                nce_loss(
-                    &m,
-                    log_z.as_tensor(),
-                    &x,
-                    &log_noise(&x)?,
-                    &nv,
-                    &log_noise(&nv)?,
-                )?
+                nce_loss(&m, log_z, &x, &log_noise(&x)?, &nv, &log_noise(&nv)?)
             }
             Method::Bidsm | Method::Bissm => {
                 let q_n = unroll(&m, &q_now, &x, &cfg.bism, &mut noise)?;
@@ -377,11 +431,11 @@ pub fn train_method(
                     let z = noise.gaussian_like(&x)?;
                     let v_tilde = (&x + (&z * cfg.sigma)?)?;
                     let est = bism_score(&m, &q_n, &v_tilde, cfg.bism.tau, &mut noise)?;
-                    dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)?
+                    dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)
                 } else {
                     let est = bism_score(&m, &q_n, &x, cfg.bism.tau, &mut noise)?;
                     let u = noise.gaussian_like(&x)?;
-                    sliced_functional(&est, &u, Reduction::Mean)?
+                    sliced_functional(&est, &u, Reduction::Mean)
                 }
             }
             Method::VagesDsm => {
@@ -391,48 +445,65 @@ pub fn train_method(
                     .map(|_| q_now.sample(&v_tilde, &mut noise))
                     .collect::<candle_core::Result<_>>()?;
                 let est = vages_score(&m, &v_tilde, &draws)?;
-                dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)?
+                dsm_functional(&est.score, &z, cfg.sigma, Reduction::Mean)
             }
-            Method::Ksd => ksd(&x, &m.marginal_score(&x)?, median_bandwidth(&x)?)?,
+            Method::Ksd => ksd(&x, &m.marginal_score(&x)?, median_bandwidth(&x)?),
             Method::VagesKsd => {
                 let draws: Vec<Tensor> = (0..cfg.vages_draws)
                     .map(|_| q_now.sample(&x, &mut noise))
                     .collect::<candle_core::Result<_>>()?;
                 let est = vages_score(&m, &x, &draws)?;
-                ksd(&x, &est.score, median_bandwidth(&x)?)?
+                ksd(&x, &est.score, median_bandwidth(&x)?)
             }
-        };
-        let value = loss.to_scalar::<f64>()?;
-        if !value.is_finite() {
-            return Err(ExpError::Diverged {
-                step,
-                what: format!("{} loss is {value}", method.label()),
-                kept: "nothing is checkpointed in this experiment".into(),
-            });
         }
-        let grads = loss.backward()?;
-        adam.step(&grads, cfg.lr)?;
-        seconds += t.elapsed().as_secs_f64();
-        progress.inc(1);
-        if evals.contains(&(step + 1)) {
-            curve.push((step + 1, seconds, test_loglik(&m, test)?));
+    };
+    let mut after = |r: &StepRecord, st: &mut MethodState| -> Result<()> {
+        st.seconds = r.train_seconds;
+        if evals.contains(&(r.step + 1)) {
+            st.curve
+                .push((r.step + 1, r.train_seconds, test_loglik(&m, test)?));
         }
-    }
-    Ok(MethodResult {
-        method,
-        final_loglik: curve.last().map_or(f64::NAN, |c| c.2),
-        curve,
-        ms_per_step: seconds * 1e3 / cfg.iters as f64,
-        density: density_grid(&m, cfg.grid)?,
+        Ok(())
+    };
+    let config_json = serde_json::to_string(&CheckerboardConfig {
+        methods: vec![method],
+        ..cfg.clone()
     })
+    .expect("the settings serialise");
+    let opts = setup::grbm_train_options(
+        method.label().into(),
+        cfg.iters,
+        cfg.lr,
+        out.join("checkpoints")
+            .join(format!("{}.safetensors", method.key())),
+        cfg.checkpoint_every,
+        control,
+        config_json,
+    );
+    let summary = train_with_state(&vm, &opts, &mut state, &mut loss_at, &mut after)?;
+    if summary.completed < cfg.iters {
+        return Ok(None);
+    }
+    Ok(Some(MethodResult {
+        method,
+        final_loglik: state.curve.last().map_or(f64::NAN, |c| c.2),
+        curve: state.curve,
+        ms_per_step: state.seconds * 1e3 / cfg.iters as f64,
+        density: density_grid(&m, cfg.grid)?,
+    }))
 }
 
 /// Runs every selected method and writes `results.json`, `grbm_checkerboard.md`,
 /// `densities.png`, `loglik.png` and `config.json` into `out`.
 ///
 /// # Errors
-/// Configuration, tensor and I/O errors.
-pub fn run(cfg: &CheckerboardConfig, out: &PathBuf, progress: bool) -> Result<CheckerboardResults> {
+/// Configuration, tensor, checkpoint and I/O errors; [`ExpError::Paused`] once every method
+/// has reached `control.stop_after`.
+pub fn run(
+    cfg: &CheckerboardConfig,
+    out: &Path,
+    control: RunControl,
+) -> Result<CheckerboardResults> {
     cfg.validate()?;
     sm_objectives::autodiff::ensure_higher_order()?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
@@ -447,21 +518,16 @@ pub fn run(cfg: &CheckerboardConfig, out: &PathBuf, progress: bool) -> Result<Ch
             .sum::<f64>()
             / pts.len() as f64
     };
-    let bar = if progress {
-        indicatif::ProgressBar::new(cfg.iters * cfg.methods.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {per_sec} {msg}")
-            .expect("valid template"),
-    );
     let mut results = Vec::new();
     for &method in &cfg.methods {
-        bar.set_message(method.label());
-        results.push(train_method(cfg, method, &train, &test, &bar)?);
+        results.extend(train_method(cfg, method, (&train, &test), out, control)?);
     }
-    bar.finish_and_clear();
+    if results.len() < cfg.methods.len() {
+        return Err(ExpError::Paused {
+            step: control.stop_after.unwrap_or(0),
+            checkpoints: out.join("checkpoints"),
+        });
+    }
     let r = CheckerboardResults {
         config: cfg.clone(),
         environment: environment(),

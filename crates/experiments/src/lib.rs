@@ -23,6 +23,19 @@ pub mod trainer;
 
 pub use error::{ExpError, Result};
 
+/// How to run an experiment, besides its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunControl {
+    /// Draw progress bars.
+    pub progress: bool,
+    /// Continue from the checkpoints in the output directory where they exist (a checkpoint of
+    /// other settings is refused); without it, training starts afresh and overwrites them.
+    pub resume: bool,
+    /// Pause every training run once this many of its steps are complete (checkpointed, to be
+    /// continued with `resume`), e.g. to fit a job into a scheduler's time limit.
+    pub stop_after: Option<u64>,
+}
+
 /// The seed of the noise drawn at training step `step`: a pure function of `(seed, step)`, so a
 /// resumed run draws exactly the noise it would have drawn (SplitMix64 finaliser).
 pub fn step_seed(seed: u64, step: u64) -> u64 {

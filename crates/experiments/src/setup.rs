@@ -1,9 +1,9 @@
 //! Shared experiment setup: MNIST padded to 32 x 32 as the deep-EBM code feeds it (FD-SM App.
 //! C.2), the ResNet EBM with seeded PyTorch-style initial weights, and seeded GRBMs and
-//! Bernoulli posteriors for the latent-variable experiments.
+//! Bernoulli posteriors and the shared training options of the latent-variable experiments.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -11,6 +11,9 @@ use models::{Grbm, GrbmConfig, ResNetEbm, ResNetEbmConfig};
 use sm_objectives::NoiseSource;
 
 use crate::error::Result;
+use crate::optim::{AdamConfig, LrSchedule};
+use crate::trainer::TrainOptions;
+use crate::RunControl;
 
 /// The device experiments run on: the first CUDA GPU when built with the `cuda` feature, the
 /// Metal GPU with `metal`, else the CPU.
@@ -153,3 +156,39 @@ pub fn seeded_bernoulli_posterior(visible: usize, hidden: usize, seed: u64) -> R
         Var::from_tensor(&Tensor::zeros(hidden, DType::F64, &Device::Cpu)?)?,
     ))
 }
+
+/// The training options of the GRBM experiments (BiSM Sec. 5.1, VaGES App. F): Adam
+/// (0.9, 0.999) at a constant rate without clipping, checkpointed to `checkpoint` every
+/// `checkpoint_every` steps. `config_json` identifies the run whose checkpoint may be resumed.
+pub fn grbm_train_options(
+    label: String,
+    iters: u64,
+    lr: f64,
+    checkpoint: PathBuf,
+    checkpoint_every: u64,
+    control: RunControl,
+    config_json: String,
+) -> TrainOptions {
+    TrainOptions {
+        iters,
+        lr,
+        schedule: LrSchedule::Constant,
+        adam: GRBM_ADAM,
+        clip: None,
+        checkpoint,
+        checkpoint_every,
+        resume: control.resume,
+        stop_after: control.stop_after,
+        explode_threshold: 1e12,
+        progress: control.progress,
+        label,
+        config_json,
+    }
+}
+
+/// Adam's settings in the GRBM experiments, for the model and the variational posterior alike.
+pub const GRBM_ADAM: AdamConfig = AdamConfig {
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+};
