@@ -143,9 +143,9 @@ pub fn conv2d(
     if h + 2 * padding < kh || w + 2 * padding < kw {
         bail!("conv2d: a {kh}x{kw} kernel does not fit a padded {h}x{w} input")
     }
-    // The custom op has a CPU kernel only, and its weight gradient assumes square images;
-    // elsewhere Candle's own convolution computes the same values.
-    if !x.device().is_cpu() || h != w {
+    // The custom ops have CPU kernels only; elsewhere Candle's own convolution computes the
+    // same values.
+    if !x.device().is_cpu() {
         let y = x.conv2d(weight, padding, 1, 1, 1)?;
         return match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
@@ -159,43 +159,69 @@ pub fn conv2d(
     }
 }
 
+mod conv_cpu;
+
 mod conv {
-    //! The custom op behind [`super::conv2d`].
+    //! The custom ops behind [`super::conv2d`]: the convolution and its kernel gradient, each
+    //! with a backward pass built from these two ops, so that derivatives of every order exist.
 
-    use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+    use std::borrow::Cow;
 
+    use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+    use super::conv_cpu::{self, Element, Geometry};
+
+    /// `x * w` (stride 1, `padding` zeros each side).
     pub(super) struct FlipConv {
         pub(super) padding: usize,
     }
 
-    /// A tensor with the contents of `storage` seen through `layout` (copied).
-    fn to_tensor(storage: &CpuStorage, layout: &Layout) -> Result<Tensor> {
-        fn gather<T: Copy>(data: &[T], layout: &Layout) -> Vec<T> {
-            if let Some((a, b)) = layout.contiguous_offsets() {
-                return data[a..b].to_vec();
-            }
-            let (dims, strides) = (layout.dims(), layout.stride());
-            let mut index = vec![0usize; dims.len()];
-            let mut out = Vec::with_capacity(layout.shape().elem_count());
-            for _ in 0..layout.shape().elem_count() {
-                let at: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
-                out.push(data[layout.start_offset() + at]);
-                for d in (0..dims.len()).rev() {
-                    index[d] += 1;
-                    if index[d] < dims[d] {
-                        break;
-                    }
-                    index[d] = 0;
+    /// The kernel gradient of [`FlipConv`] from its input `x` and output gradient `g`.
+    struct KernelGrad {
+        padding: usize,
+        k: usize,
+    }
+
+    /// The elements of `data` seen through `layout`, borrowed when contiguous.
+    fn elements<'a, T: Copy>(data: &'a [T], layout: &Layout) -> Cow<'a, [T]> {
+        if let Some((a, b)) = layout.contiguous_offsets() {
+            return Cow::Borrowed(&data[a..b]);
+        }
+        let (dims, strides) = (layout.dims(), layout.stride());
+        let mut index = vec![0usize; dims.len()];
+        let mut out = Vec::with_capacity(layout.shape().elem_count());
+        for _ in 0..layout.shape().elem_count() {
+            let at: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
+            out.push(data[layout.start_offset() + at]);
+            for d in (0..dims.len()).rev() {
+                index[d] += 1;
+                if index[d] < dims[d] {
+                    break;
                 }
+                index[d] = 0;
             }
-            out
         }
-        let shape = layout.shape();
-        match storage {
-            CpuStorage::F32(d) => Tensor::from_vec(gather(d, layout), shape, &Device::Cpu),
-            CpuStorage::F64(d) => Tensor::from_vec(gather(d, layout), shape, &Device::Cpu),
-            _ => bail!("conv2d supports f32 and f64 tensors only"),
-        }
+        Cow::Owned(out)
+    }
+
+    /// Runs `f` on the elements of two f32 or two f64 storages.
+    fn with_elements(
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        f32_fn: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+        f64_fn: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
+    ) -> Result<CpuStorage> {
+        Ok(match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                CpuStorage::F32(f32_fn(&elements(a, l1), &elements(b, l2)))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                CpuStorage::F64(f64_fn(&elements(a, l1), &elements(b, l2)))
+            }
+            _ => bail!("conv2d supports two f32 or two f64 tensors only"),
+        })
     }
 
     /// `[a, b, K, K]` with both spatial axes reversed, from `narrow` and `cat` only.
@@ -216,8 +242,38 @@ mod conv {
         Tensor::cat(&cols, 3)
     }
 
-    fn apply(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
+    fn conv(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
         x.apply_op2(w, FlipConv { padding })
+    }
+
+    /// The input gradient of `conv(·, w, padding)` at output gradient `g`: correlate `g` with
+    /// the flipped kernel, in and out channels swapped; padding `K - 1 - p` restores the input
+    /// size (stride 1).
+    fn input_grad(g: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
+        let k = w.dim(2)?;
+        let w_flip = flip_spatial(w)?.transpose(0, 1)?.contiguous()?;
+        conv(&g.contiguous()?, &w_flip, k - 1 - padding)
+    }
+
+    fn kernel_grad(x: &Tensor, g: &Tensor, padding: usize, k: usize) -> Result<Tensor> {
+        x.contiguous()?
+            .apply_op2(&g.contiguous()?, KernelGrad { padding, k })
+    }
+
+    fn geometry(x: &Layout, o: usize, k: usize, padding: usize) -> Result<Geometry> {
+        let (n, c, h, w) = x.shape().dims4()?;
+        if padding >= k || h + 2 * padding < k || w + 2 * padding < k {
+            bail!("conv2d: a {k}x{k} kernel with padding {padding} does not fit a {h}x{w} input")
+        }
+        Ok(Geometry {
+            n,
+            c,
+            h,
+            w,
+            o,
+            k,
+            p: padding,
+        })
     }
 
     impl CustomOp2 for FlipConv {
@@ -232,17 +288,25 @@ mod conv {
             s2: &CpuStorage,
             l2: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
-            let x = to_tensor(s1, l1)?;
-            let w = to_tensor(s2, l2)?;
-            let y = x.conv2d(&w, self.padding, 1, 1, 1)?;
-            let shape = y.shape().clone();
-            let flat = y.flatten_all()?;
-            let storage = match y.dtype() {
-                DType::F32 => CpuStorage::F32(flat.to_vec1()?),
-                DType::F64 => CpuStorage::F64(flat.to_vec1()?),
-                other => bail!("conv2d supports f32 and f64, got {other:?}"),
-            };
-            Ok((storage, shape))
+            let (o, c, k, k2) = l2.shape().dims4()?;
+            let g = geometry(l1, o, k, self.padding)?;
+            if k != k2 || c != g.c {
+                bail!(
+                    "conv2d: kernel {:?} does not match input {:?}",
+                    l2.dims(),
+                    l1.dims()
+                )
+            }
+            let (ho, wo) = g.out_hw();
+            let out = with_elements(
+                s1,
+                l1,
+                s2,
+                l2,
+                |x, w| conv_cpu::forward(&g, x, w),
+                |x, w| conv_cpu::forward(&g, x, w),
+            )?;
+            Ok((out, Shape::from((g.n, o, ho, wo))))
         }
 
         fn bwd(
@@ -253,16 +317,52 @@ mod conv {
             grad: &Tensor,
         ) -> Result<(Option<Tensor>, Option<Tensor>)> {
             let k = w.dim(2)?;
-            // dL/dx: correlate the output gradient with the flipped kernel, in and out
-            // channels swapped; padding K - 1 - p restores the input size (stride 1).
-            let w_flip = flip_spatial(w)?.transpose(0, 1)?.contiguous()?;
-            let gx = apply(&grad.contiguous()?, &w_flip, k - 1 - self.padding)?;
-            // dL/dw[o, i, a, b] = sum_{n, y, z} grad[n, o, y, z] x_pad[n, i, y + a, z + b]:
-            // a convolution of x (batch as channels) with the gradient as the kernel.
-            let xt = x.transpose(0, 1)?.contiguous()?;
-            let gt = grad.transpose(0, 1)?.contiguous()?;
-            let gw = apply(&xt, &gt, self.padding)?.transpose(0, 1)?;
+            let gx = input_grad(grad, w, self.padding)?;
+            let gw = kernel_grad(x, grad, self.padding, k)?;
             Ok((Some(gx), Some(gw)))
+        }
+    }
+
+    impl CustomOp2 for KernelGrad {
+        fn name(&self) -> &'static str {
+            "conv2d-kernel-grad"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (gn, o, gh, gw) = l2.shape().dims4()?;
+            let g = geometry(l1, o, self.k, self.padding)?;
+            if gn != g.n || (gh, gw) != g.out_hw() {
+                bail!(
+                    "conv2d kernel gradient: output gradient {:?} does not match input {:?}",
+                    l2.dims(),
+                    l1.dims()
+                )
+            }
+            fn run<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
+                conv_cpu::kernel_grad(g, x, grad)
+            }
+            let out = with_elements(s1, l1, s2, l2, |x, d| run(&g, x, d), |x, d| run(&g, x, d))?;
+            Ok((out, Shape::from((o, g.c, self.k, self.k))))
+        }
+
+        /// `gw(x, g)` is bilinear with `<gw(x, g), gbar> = <conv(x, gbar), g>`, so its
+        /// derivatives are a convolution's input gradient (for `x`) and a convolution (for `g`).
+        fn bwd(
+            &self,
+            x: &Tensor,
+            g: &Tensor,
+            _res: &Tensor,
+            gbar: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+            let dx = input_grad(g, gbar, self.padding)?;
+            let dg = conv(&x.contiguous()?, &gbar.contiguous()?, self.padding)?;
+            Ok((Some(dx), Some(dg)))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `safe_ops::conv2d` (the convolution whose input gradient is a flipped-kernel convolution):
 //! its values and first derivatives equal Candle's `conv2d`, and its second and third
-//! derivatives, in the input and in the kernel, match central differences of the order below.
+//! derivatives, in the input and in the kernel, match central differences of the order below;
+//! so does the derivative of its kernel gradient, and rectangular, strided, multi-chunk f32 and
+//! f64 batches agree with Candle.
 
 mod common;
 
@@ -128,6 +130,78 @@ fn higher_derivatives_match_central_differences() -> Result<()> {
     assert!(
         (third - numeric).abs() < 1e-5 * (1.0 + numeric.abs()),
         "third order: {third} vs {numeric}"
+    );
+    Ok(())
+}
+
+/// Rectangular images, more samples than one chunk of the kernel-gradient kernel, a strided
+/// (transposed) input, f64 and f32: values and first derivatives equal Candle's `conv2d`.
+#[test]
+fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
+    for dtype in [DType::F64, DType::F32] {
+        // [7, 2, 8, 5] transposed to a non-contiguous [7, 2, 5, 8].
+        let x = pattern(7, 2 * 8 * 5, 0.3)
+            .reshape((7, 2, 8, 5))?
+            .transpose(2, 3)?
+            .to_dtype(dtype)?;
+        let w = (pattern(1, 4 * 2 * 9, 1.7).reshape((4, 2, 3, 3))? * 0.5)?.to_dtype(dtype)?;
+        let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
+        for padding in [0, 1, 2] {
+            let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
+            let ours = conv2d(xv.as_tensor(), wv.as_tensor(), None, padding)?;
+            let theirs = xv.as_tensor().conv2d(wv.as_tensor(), padding, 1, 1, 1)?;
+            assert_eq!(ours.dims(), theirs.dims());
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64);
+            let scale = 1.0 + max_abs(&f64s(&theirs)?)?;
+            let err = max_abs(&(f64s(&ours)? - f64s(&theirs)?)?)?;
+            assert!(err < tol * scale, "{dtype:?} p={padding} values: {err}");
+            // A loss that weights every output position differently.
+            let weights = pattern(1, theirs.elem_count(), 0.9)
+                .reshape(theirs.dims())?
+                .to_dtype(dtype)?;
+            let g1 = (ours * &weights)?.sum_all()?.backward()?;
+            let g2 = (theirs * &weights)?.sum_all()?.backward()?;
+            for (name, var) in [("x", &xv), ("w", &wv)] {
+                let a = f64s(g1.get(var.as_tensor()).expect("gradient"))?;
+                let c = f64s(g2.get(var.as_tensor()).expect("gradient"))?;
+                let err = max_abs(&(&a - &c)?)?;
+                assert!(
+                    err < tol * (1.0 + max_abs(&c)?),
+                    "{dtype:?} p={padding} d/d{name}: {err}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kernel gradient is itself differentiable: `d/dx (U . grad_w1 f)`, which runs the
+/// kernel-gradient op's own backward (in its input and in its output gradient), against central
+/// differences of `U . grad_w1 f` in `x`.
+#[test]
+fn the_kernel_gradient_differentiates_correctly() -> Result<()> {
+    assert!(enable_higher_order());
+    let (x, w1, b, w2) = params()?;
+    let u = pattern(1, 54, 2.6).reshape((3, 2, 3, 3))?;
+    let along = pattern(2, 2 * 6 * 6, 3.9).reshape((2, 2, 6, 6))?;
+    let weighted = |x: &Tensor| -> Result<(Var, Tensor)> {
+        let (xv, wv) = (Var::from_tensor(x)?, Var::from_tensor(&w1)?);
+        let f = net(xv.as_tensor(), wv.as_tensor(), &b, &w2, true)?;
+        let gw = f.backward()?.remove(wv.as_tensor()).expect("d/dw1");
+        Ok((xv, (gw * &u)?.sum_all()?))
+    };
+    let (xv, d) = weighted(&x)?;
+    let analytic = (d.backward()?.remove(xv.as_tensor()).expect("d2/dwdx") * &along)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    let h = 1e-5;
+    let numeric = (weighted(&(&x + (&along * h)?)?)?.1.to_scalar::<f64>()?
+        - weighted(&(&x - (&along * h)?)?)?.1.to_scalar::<f64>()?)
+        / (2.0 * h);
+    assert!(numeric.abs() > 1e-3, "vacuous check");
+    assert!(
+        (analytic - numeric).abs() < 1e-6 * (1.0 + numeric.abs()),
+        "{analytic} vs {numeric}"
     );
     Ok(())
 }

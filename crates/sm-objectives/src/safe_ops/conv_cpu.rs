@@ -1,0 +1,264 @@
+//! CPU kernels of the stride-1 convolution behind `safe_ops::conv2d`: the forward pass and the
+//! kernel gradient, both as one matrix product per sample over a "wide" im2col matrix.
+//!
+//! Each sample's input is zero-padded into planes of width `Wp = W + 2p`; then the patch row of
+//! channel `c` and kernel offset `(a, b)` over all output positions is one contiguous slice of
+//! the padded plane starting at `a * Wp + b`, if the output is computed on the padded width
+//! (`Wp - K + 1 = Wo` valid columns, `K - 1` discarded ones per row). So building the
+//! `[C K K, Ho Wp]` patch matrix is `C K K` memory copies instead of an index computation per
+//! element, and it stays small enough (per sample) to live in cache. The products go to the
+//! `gemm` crate (the matrix multiplication Candle itself uses on the CPU).
+//!
+//! Work is split over samples with rayon; the kernel gradient sums fixed chunks of samples in a
+//! fixed order, so results do not depend on the number of threads.
+
+use rayon::prelude::*;
+
+/// The geometry of one convolution: `[N, C, H, W]` input, `[O, C, K, K]` kernel, padding `p`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Geometry {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub k: usize,
+    pub p: usize,
+}
+
+impl Geometry {
+    fn padded_w(&self) -> usize {
+        self.w + 2 * self.p
+    }
+
+    fn padded_h(&self) -> usize {
+        self.h + 2 * self.p
+    }
+
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        (self.padded_h() + 1 - self.k, self.padded_w() + 1 - self.k)
+    }
+
+    /// Columns of the wide patch matrix: output rows times the padded width.
+    fn wide(&self) -> usize {
+        self.out_hw().0 * self.padded_w()
+    }
+
+    /// Rows of the patch matrix.
+    fn patch_rows(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    /// Length of one padded plane, with `K - 1` trailing zeros so that every shifted slice of
+    /// `wide()` elements fits.
+    fn plane(&self) -> usize {
+        self.padded_h() * self.padded_w() + self.k - 1
+    }
+}
+
+/// The element types of the kernels.
+pub(super) trait Element:
+    Copy + Send + Sync + Default + std::ops::Add<Output = Self> + 'static
+{
+    /// One.
+    const ONE: Self;
+}
+
+impl Element for f32 {
+    const ONE: Self = 1.0;
+}
+
+impl Element for f64 {
+    const ONE: Self = 1.0;
+}
+
+/// A row-major view `rows x cols` of `data` with row stride `rs` and column stride `cs`.
+struct Mat<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<T> Mat<'_, T> {
+    /// Whether every element of the view lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = lhs @ rhs` (or `dst += lhs @ rhs` with `accumulate`), `dst` row-major contiguous with
+/// `lhs.rows` rows and `rhs.cols` columns, on the calling thread.
+///
+/// # Panics
+/// When a view reaches outside its slice or the shapes disagree: the kernels above build every
+/// view from checked geometry, so this is an internal invariant.
+#[allow(unsafe_code)]
+fn matmul_into<T: Element>(dst: &mut [T], lhs: &Mat<'_, T>, rhs: &Mat<'_, T>, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "inner dimensions differ");
+    assert!(dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: `dst` holds the contiguous `m x n` result and `lhs` / `rhs` every element of
+    // their strided views (checked just above); `dst` is borrowed mutably, so it aliases
+    // neither operand. `gemm` reads and writes only inside these extents.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Pads the `[C, H, W]` sample `x` into `planes` (`[C, plane()]`, zeros around).
+fn pad_sample<T: Element>(g: &Geometry, x: &[T], planes: &mut [T]) {
+    let (wp, plane) = (g.padded_w(), g.plane());
+    planes.fill(T::default());
+    for c in 0..g.c {
+        for y in 0..g.h {
+            let src = &x[(c * g.h + y) * g.w..][..g.w];
+            planes[c * plane + (y + g.p) * wp + g.p..][..g.w].copy_from_slice(src);
+        }
+    }
+}
+
+/// The wide patch matrix `[C K K, Ho Wp]` of one padded sample.
+fn patches<T: Element>(g: &Geometry, planes: &[T], cols: &mut [T]) {
+    let (wp, plane, wide) = (g.padded_w(), g.plane(), g.wide());
+    for c in 0..g.c {
+        for a in 0..g.k {
+            for b in 0..g.k {
+                let row = (c * g.k + a) * g.k + b;
+                cols[row * wide..][..wide]
+                    .copy_from_slice(&planes[c * plane + a * wp + b..][..wide]);
+            }
+        }
+    }
+}
+
+/// The convolution `[N, C, H, W] * [O, C, K, K] -> [N, O, Ho, Wo]` (stride 1, cross-correlation
+/// as in every deep-learning library). `x` and `weight` are contiguous.
+pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out_hw();
+    let (wp, wide, rows) = (g.padded_w(), g.wide(), g.patch_rows());
+    let mut out = vec![T::default(); g.n * g.o * ho * wo];
+    let kernel = Mat {
+        data: weight,
+        rows: g.o,
+        cols: rows,
+        rs: rows,
+        cs: 1,
+    };
+    out.par_chunks_mut((g.o * ho * wo).max(1))
+        .enumerate()
+        .for_each_init(
+            || {
+                (
+                    vec![T::default(); g.c * g.plane()],
+                    vec![T::default(); rows * wide],
+                    vec![T::default(); g.o * wide],
+                )
+            },
+            |(planes, cols, wide_out), (i, dst)| {
+                pad_sample(g, &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w], planes);
+                patches(g, planes, cols);
+                let patch = Mat {
+                    data: cols,
+                    rows,
+                    cols: wide,
+                    rs: wide,
+                    cs: 1,
+                };
+                matmul_into(wide_out, &kernel, &patch, false);
+                // Keep the `Wo` valid columns of every padded-width row.
+                for o in 0..g.o {
+                    for y in 0..ho {
+                        dst[(o * ho + y) * wo..][..wo]
+                            .copy_from_slice(&wide_out[o * wide + y * wp..][..wo]);
+                    }
+                }
+            },
+        );
+    out
+}
+
+/// Samples per chunk of the kernel gradient: a fixed split, so the summation order (and the
+/// rounding) does not depend on the thread count.
+const KERNEL_GRAD_CHUNK: usize = 4;
+
+/// The kernel gradient `dL/dw[o, c, a, b] = sum_{n, y, z} g[n, o, y, z] x_pad[n, c, y + a, z + b]`
+/// of the convolution [`forward`], from its input `x` (`[N, C, H, W]`) and output gradient
+/// `grad` (`[N, O, Ho, Wo]`), both contiguous; returns `[O, C, K, K]`.
+pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out_hw();
+    let (wp, wide, rows) = (g.padded_w(), g.wide(), g.patch_rows());
+    let chunks: Vec<Vec<T>> = (0..g.n.div_ceil(KERNEL_GRAD_CHUNK))
+        .into_par_iter()
+        .map(|chunk| {
+            let mut planes = vec![T::default(); g.c * g.plane()];
+            let mut cols = vec![T::default(); rows * wide];
+            // The output gradient on the padded width: zeros in the discarded columns.
+            let mut wide_grad = vec![T::default(); g.o * wide];
+            let mut acc = vec![T::default(); g.o * rows];
+            let first = chunk * KERNEL_GRAD_CHUNK;
+            for (j, i) in (first..(first + KERNEL_GRAD_CHUNK).min(g.n)).enumerate() {
+                pad_sample(g, &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w], &mut planes);
+                patches(g, &planes, &mut cols);
+                let gi = &grad[i * g.o * ho * wo..][..g.o * ho * wo];
+                for o in 0..g.o {
+                    for y in 0..ho {
+                        wide_grad[o * wide + y * wp..][..wo]
+                            .copy_from_slice(&gi[(o * ho + y) * wo..][..wo]);
+                    }
+                }
+                let lhs = Mat {
+                    data: &wide_grad,
+                    rows: g.o,
+                    cols: wide,
+                    rs: wide,
+                    cs: 1,
+                };
+                // The patch matrix transposed: `[Ho Wp, C K K]`.
+                let rhs = Mat {
+                    data: &cols,
+                    rows: wide,
+                    cols: rows,
+                    rs: 1,
+                    cs: wide,
+                };
+                matmul_into(&mut acc, &lhs, &rhs, j > 0);
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![T::default(); g.o * rows];
+    for part in &chunks {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t = *t + *v;
+        }
+    }
+    total
+}
