@@ -111,13 +111,15 @@ pub fn instance_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
     group_norm(x, channels.max(1), eps)
 }
 
-/// 2-D convolution with stride 1 and `padding` zeros on each side, whose input gradient is a
-/// convolution with the flipped, transposed kernel instead of Candle's `conv_transpose2d`
-/// (2-3x slower on the CPU), and whose backward is built from this same op, so it
-/// differentiates correctly at every order.
+/// 2-D convolution with stride 1 and `padding` zeros on each side, with CPU kernels of its own
+/// (see `safe_ops/conv_cpu.rs`): the input gradient is a convolution with the flipped,
+/// transposed kernel instead of Candle's `conv_transpose2d`, the kernel gradient one matrix
+/// product per sample instead of a convolution with the output gradient as its kernel, and
+/// both backward passes are built from these same ops, so it differentiates correctly at every
+/// order.
 ///
 /// The values equal `x.conv2d(weight, padding, 1, 1, 1)` (plus `bias`) up to rounding. On
-/// non-CPU devices and for non-square images it is exactly that call.
+/// non-CPU devices it is exactly that call.
 ///
 /// # Shapes
 /// * `x`: `[N, C_in, H, W]`; `weight`: `[C_out, C_in, K, K]` with `padding < K`; `bias`: `[C_out]`
