@@ -230,8 +230,6 @@ struct RowState {
     best: Option<(f64, u64, Vec<Tensor>)>,
     /// The GRBM's variable names, naming the snapshot's tensors.
     names: Vec<String>,
-    /// Training seconds so far.
-    seconds: f64,
 }
 
 impl TrainState for RowState {
@@ -252,7 +250,6 @@ impl TrainState for RowState {
         Ok(serde_json::json!({
             "validation": self.validation,
             "best": self.best.as_ref().map(|b| (b.0, b.1)),
-            "seconds": self.seconds,
         }))
     }
 
@@ -265,7 +262,6 @@ impl TrainState for RowState {
         struct Saved {
             validation: Vec<(u64, f64)>,
             best: Option<(f64, u64)>,
-            seconds: f64,
         }
         let saved: Saved = serde_json::from_value(json.clone())
             .map_err(|e| ExpError::Config(format!("bad saved validation curve: {e}")))?;
@@ -286,7 +282,6 @@ impl TrainState for RowState {
             None => None,
         };
         self.validation = saved.validation;
-        self.seconds = saved.seconds;
         Ok(())
     }
 }
@@ -318,12 +313,9 @@ pub fn run_row(
         validation: Vec::new(),
         best: None,
         names,
-        seconds: 0.0,
     };
     let mut batcher = datasets::Batcher::new(train.dim(0)?, cfg.batch, seed)?;
-    let evals: Vec<u64> = (1..=cfg.eval_points as u64)
-        .map(|k| (k * cfg.iters).div_ceil(cfg.eval_points as u64))
-        .collect();
+    let evals = crate::eval_steps(cfg.iters, cfg.eval_points);
     let mut loss_at = |step: u64, st: &mut RowState| -> candle_core::Result<Tensor> {
         let x = batcher
             .batch(&train, step)
@@ -352,7 +344,6 @@ pub fn run_row(
         }
     };
     let mut after = |r: &StepRecord, st: &mut RowState| -> Result<()> {
-        st.seconds = r.train_seconds;
         if evals.contains(&(r.step + 1)) {
             let v = mean_sm(&m, &valid)?;
             st.validation.push((r.step + 1, v));
@@ -407,7 +398,7 @@ pub fn run_row(
         test_loglik,
         log_z_se,
         test_fisher: mean_sm(&m, &test)?,
-        ms_per_step: state.seconds * 1e3 / cfg.iters as f64,
+        ms_per_step: summary.train_seconds * 1e3 / cfg.iters as f64,
     }))
 }
 

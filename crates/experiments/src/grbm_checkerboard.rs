@@ -313,8 +313,6 @@ struct MethodState {
     chains: Tensor,
     /// `(step, training seconds, test log-likelihood)` so far.
     curve: Vec<(u64, f64, f64)>,
-    /// Training seconds so far.
-    seconds: f64,
 }
 
 impl TrainState for MethodState {
@@ -325,7 +323,7 @@ impl TrainState for MethodState {
     }
 
     fn json(&self) -> Result<serde_json::Value> {
-        Ok(serde_json::json!({ "curve": self.curve, "seconds": self.seconds }))
+        Ok(serde_json::json!(self.curve))
     }
 
     fn restore(
@@ -339,15 +337,8 @@ impl TrainState for MethodState {
             .filter(|c| c.dims() == self.chains.dims())
             .ok_or_else(|| ExpError::Config("no PCD chains of the batch's shape".into()))?;
         self.chains = chains.clone();
-        #[derive(Deserialize)]
-        struct Saved {
-            curve: Vec<(u64, f64, f64)>,
-            seconds: f64,
-        }
-        let saved: Saved = serde_json::from_value(json.clone())
+        self.curve = serde_json::from_value(json.clone())
             .map_err(|e| ExpError::Config(format!("bad saved curve: {e}")))?;
-        self.curve = saved.curve;
-        self.seconds = saved.seconds;
         Ok(())
     }
 }
@@ -377,7 +368,6 @@ pub fn train_method(
         q_adam: Adam::new(vec![qw.clone(), qb.clone()], setup::GRBM_ADAM)?,
         chains: NoiseSource::new(seed ^ 0xc4a1).uniform_like(&train.narrow(0, 0, cfg.batch)?)?,
         curve: Vec::new(),
-        seconds: 0.0,
     };
     // NCE noise: a Gaussian with the data's mean and twice its spread.
     let mean = train.mean(0)?;
@@ -388,9 +378,7 @@ pub fn train_method(
         (z.sqr()?.sum(1)? * -0.5)? + c
     };
     let mut batcher = datasets::Batcher::new(train.dim(0)?, cfg.batch, seed)?;
-    let evals: Vec<u64> = (1..=cfg.eval_points as u64)
-        .map(|k| (k * cfg.iters).div_ceil(cfg.eval_points as u64))
-        .collect();
+    let evals = crate::eval_steps(cfg.iters, cfg.eval_points);
     let mut loss_at = |step: u64, st: &mut MethodState| -> candle_core::Result<Tensor> {
         let x = batcher
             .batch(train, step)
@@ -458,7 +446,6 @@ pub fn train_method(
         }
     };
     let mut after = |r: &StepRecord, st: &mut MethodState| -> Result<()> {
-        st.seconds = r.train_seconds;
         if evals.contains(&(r.step + 1)) {
             st.curve
                 .push((r.step + 1, r.train_seconds, test_loglik(&m, test)?));
@@ -488,7 +475,7 @@ pub fn train_method(
         method,
         final_loglik: state.curve.last().map_or(f64::NAN, |c| c.2),
         curve: state.curve,
-        ms_per_step: state.seconds * 1e3 / cfg.iters as f64,
+        ms_per_step: summary.train_seconds * 1e3 / cfg.iters as f64,
         density: density_grid(&m, cfg.grid)?,
     }))
 }

@@ -45,6 +45,16 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The 1-based steps after which a run of `iters` steps evaluates, `points` times evenly
+/// spaced and ending at `iters` (a step is listed once even when `points > iters`).
+pub fn eval_steps(iters: u64, points: usize) -> Vec<u64> {
+    let mut steps: Vec<u64> = (1..=points as u64)
+        .map(|k| (k * iters).div_ceil(points as u64))
+        .collect();
+    steps.dedup();
+    steps
+}
+
 /// The settings of the profile `name`: `quick` (a laptop CPU in minutes) or `paper` (the
 /// papers' settings, for a GPU or a long run).
 ///

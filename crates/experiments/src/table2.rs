@@ -497,9 +497,7 @@ pub fn train_row(
         };
         loss * scale
     };
-    let snapshot_steps: Vec<u64> = (1..=cfg.eval_points as u64)
-        .map(|k| (k * cfg.iters).div_ceil(cfg.eval_points as u64).max(1))
-        .collect();
+    let snapshot_steps = crate::eval_steps(cfg.iters, cfg.eval_points);
     let mut snapshots = Snapshots::default();
     let mut base_rss = None;
     let warmup = cfg.timing_warmup as u64;

@@ -74,6 +74,8 @@ pub struct TrainSummary {
     pub resumed_from: Option<u64>,
     /// Steps complete at return: `iters`, or fewer when `stop_after` paused the run.
     pub completed: u64,
+    /// Training wall time of all completed steps, earlier runs' included, seconds.
+    pub train_seconds: f64,
 }
 
 /// The variables of a `VarMap` in a fixed order (sorted by name).
@@ -288,5 +290,6 @@ pub fn train_with_state<S: TrainState>(
         records,
         resumed_from,
         completed: end.max(start),
+        train_seconds,
     })
 }
