@@ -10,7 +10,11 @@
 //! `gemm` crate (the matrix multiplication Candle itself uses on the CPU).
 //!
 //! Work is split over samples with rayon; the kernel gradient sums fixed chunks of samples in a
-//! fixed order, so results do not depend on the number of threads.
+//! fixed order, so results do not depend on the number of threads. The per-sample buffers are
+//! kept per thread and reused from call to call: fresh megabyte-sized buffers cost page faults
+//! that showed up as a fifth of a layer's backward pass.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
@@ -57,20 +61,59 @@ impl Geometry {
     }
 }
 
+/// Working buffers of one thread: padded planes, the patch matrix, a wide output or gradient.
+/// Their contents are never read before being written.
+#[derive(Default)]
+pub(super) struct Scratch<T> {
+    planes: Vec<T>,
+    cols: Vec<T>,
+    wide: Vec<T>,
+}
+
+/// `buf` grown to at least `len` elements; returns its first `len`.
+fn sized<T: Element>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    &mut buf[..len]
+}
+
 /// The element types of the kernels.
 pub(super) trait Element:
     Copy + Send + Sync + Default + std::ops::Add<Output = Self> + 'static
 {
     /// One.
     const ONE: Self;
+
+    /// Runs `f` with this thread's scratch buffers (fresh ones if they are in use).
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R;
+}
+
+thread_local! {
+    static SCRATCH_F32: RefCell<Scratch<f32>> = RefCell::default();
+    static SCRATCH_F64: RefCell<Scratch<f64>> = RefCell::default();
 }
 
 impl Element for f32 {
     const ONE: Self = 1.0;
+
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R {
+        SCRATCH_F32.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => f(&mut scratch),
+            Err(_) => f(&mut Scratch::default()),
+        })
+    }
 }
 
 impl Element for f64 {
     const ONE: Self = 1.0;
+
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R {
+        SCRATCH_F64.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => f(&mut scratch),
+            Err(_) => f(&mut Scratch::default()),
+        })
+    }
 }
 
 /// A row-major view `rows x cols` of `data` with row stride `rs` and column stride `cs`.
@@ -174,15 +217,11 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
     };
     out.par_chunks_mut((g.o * ho * wo).max(1))
         .enumerate()
-        .for_each_init(
-            || {
-                (
-                    vec![T::default(); g.c * g.plane()],
-                    vec![T::default(); rows * wide],
-                    vec![T::default(); g.o * wide],
-                )
-            },
-            |(planes, cols, wide_out), (i, dst)| {
+        .for_each(|(i, dst)| {
+            T::with_scratch(|scratch| {
+                let planes = sized(&mut scratch.planes, g.c * g.plane());
+                let cols = sized(&mut scratch.cols, rows * wide);
+                let wide_out = sized(&mut scratch.wide, g.o * wide);
                 pad_sample(g, &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w], planes);
                 patches(g, planes, cols);
                 let patch = Mat {
@@ -200,8 +239,8 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
                             .copy_from_slice(&wide_out[o * wide + y * wp..][..wo]);
                     }
                 }
-            },
-        );
+            })
+        });
     out
 }
 
@@ -218,40 +257,43 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
     let chunks: Vec<Vec<T>> = (0..g.n.div_ceil(KERNEL_GRAD_CHUNK))
         .into_par_iter()
         .map(|chunk| {
-            let mut planes = vec![T::default(); g.c * g.plane()];
-            let mut cols = vec![T::default(); rows * wide];
-            // The output gradient on the padded width: zeros in the discarded columns.
-            let mut wide_grad = vec![T::default(); g.o * wide];
-            let mut acc = vec![T::default(); g.o * rows];
-            let first = chunk * KERNEL_GRAD_CHUNK;
-            for (j, i) in (first..(first + KERNEL_GRAD_CHUNK).min(g.n)).enumerate() {
-                pad_sample(g, &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w], &mut planes);
-                patches(g, &planes, &mut cols);
-                let gi = &grad[i * g.o * ho * wo..][..g.o * ho * wo];
-                for o in 0..g.o {
-                    for y in 0..ho {
-                        wide_grad[o * wide + y * wp..][..wo]
-                            .copy_from_slice(&gi[(o * ho + y) * wo..][..wo]);
+            T::with_scratch(|scratch| {
+                let planes = sized(&mut scratch.planes, g.c * g.plane());
+                let cols = sized(&mut scratch.cols, rows * wide);
+                // The output gradient on the padded width: zeros in the discarded columns.
+                let wide_grad = sized(&mut scratch.wide, g.o * wide);
+                wide_grad.fill(T::default());
+                let mut acc = vec![T::default(); g.o * rows];
+                let first = chunk * KERNEL_GRAD_CHUNK;
+                for (j, i) in (first..(first + KERNEL_GRAD_CHUNK).min(g.n)).enumerate() {
+                    pad_sample(g, &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w], planes);
+                    patches(g, planes, cols);
+                    let gi = &grad[i * g.o * ho * wo..][..g.o * ho * wo];
+                    for o in 0..g.o {
+                        for y in 0..ho {
+                            wide_grad[o * wide + y * wp..][..wo]
+                                .copy_from_slice(&gi[(o * ho + y) * wo..][..wo]);
+                        }
                     }
+                    let lhs = Mat {
+                        data: wide_grad,
+                        rows: g.o,
+                        cols: wide,
+                        rs: wide,
+                        cs: 1,
+                    };
+                    // The patch matrix transposed: `[Ho Wp, C K K]`.
+                    let rhs = Mat {
+                        data: cols,
+                        rows: wide,
+                        cols: rows,
+                        rs: 1,
+                        cs: wide,
+                    };
+                    matmul_into(&mut acc, &lhs, &rhs, j > 0);
                 }
-                let lhs = Mat {
-                    data: &wide_grad,
-                    rows: g.o,
-                    cols: wide,
-                    rs: wide,
-                    cs: 1,
-                };
-                // The patch matrix transposed: `[Ho Wp, C K K]`.
-                let rhs = Mat {
-                    data: &cols,
-                    rows: wide,
-                    cols: rows,
-                    rs: 1,
-                    cs: wide,
-                };
-                matmul_into(&mut acc, &lhs, &rhs, j > 0);
-            }
-            acc
+                acc
+            })
         })
         .collect();
     let mut total = vec![T::default(); g.o * rows];

@@ -1,0 +1,68 @@
+//! Criterion benchmarks of `sm_objectives::safe_ops::conv2d` against Candle's `conv2d` on the
+//! 3x3 layers of the step benchmark's ResNet EBM (width 32, 28 x 28 inputs: the maps are
+//! 28, 14, 7 and 3 pixels wide), batch 64: the forward pass alone and forward plus backward
+//! (input and kernel gradients), the two things every training step does per layer.
+//!
+//! Environment: `FDSM_BENCH_BATCH` (images per call, default 64).
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function.
+
+use candle_core::{Device, Tensor, Var};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use sm_objectives::safe_ops;
+
+/// `(channels in, channels out, map size)` of the network's distinct 3x3 layers.
+const LAYERS: [(usize, usize, usize); 5] = [
+    (32, 64, 28),
+    (64, 64, 14),
+    (128, 128, 7),
+    (128, 256, 7),
+    (256, 256, 3),
+];
+
+fn batch() -> usize {
+    match std::env::var("FDSM_BENCH_BATCH") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("FDSM_BENCH_BATCH={v} is not a valid number")),
+        Err(_) => 64,
+    }
+}
+
+fn conv_layers(c: &mut Criterion) {
+    experiments::plot::register_font();
+    let dev = Device::Cpu;
+    let n = batch();
+    let mut group = c.benchmark_group("conv3x3");
+    group.sample_size(10);
+    for (cin, cout, size) in LAYERS {
+        let id = format!("{cin}to{cout}@{size}");
+        let x = Tensor::randn(0f32, 1.0, (n, cin, size, size), &dev).expect("input");
+        let w =
+            Var::from_tensor(&Tensor::randn(0f32, 0.05, (cout, cin, 3, 3), &dev).expect("kernel"))
+                .expect("var");
+        let xv = Var::from_tensor(&x).expect("var");
+        group.bench_function(BenchmarkId::new("forward/safe_ops", &id), |b| {
+            b.iter(|| safe_ops::conv2d(&x, &w, None, 1).expect("conv"))
+        });
+        group.bench_function(BenchmarkId::new("forward/candle", &id), |b| {
+            b.iter(|| x.conv2d(&w, 1, 1, 1, 1).expect("conv"))
+        });
+        group.bench_function(BenchmarkId::new("backward/safe_ops", &id), |b| {
+            b.iter(|| {
+                let y = safe_ops::conv2d(&xv, &w, None, 1).expect("conv");
+                y.sum_all().and_then(|s| s.backward()).expect("backward")
+            })
+        });
+        group.bench_function(BenchmarkId::new("backward/candle", &id), |b| {
+            b.iter(|| {
+                let y = xv.conv2d(&w, 1, 1, 1, 1).expect("conv");
+                y.sum_all().and_then(|s| s.backward()).expect("backward")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv_layers);
+criterion_main!(benches);
