@@ -11,7 +11,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
-use sm_objectives::safe_ops::{avg_pool2d, conv2d, shifted_softplus};
+use sm_objectives::safe_ops::{avg_pool2d, conv2d, elu, shifted_softplus};
 use sm_objectives::LogDensity;
 
 /// The nonlinearity of the residual blocks.
@@ -29,7 +29,7 @@ impl Activation {
     /// Applies the activation.
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Elu => x.elu(1.0),
+            Activation::Elu => elu(x),
             Activation::ShiftedSoftplus => shifted_softplus(x),
         }
     }

@@ -9,7 +9,7 @@
 //! this module is composed of reshapes, reductions and elementwise ops whose derivatives Candle
 //! builds from differentiable ops.
 
-use candle_core::{bail, Result, Tensor, D};
+use candle_core::{bail, DType, Result, Tensor, D};
 
 /// Source patterns of Candle calls whose higher-order backward is broken, with the reason.
 /// Model crates scan their sources for these in a test (see `crates/models/tests`).
@@ -53,6 +53,9 @@ pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     if k == 0 || h < k || w < k {
         bail!("avg_pool2d: kernel {k} does not fit an input of height {h} and width {w}")
+    }
+    if fused_path(x) {
+        return x.apply_op1(fused::AvgPool { k });
     }
     let (ho, wo) = (h / k, w / k);
     let x = if ho * k != h || wo * k != w {
@@ -147,31 +150,74 @@ pub fn conv2d(
     }
     // The custom ops have CPU kernels only; elsewhere Candle's own convolution computes the
     // same values.
-    if !x.device().is_cpu() {
-        let y = x.conv2d(weight, padding, 1, 1, 1)?;
-        return match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
-            None => Ok(y),
-        };
-    }
-    let y = x.apply_op2(weight, conv::FlipConv { padding })?;
+    let y = if x.device().is_cpu() {
+        x.apply_op2(weight, conv::FlipConv { padding })?
+    } else {
+        x.conv2d(weight, padding, 1, 1, 1)?
+    };
     match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        Some(b) => bias_add(&y, b),
         None => Ok(y),
     }
 }
 
 mod conv_cpu;
+mod fused;
+
+/// Whether the fused CPU kernels of `safe_ops/fused.rs` handle `x`; elsewhere (other devices,
+/// half-precision types) the same values come from Candle's own ops.
+fn fused_path(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// ELU with `alpha = 1` (`x` for `x >= 0`, `e^x - 1` below), as one multithreaded pass on the
+/// CPU whose derivatives of every order are single fused passes too; the values and
+/// derivatives of `x.elu(1.0)` up to rounding.
+///
+/// # Shapes
+/// * `x`: any; returns the shape of `x`
+pub fn elu(x: &Tensor) -> Result<Tensor> {
+    if fused_path(x) {
+        x.apply_op1(fused::Elu)
+    } else {
+        x.elu(1.0)
+    }
+}
+
+/// `x + b` with the bias broadcast over every axis but the channel axis, as one pass on the
+/// CPU; the bias gradient is a per-channel sum instead of Candle's strided reduction.
+///
+/// # Shapes
+/// * `x`: `[N, C, ...]`; `b`: `[C]`
+/// * returns the shape of `x`
+///
+/// # Errors
+/// A bias whose length is not the channel count, or different dtypes.
+pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() < 2 || b.dims() != [dims[1]] {
+        bail!(
+            "bias_add: a bias of shape [C] for input [N, C, ...] expected, got bias {:?} for input {dims:?}",
+            b.dims()
+        )
+    }
+    if fused_path(x) && b.device().is_cpu() && b.dtype() == x.dtype() {
+        x.apply_op2(b, fused::BiasAdd)
+    } else {
+        let mut shape = vec![1; dims.len()];
+        shape[1] = dims[1];
+        x.broadcast_add(&b.reshape(shape)?)
+    }
+}
 
 mod conv {
     //! The custom ops behind [`super::conv2d`]: the convolution and its kernel gradient, each
     //! with a backward pass built from these two ops, so that derivatives of every order exist.
 
-    use std::borrow::Cow;
-
     use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
     use super::conv_cpu::{self, Element, Geometry};
+    use super::fused::elements;
 
     /// `x * w` (stride 1, `padding` zeros each side).
     pub(super) struct FlipConv {
@@ -182,28 +228,6 @@ mod conv {
     struct KernelGrad {
         padding: usize,
         k: usize,
-    }
-
-    /// The elements of `data` seen through `layout`, borrowed when contiguous.
-    fn elements<'a, T: Copy>(data: &'a [T], layout: &Layout) -> Cow<'a, [T]> {
-        if let Some((a, b)) = layout.contiguous_offsets() {
-            return Cow::Borrowed(&data[a..b]);
-        }
-        let (dims, strides) = (layout.dims(), layout.stride());
-        let mut index = vec![0usize; dims.len()];
-        let mut out = Vec::with_capacity(layout.shape().elem_count());
-        for _ in 0..layout.shape().elem_count() {
-            let at: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
-            out.push(data[layout.start_offset() + at]);
-            for d in (0..dims.len()).rev() {
-                index[d] += 1;
-                if index[d] < dims[d] {
-                    break;
-                }
-                index[d] = 0;
-            }
-        }
-        Cow::Owned(out)
     }
 
     /// Runs `f` on the elements of two f32 or two f64 storages.

@@ -1,0 +1,437 @@
+//! Fused, multithreaded CPU kernels for the elementwise and reduction steps of a convolutional
+//! energy: ELU and its derivatives, the per-channel bias and 2x2-style average pooling, each a
+//! Candle custom op whose backward pass is again built from these ops (and Candle's `mul`), so
+//! derivatives of every order exist, as score matching needs (FD-SM Sec. 2, SSM/DSM losses
+//! differentiate through the input gradient).
+//!
+//! Candle composes these from several ops each (ELU's derivative alone is six passes over
+//! memory with fresh buffers, the bias gradient a strided reduction over three axes), all but a
+//! few on one thread. Here each is one pass, split over threads in fixed element ranges; no op
+//! reduces across a thread split, so results do not depend on the thread count.
+//!
+//! Pairs of linear ops are each other's adjoints: the channel sum and the channel broadcast, the
+//! average pooling and its spreading back onto the input grid.
+
+use std::borrow::Cow;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Elements per parallel task: small tensors stay on one thread.
+const PAR_MIN: usize = 1 << 14;
+
+/// The floating-point element types of the kernels.
+pub(super) trait Float:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn exp(self) -> Self;
+    fn from_usize(n: usize) -> Self;
+}
+
+impl Float for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn from_usize(n: usize) -> Self {
+        n as f32
+    }
+}
+
+impl Float for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn from_usize(n: usize) -> Self {
+        n as f64
+    }
+}
+
+/// The elements of `data` seen through `layout` in row-major order, borrowed when contiguous.
+pub(super) fn elements<'a, T: Copy>(data: &'a [T], layout: &Layout) -> Cow<'a, [T]> {
+    if let Some((a, b)) = layout.contiguous_offsets() {
+        return Cow::Borrowed(&data[a..b]);
+    }
+    let (dims, strides) = (layout.dims(), layout.stride());
+    let mut index = vec![0usize; dims.len()];
+    let mut out = Vec::with_capacity(layout.shape().elem_count());
+    for _ in 0..layout.shape().elem_count() {
+        let at: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
+        out.push(data[layout.start_offset() + at]);
+        for d in (0..dims.len()).rev() {
+            index[d] += 1;
+            if index[d] < dims[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Applies a generic kernel to one f32 or f64 storage.
+macro_rules! on_float {
+    ($storage:expr, $layout:expr, $name:expr, |$x:ident| $body:expr) => {
+        match $storage {
+            CpuStorage::F32(data) => {
+                let $x = elements(data, $layout);
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(data) => {
+                let $x = elements(data, $layout);
+                CpuStorage::F64($body)
+            }
+            other => bail!("{}: f32 or f64 expected, got {:?}", $name, other.dtype()),
+        }
+    };
+}
+
+/// Applies a generic kernel to two f32 or two f64 storages.
+macro_rules! on_float2 {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $name:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(d1), CpuStorage::F32(d2)) => {
+                let ($a, $b) = (elements(d1, $l1), elements(d2, $l2));
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(d1), CpuStorage::F64(d2)) => {
+                let ($a, $b) = (elements(d1, $l1), elements(d2, $l2));
+                CpuStorage::F64($body)
+            }
+            (a, b) => bail!(
+                "{}: two f32 or two f64 tensors expected, got {:?} and {:?}",
+                $name,
+                a.dtype(),
+                b.dtype()
+            ),
+        }
+    };
+}
+
+/// `f` applied to every element, in parallel chunks.
+fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    x.par_iter().with_min_len(PAR_MIN).map(|&v| f(v)).collect()
+}
+
+/// `f` applied to every pair of elements, in parallel chunks.
+fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    a.par_iter()
+        .zip(b.par_iter())
+        .with_min_len(PAR_MIN)
+        .map(|(&u, &v)| f(u, v))
+        .collect()
+}
+
+/// ELU with `alpha = 1`: `x` for `x >= 0`, `e^x - 1` below (Candle's convention at `-0`).
+pub(super) struct Elu;
+
+/// `g * elu^(order)(x)` for `order >= 1`: `elu'(x) = 1` for `x > 0` and `e^x` for `x <= 0`;
+/// every higher derivative is `0` for `x > 0` and `e^x` for `x <= 0` (the convention of
+/// Candle's own ELU backward at `0`).
+pub(super) struct EluDerivative {
+    pub(super) order: usize,
+}
+
+fn elu<T: Float>(v: T) -> T {
+    if v >= T::ZERO {
+        v
+    } else {
+        v.exp() - T::ONE
+    }
+}
+
+impl CustomOp1 for Elu {
+    fn name(&self) -> &'static str {
+        "fused-elu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = on_float!(s, l, "elu", |x| map1(&x, elu));
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.apply_op2(x, EluDerivative { order: 1 })?))
+    }
+}
+
+impl CustomOp2 for EluDerivative {
+    fn name(&self) -> &'static str {
+        "fused-elu-derivative"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!(
+                "elu derivative: gradient {:?} and input {:?} differ in shape",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        fn run<T: Float>(order: usize, g: &[T], x: &[T]) -> Vec<T> {
+            let above = if order == 1 { T::ONE } else { T::ZERO };
+            map2(
+                g,
+                x,
+                |g, x| if x > T::ZERO { g * above } else { g * x.exp() },
+            )
+        }
+        let out = on_float2!(s1, l1, s2, l2, "elu derivative", |g, x| run(
+            self.order, &g, &x
+        ));
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// `d/dg = gbar elu^(k)(x)`, `d/dx = gbar g elu^(k+1)(x)`.
+    fn bwd(
+        &self,
+        g: &Tensor,
+        x: &Tensor,
+        _res: &Tensor,
+        gbar: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dg = gbar.apply_op2(x, EluDerivative { order: self.order })?;
+        let dx = (gbar * g)?.apply_op2(
+            x,
+            EluDerivative {
+                order: self.order + 1,
+            },
+        )?;
+        Ok((Some(dg), Some(dx)))
+    }
+}
+
+/// `x[n, c, ...] + b[c]`.
+pub(super) struct BiasAdd;
+
+/// `[N, C, ...] -> [C]`: the sum over every axis but the second.
+pub(super) struct ChannelSum;
+
+/// `[C] -> shape` (`shape = [N, C, ...]`): every element of channel `c` set to `b[c]`.
+pub(super) struct ChannelBroadcast {
+    pub(super) shape: Shape,
+}
+
+/// `(N, C, positions per channel)` of a `[N, C, ...]` shape.
+fn channel_split(shape: &Shape, name: &str) -> Result<(usize, usize, usize)> {
+    let dims = shape.dims();
+    if dims.len() < 2 {
+        bail!("{name}: [N, C, ...] expected, got {dims:?}")
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "fused-bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, inner) = channel_split(l1.shape(), "bias add")?;
+        if l2.dims() != [c] {
+            bail!(
+                "bias add: a bias of shape [{c}] expected for input {:?}, got {:?}",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        fn run<T: Float>(x: &[T], b: &[T], inner: usize) -> Vec<T> {
+            let c = b.len();
+            x.par_iter()
+                .enumerate()
+                .with_min_len(PAR_MIN)
+                .map(|(i, &v)| v + b[(i / inner) % c])
+                .collect()
+        }
+        let inner = inner.max(1);
+        let out = on_float2!(s1, l1, s2, l2, "bias add", |x, b| run(&x, &b, inner));
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.clone()), Some(grad.apply_op1(ChannelSum)?)))
+    }
+}
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "fused-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, inner) = channel_split(l.shape(), "channel sum")?;
+        // Per channel: each sample's positions summed, then the samples in order.
+        fn run<T: Float>(x: &[T], n: usize, c: usize, inner: usize) -> Vec<T> {
+            (0..c)
+                .into_par_iter()
+                .map(|ch| {
+                    (0..n).fold(T::ZERO, |acc, i| {
+                        let row = &x[(i * c + ch) * inner..][..inner];
+                        acc + row.iter().fold(T::ZERO, |s, &v| s + v)
+                    })
+                })
+                .collect()
+        }
+        let out = on_float!(s, l, "channel sum", |x| run(&x, n, c, inner));
+        Ok((out, Shape::from(c)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.apply_op1(ChannelBroadcast {
+            shape: x.shape().clone(),
+        })?))
+    }
+}
+
+impl CustomOp1 for ChannelBroadcast {
+    fn name(&self) -> &'static str {
+        "fused-channel-broadcast"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, inner) = channel_split(&self.shape, "channel broadcast")?;
+        if l.dims() != [c] {
+            bail!(
+                "channel broadcast: a [{c}] tensor expected for shape {:?}, got {:?}",
+                self.shape.dims(),
+                l.dims()
+            )
+        }
+        fn run<T: Float>(b: &[T], n: usize, inner: usize) -> Vec<T> {
+            let c = b.len();
+            (0..n * c * inner)
+                .into_par_iter()
+                .with_min_len(PAR_MIN)
+                .map(|i| b[(i / inner.max(1)) % c])
+                .collect()
+        }
+        let out = on_float!(s, l, "channel broadcast", |b| run(&b, n, inner));
+        Ok((out, self.shape.clone()))
+    }
+
+    fn bwd(&self, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.apply_op1(ChannelSum)?))
+    }
+}
+
+/// Average pooling, kernel = stride = `k`, floor mode: `[N, C, H, W] -> [N, C, H/k, W/k]`.
+pub(super) struct AvgPool {
+    pub(super) k: usize,
+}
+
+/// The adjoint of [`AvgPool`]: `[N, C, H/k, W/k] -> [N, C, H, W]`, each value divided by `k^2`
+/// and copied over its window; rows and columns the pooling dropped get zeros.
+pub(super) struct PoolSpread {
+    pub(super) k: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+}
+
+impl CustomOp1 for AvgPool {
+    fn name(&self) -> &'static str {
+        "fused-avg-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let k = self.k;
+        if k == 0 || h < k || w < k {
+            bail!("avg_pool2d: kernel {k} does not fit an input of height {h} and width {w}")
+        }
+        let (ho, wo) = (h / k, w / k);
+        fn run<T: Float>(x: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
+            let (ho, wo) = (h / k, w / k);
+            let scale = T::ONE / T::from_usize(k * k);
+            (0..x.len() / (h * w) * ho * wo)
+                .into_par_iter()
+                .with_min_len(PAR_MIN / (k * k))
+                .map(|i| {
+                    let (p, y, z) = (i / (ho * wo), (i / wo) % ho, i % wo);
+                    let plane = &x[p * h * w..][..h * w];
+                    let mut s = T::ZERO;
+                    for a in 0..k {
+                        for v in &plane[(y * k + a) * w + z * k..][..k] {
+                            s = s + *v;
+                        }
+                    }
+                    s * scale
+                })
+                .collect()
+        }
+        let out = on_float!(s, l, "avg_pool2d", |x| run(&x, k, h, w));
+        Ok((out, Shape::from((n, c, ho, wo))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (_, _, h, w) = x.dims4()?;
+        Ok(Some(grad.apply_op1(PoolSpread { k: self.k, h, w })?))
+    }
+}
+
+impl CustomOp1 for PoolSpread {
+    fn name(&self) -> &'static str {
+        "fused-avg-pool2d-adjoint"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, ho, wo) = l.shape().dims4()?;
+        let (k, h, w) = (self.k, self.h, self.w);
+        if k == 0 || h / k != ho || w / k != wo {
+            bail!("avg_pool2d adjoint: a {ho}x{wo} map is not the {k}x{k} pooling of {h}x{w}")
+        }
+        fn run<T: Float>(g: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
+            let (ho, wo) = (h / k, w / k);
+            let scale = T::ONE / T::from_usize(k * k);
+            (0..g.len() / (ho * wo).max(1) * h * w)
+                .into_par_iter()
+                .with_min_len(PAR_MIN)
+                .map(|i| {
+                    let (p, y, z) = (i / (h * w), (i / w) % h, i % w);
+                    if y / k < ho && z / k < wo {
+                        g[(p * ho + y / k) * wo + z / k] * scale
+                    } else {
+                        T::ZERO
+                    }
+                })
+                .collect()
+        }
+        let out = on_float!(s, l, "avg_pool2d adjoint", |g| run(&g, k, h, w));
+        Ok((out, Shape::from((n, c, h, w))))
+    }
+
+    fn bwd(&self, _g: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.apply_op1(AvgPool { k: self.k })?))
+    }
+}
