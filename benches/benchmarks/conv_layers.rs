@@ -31,6 +31,7 @@ fn batch() -> usize {
 
 fn conv_layers(c: &mut Criterion) {
     experiments::plot::register_font();
+    experiments::allocator::tune_for_training();
     let dev = Device::Cpu;
     let n = batch();
     let mut group = c.benchmark_group("conv3x3");

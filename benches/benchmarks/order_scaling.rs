@@ -47,6 +47,7 @@ fn images(batch: usize) -> Tensor {
 fn order_scaling(c: &mut Criterion) {
     // Criterion draws its HTML report with plotters; give it a font on machines without any.
     experiments::plot::register_font();
+    experiments::allocator::tune_for_training();
     // Nested reverse passes need Candle's higher-order mode, set before any backward pass. The
     // FD paths run forward passes only and are unaffected by it.
     assert!(

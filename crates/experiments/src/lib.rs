@@ -4,6 +4,7 @@
 //! reports ([`report`]), limited child processes ([`child`]) and the experiments themselves
 //! ([`table2`], [`order_scaling`], [`step_bench`], [`grbm_checkerboard`], [`bism_table1`]).
 
+pub mod allocator;
 pub mod bism_table1;
 pub mod checkpoint;
 pub mod child;

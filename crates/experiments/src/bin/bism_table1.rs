@@ -68,6 +68,7 @@ struct RunArgs {
 }
 
 fn main() -> Result<()> {
+    experiments::allocator::tune_for_training();
     anyhow::ensure!(
         sm_objectives::autodiff::enable_higher_order(),
         "Candle's higher-order mode could not be enabled"

@@ -63,6 +63,7 @@ struct RunArgs {
 }
 
 fn main() -> Result<()> {
+    experiments::allocator::tune_for_training();
     // BiSM, VaGES and SSM differentiate scores: Candle's higher-order mode, set before any
     // backward pass.
     anyhow::ensure!(

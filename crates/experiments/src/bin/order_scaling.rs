@@ -105,6 +105,7 @@ struct MeasureArgs {
 }
 
 fn main() -> Result<()> {
+    experiments::allocator::tune_for_training();
     match Cli::parse().command {
         Cmd::Run(a) => {
             let mut cfg = OrderScalingConfig::profile(&a.profile)?;

@@ -72,6 +72,7 @@ struct MeasureArgs {
 }
 
 fn main() -> Result<()> {
+    experiments::allocator::tune_for_training();
     match Cli::parse().command {
         Cmd::Run(a) => {
             let mut cfg = StepBenchConfig::default();

@@ -99,6 +99,7 @@ struct RowArgs {
 }
 
 fn main() -> Result<()> {
+    experiments::allocator::tune_for_training();
     match Cli::parse().command {
         Cmd::Run(a) => {
             let mut cfg = Table2Config::profile(&a.profile)?;
