@@ -138,10 +138,15 @@ fn higher_derivatives_match_central_differences() -> Result<()> {
 /// (transposed) input, f64 and f32: values and first derivatives equal Candle's `conv2d`.
 #[test]
 fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
-    for dtype in [DType::F64, DType::F32] {
-        // [7, 2, 8, 5] transposed to a non-contiguous [7, 2, 5, 8].
-        let x = pattern(7, 2 * 8 * 5, 0.3)
-            .reshape((7, 2, 8, 5))?
+    // Output maps of 2 to 70 positions: both the per-sample and the whole-batch paths of the
+    // forward pass (<= 16 positions) and of the kernel gradient (<= 64).
+    for (dtype, (h, w)) in [DType::F64, DType::F32]
+        .into_iter()
+        .flat_map(|d| [(d, (8, 5)), (d, (4, 3))])
+    {
+        // [7, 2, h, w] transposed to a non-contiguous [7, 2, w, h].
+        let x = pattern(7, 2 * h * w, 0.3)
+            .reshape((7, 2, h, w))?
             .transpose(2, 3)?
             .to_dtype(dtype)?;
         let w = (pattern(1, 4 * 2 * 9, 1.7).reshape((4, 2, 3, 3))? * 0.5)?.to_dtype(dtype)?;

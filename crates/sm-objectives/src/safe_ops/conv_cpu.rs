@@ -10,7 +10,9 @@
 //! `gemm` crate (the matrix multiplication Candle itself uses on the CPU).
 //!
 //! Work is split over samples with rayon; the kernel gradient sums fixed chunks of samples in a
-//! fixed order, so results do not depend on the number of threads. The per-sample buffers are
+//! fixed order, so results do not depend on the number of threads. Small maps instead go through
+//! one product over the whole batch ("compact" patch matrix, one column per output position),
+//! split by `gemm` over output tiles, which again fixes every sum's order. The per-sample buffers are
 //! kept per thread and reused from call to call: fresh megabyte-sized buffers cost page faults
 //! that showed up as a fifth of a layer's backward pass.
 
@@ -42,6 +44,12 @@ impl Geometry {
     /// Output height and width.
     pub fn out_hw(&self) -> (usize, usize) {
         (self.padded_h() + 1 - self.k, self.padded_w() + 1 - self.k)
+    }
+
+    /// Output positions per map.
+    fn positions(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        ho * wo
     }
 
     /// Columns of the wide patch matrix: output rows times the padded width.
@@ -135,13 +143,20 @@ impl<T> Mat<'_, T> {
 }
 
 /// `dst = lhs @ rhs` (or `dst += lhs @ rhs` with `accumulate`), `dst` row-major contiguous with
-/// `lhs.rows` rows and `rhs.cols` columns, on the calling thread.
+/// `lhs.rows` rows and `rhs.cols` columns, on the calling thread or split by `gemm` over output
+/// tiles (each element's sum is formed by one thread in a fixed order either way).
 ///
 /// # Panics
 /// When a view reaches outside its slice or the shapes disagree: the kernels above build every
 /// view from checked geometry, so this is an internal invariant.
 #[allow(unsafe_code)]
-fn matmul_into<T: Element>(dst: &mut [T], lhs: &Mat<'_, T>, rhs: &Mat<'_, T>, accumulate: bool) {
+fn matmul_into<T: Element>(
+    dst: &mut [T],
+    lhs: &Mat<'_, T>,
+    rhs: &Mat<'_, T>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
     assert!(dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
@@ -171,7 +186,7 @@ fn matmul_into<T: Element>(dst: &mut [T], lhs: &Mat<'_, T>, rhs: &Mat<'_, T>, ac
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -205,6 +220,9 @@ fn patches<T: Element>(g: &Geometry, planes: &[T], cols: &mut [T]) {
 /// The convolution `[N, C, H, W] * [O, C, K, K] -> [N, O, Ho, Wo]` (stride 1, cross-correlation
 /// as in every deep-learning library). `x` and `weight` are contiguous.
 pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
+    if g.positions() <= FORWARD_WHOLE_BATCH_MAX_POSITIONS {
+        return forward_whole_batch(g, x, weight);
+    }
     let (ho, wo) = g.out_hw();
     let (wp, wide, rows) = (g.padded_w(), g.wide(), g.patch_rows());
     let mut out = vec![T::default(); g.n * g.o * ho * wo];
@@ -231,7 +249,7 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
                     rs: wide,
                     cs: 1,
                 };
-                matmul_into(wide_out, &kernel, &patch, false);
+                matmul_into(wide_out, &kernel, &patch, false, gemm::Parallelism::None);
                 // Keep the `Wo` valid columns of every padded-width row.
                 for o in 0..g.o {
                     for y in 0..ho {
@@ -252,6 +270,9 @@ const KERNEL_GRAD_CHUNK: usize = 4;
 /// of the convolution [`forward`], from its input `x` (`[N, C, H, W]`) and output gradient
 /// `grad` (`[N, O, Ho, Wo]`), both contiguous; returns `[O, C, K, K]`.
 pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
+    if g.positions() <= KERNEL_GRAD_WHOLE_BATCH_MAX_POSITIONS {
+        return kernel_grad_whole_batch(g, x, grad);
+    }
     let (ho, wo) = g.out_hw();
     let (wp, wide, rows) = (g.padded_w(), g.wide(), g.patch_rows());
     let chunks: Vec<Vec<T>> = (0..g.n.div_ceil(KERNEL_GRAD_CHUNK))
@@ -290,7 +311,7 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
                         rs: 1,
                         cs: wide,
                     };
-                    matmul_into(&mut acc, &lhs, &rhs, j > 0);
+                    matmul_into(&mut acc, &lhs, &rhs, j > 0, gemm::Parallelism::None);
                 }
                 acc
             })
@@ -303,4 +324,121 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
         }
     }
     total
+}
+
+/// Output positions per map up to which the forward pass is one matrix product over the whole
+/// batch: per-sample products on 3 x 3 maps are dominated by packing the kernel. Measured on
+/// the step benchmark's layers (`benches/benchmarks/conv_layers.rs`): 3 x 3 maps gain 25%,
+/// 7 x 7 maps lose 50%, so only the smallest maps take this path.
+const FORWARD_WHOLE_BATCH_MAX_POSITIONS: usize = 16;
+
+/// Output positions per map up to which the kernel gradient is one matrix product over the
+/// whole batch: per sample, its reduction is only `Ho Wp` long (15 on 3 x 3 maps, 63 on 7 x 7),
+/// so each product re-reads and re-writes the whole `[O, C K K]` accumulator for little work.
+/// Measured: the backward pass of a 3 x 3 layer 35% faster, of a 7 x 7 layer 7-12%, of a
+/// 14 x 14 layer twice as slow.
+const KERNEL_GRAD_WHOLE_BATCH_MAX_POSITIONS: usize = 64;
+
+/// The compact patch matrix of the whole batch, `[C K K, N Ho Wo]`: row `(c, a, b)`, column
+/// `(n, y, z)` holds `x_pad[n, c, y + a, z + b]`.
+fn batch_patches<T: Element>(g: &Geometry, x: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out_hw();
+    let (wp, plane, hw) = (g.padded_w(), g.plane(), ho * wo);
+    let len = g.c * g.h * g.w;
+    let mut planes = vec![T::default(); g.n * g.c * plane];
+    planes
+        .par_chunks_mut((g.c * plane).max(1))
+        .zip(x.par_chunks(len.max(1)))
+        .for_each(|(dst, src)| pad_sample(g, src, dst));
+    let n_cols = g.n * hw;
+    let mut cols = vec![T::default(); g.patch_rows() * n_cols];
+    cols.par_chunks_mut(n_cols.max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (c, a, b) = (row / (g.k * g.k), (row / g.k) % g.k, row % g.k);
+            for n in 0..g.n {
+                let src = &planes[(n * g.c + c) * plane + a * wp + b..];
+                for y in 0..ho {
+                    dst[n * hw + y * wo..][..wo].copy_from_slice(&src[y * wp..][..wo]);
+                }
+            }
+        });
+    cols
+}
+
+/// [`forward`] on small maps: `[O, C K K] @ [C K K, N Ho Wo]`, one product split over threads by
+/// `gemm`, then `[O, N, Ho Wo]` reordered to `[N, O, Ho Wo]`.
+fn forward_whole_batch<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out_hw();
+    let (hw, rows) = (ho * wo, g.patch_rows());
+    let n_cols = g.n * hw;
+    let cols = batch_patches(g, x);
+    let kernel = Mat {
+        data: weight,
+        rows: g.o,
+        cols: rows,
+        rs: rows,
+        cs: 1,
+    };
+    let patch = Mat {
+        data: &cols,
+        rows,
+        cols: n_cols,
+        rs: n_cols,
+        cs: 1,
+    };
+    let mut by_channel = vec![T::default(); g.o * n_cols];
+    matmul_into(
+        &mut by_channel,
+        &kernel,
+        &patch,
+        false,
+        gemm::Parallelism::Rayon(0),
+    );
+    let mut out = vec![T::default(); g.n * g.o * hw];
+    out.par_chunks_mut((g.o * hw).max(1))
+        .enumerate()
+        .for_each(|(n, dst)| {
+            for o in 0..g.o {
+                dst[o * hw..][..hw].copy_from_slice(&by_channel[o * n_cols + n * hw..][..hw]);
+            }
+        });
+    out
+}
+
+/// [`kernel_grad`] on small maps: `[O, N Ho Wo] @ [N Ho Wo, C K K]`, one product with the whole
+/// batch as its reduction, split over threads by `gemm`.
+fn kernel_grad_whole_batch<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out_hw();
+    let (hw, rows) = (ho * wo, g.patch_rows());
+    let n_cols = g.n * hw;
+    let cols = batch_patches(g, x);
+    // The output gradient reordered to `[O, N Ho Wo]`.
+    let mut by_channel = vec![T::default(); g.o * n_cols];
+    by_channel
+        .par_chunks_mut(n_cols.max(1))
+        .enumerate()
+        .for_each(|(o, dst)| {
+            for n in 0..g.n {
+                dst[n * hw..][..hw].copy_from_slice(&grad[(n * g.o + o) * hw..][..hw]);
+            }
+        });
+    let lhs = Mat {
+        data: &by_channel,
+        rows: g.o,
+        cols: n_cols,
+        rs: n_cols,
+        cs: 1,
+    };
+    // The patch matrix transposed: `[N Ho Wo, C K K]`.
+    let rhs = Mat {
+        data: &cols,
+        rows: n_cols,
+        cols: rows,
+        rs: 1,
+        cs: n_cols,
+    };
+    let mut out = vec![T::default(); g.o * rows];
+    matmul_into(&mut out, &lhs, &rhs, false, gemm::Parallelism::Rayon(0));
+    out
 }
