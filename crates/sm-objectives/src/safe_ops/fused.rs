@@ -124,16 +124,28 @@ macro_rules! on_float2 {
 
 /// `f` applied to every element, in parallel chunks.
 fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    x.par_iter().with_min_len(PAR_MIN).map(|&v| f(v)).collect()
+    let mut out = vec![T::ZERO; x.len()];
+    out.par_chunks_mut(PAR_MIN)
+        .zip(x.par_chunks(PAR_MIN))
+        .for_each(|(out, x)| {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = f(v);
+            }
+        });
+    out
 }
 
 /// `f` applied to every pair of elements, in parallel chunks.
 fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    a.par_iter()
-        .zip(b.par_iter())
-        .with_min_len(PAR_MIN)
-        .map(|(&u, &v)| f(u, v))
-        .collect()
+    let mut out = vec![T::ZERO; a.len()];
+    out.par_chunks_mut(PAR_MIN)
+        .zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN)))
+        .for_each(|(out, (a, b))| {
+            for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
+                *o = f(u, v);
+            }
+        });
+    out
 }
 
 /// ELU with `alpha = 1`: `x` for `x >= 0`, `e^x - 1` below (Candle's convention at `-0`).
@@ -263,11 +275,18 @@ impl CustomOp2 for BiasAdd {
         }
         fn run<T: Float>(x: &[T], b: &[T], inner: usize) -> Vec<T> {
             let c = b.len();
-            x.par_iter()
+            let mut out = vec![T::ZERO; x.len()];
+            out.par_chunks_mut(inner)
+                .zip(x.par_chunks(inner))
                 .enumerate()
-                .with_min_len(PAR_MIN)
-                .map(|(i, &v)| v + b[(i / inner) % c])
-                .collect()
+                .with_min_len((PAR_MIN / inner).max(1))
+                .for_each(|(plane, (out, x))| {
+                    let bias = b[plane % c];
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o = v + bias;
+                    }
+                });
+            out
         }
         let inner = inner.max(1);
         let out = on_float2!(s1, l1, s2, l2, "bias add", |x, b| run(&x, &b, inner));
@@ -331,11 +350,13 @@ impl CustomOp1 for ChannelBroadcast {
         }
         fn run<T: Float>(b: &[T], n: usize, inner: usize) -> Vec<T> {
             let c = b.len();
-            (0..n * c * inner)
-                .into_par_iter()
-                .with_min_len(PAR_MIN)
-                .map(|i| b[(i / inner.max(1)) % c])
-                .collect()
+            let inner = inner.max(1);
+            let mut out = vec![T::ZERO; n * c * inner];
+            out.par_chunks_mut(inner)
+                .enumerate()
+                .with_min_len((PAR_MIN / inner).max(1))
+                .for_each(|(plane, out)| out.fill(b[plane % c]));
+            out
         }
         let out = on_float!(s, l, "channel broadcast", |b| run(&b, n, inner));
         Ok((out, self.shape.clone()))
@@ -374,21 +395,25 @@ impl CustomOp1 for AvgPool {
         fn run<T: Float>(x: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
             let (ho, wo) = (h / k, w / k);
             let scale = T::ONE / T::from_usize(k * k);
-            (0..x.len() / (h * w) * ho * wo)
-                .into_par_iter()
-                .with_min_len(PAR_MIN / (k * k))
-                .map(|i| {
-                    let (p, y, z) = (i / (ho * wo), (i / wo) % ho, i % wo);
-                    let plane = &x[p * h * w..][..h * w];
-                    let mut s = T::ZERO;
-                    for a in 0..k {
-                        for v in &plane[(y * k + a) * w + z * k..][..k] {
-                            s = s + *v;
+            let mut out = vec![T::ZERO; x.len() / (h * w) * ho * wo];
+            out.par_chunks_mut(ho * wo)
+                .zip(x.par_chunks(h * w))
+                .with_min_len((PAR_MIN / (h * w)).max(1))
+                .for_each(|(out, plane)| {
+                    for y in 0..ho {
+                        let row = &mut out[y * wo..][..wo];
+                        for a in 0..k {
+                            let src = &plane[(y * k + a) * w..][..wo * k];
+                            for (o, window) in row.iter_mut().zip(src.chunks_exact(k)) {
+                                *o = window.iter().fold(*o, |s, &v| s + v);
+                            }
+                        }
+                        for o in row.iter_mut() {
+                            *o = *o * scale;
                         }
                     }
-                    s * scale
-                })
-                .collect()
+                });
+            out
         }
         let out = on_float!(s, l, "avg_pool2d", |x| run(&x, k, h, w));
         Ok((out, Shape::from((n, c, ho, wo))))
@@ -414,18 +439,21 @@ impl CustomOp1 for PoolSpread {
         fn run<T: Float>(g: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
             let (ho, wo) = (h / k, w / k);
             let scale = T::ONE / T::from_usize(k * k);
-            (0..g.len() / (ho * wo).max(1) * h * w)
-                .into_par_iter()
-                .with_min_len(PAR_MIN)
-                .map(|i| {
-                    let (p, y, z) = (i / (h * w), (i / w) % h, i % w);
-                    if y / k < ho && z / k < wo {
-                        g[(p * ho + y / k) * wo + z / k] * scale
-                    } else {
-                        T::ZERO
+            // Zeros stay in the rows and columns the pooling dropped.
+            let mut out = vec![T::ZERO; g.len() / (ho * wo).max(1) * h * w];
+            out.par_chunks_mut(h * w)
+                .zip(g.par_chunks((ho * wo).max(1)))
+                .with_min_len((PAR_MIN / (h * w)).max(1))
+                .for_each(|(out, plane)| {
+                    for y in 0..ho * k {
+                        let src = &plane[(y / k) * wo..][..wo];
+                        let row = &mut out[y * w..][..wo * k];
+                        for (window, &v) in row.chunks_exact_mut(k).zip(src) {
+                            window.fill(v * scale);
+                        }
                     }
-                })
-                .collect()
+                });
+            out
         }
         let out = on_float!(s, l, "avg_pool2d adjoint", |g| run(&g, k, h, w));
         Ok((out, Shape::from((n, c, h, w))))
