@@ -6,8 +6,10 @@
 //! consumer), `gather` (fails at second order), `avg_pool2d` with kernel != stride,
 //! `upsample_bilinear2d`, the fused `softmax_last_dim` / `LayerNorm` / `RmsNorm` kernels (no
 //! gradient at all, silently) and `conv1d` beyond first order are unusable here. Everything in
-//! this module is composed of reshapes, reductions and elementwise ops whose derivatives Candle
-//! builds from differentiable ops.
+//! this module is either composed of reshapes, reductions and elementwise ops whose derivatives
+//! Candle builds from differentiable ops, or a custom op with its own CPU kernel whose backward
+//! pass is again built from such ops (`conv2d`, `elu`, `bias_add`, `avg_pool2d`; see
+//! `safe_ops/conv_cpu.rs` and `safe_ops/fused.rs`), tested to the third derivative.
 
 use candle_core::{bail, DType, Result, Tensor, D};
 
