@@ -1,5 +1,6 @@
-//! The fused CPU kernels behind `safe_ops::{elu, bias_add, avg_pool2d}`: values equal Candle's
-//! own ops (`elu`, `broadcast_add`, reshape-and-mean pooling) in f32 and f64, on strided inputs
+//! The fused CPU kernels behind `safe_ops::{elu, softplus, bias_add, avg_pool2d}`: values equal
+//! Candle's own ops (`elu`, softplus composed of `relu`/`exp`/`log`, `broadcast_add`,
+//! reshape-and-mean pooling) in f32 and f64, on strided inputs
 //! and on tensors large enough to be split over threads; first, second and third directional
 //! derivatives equal those of Candle's ops (nested autodiff) and central differences of the
 //! order below.
@@ -9,7 +10,7 @@ mod common;
 use candle_core::{DType, Result, Tensor, Var};
 use common::pattern;
 use sm_objectives::autodiff::enable_higher_order;
-use sm_objectives::safe_ops::{avg_pool2d, bias_add, elu};
+use sm_objectives::safe_ops::{avg_pool2d, bias_add, elu, softplus};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     (a - b)?
@@ -123,6 +124,47 @@ fn elu_matches_candle_to_the_third_derivative() -> Result<()> {
     check_op("elu", &|x| elu(x), &|x| x.elu(1.0), &x, &v)
 }
 
+/// Softplus from Candle ops, `relu(z) + log(1 + e^-|z|)`.
+fn candle_softplus(z: &Tensor) -> Result<Tensor> {
+    z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
+#[test]
+fn softplus_matches_candle_to_the_third_derivative() -> Result<()> {
+    assert!(enable_higher_order());
+    let x = (pattern(2, 3 * 5 * 5, 0.4).reshape((2, 3, 5, 5))? * 3.0)?;
+    let v = pattern(2, 3 * 5 * 5, 2.7).reshape((2, 3, 5, 5))?;
+    check_op("softplus", &|x| softplus(x), &candle_softplus, &x, &v)?;
+    // Far tails, where sigmoid(z) rounds to 0 or 1: the derivatives of orders 2 to 4 equal
+    // their closed forms s(1-s), s(1-s)(1-2s), s(1-s)(1-6s+6s^2) to relative precision.
+    let z = Tensor::new(&[-30.0f64, -8.0, 0.0, 8.0, 30.0], &candle_core::Device::Cpu)?;
+    let var = Var::from_tensor(&z)?;
+    let mut d = softplus(var.as_tensor())?;
+    let mut derivatives = Vec::new();
+    for _ in 0..4 {
+        d = d
+            .sum_all()?
+            .backward()?
+            .remove(var.as_tensor())
+            .expect("derivative");
+        derivatives.push(d.to_vec1::<f64>()?);
+    }
+    for (i, &z) in z.to_vec1::<f64>()?.iter().enumerate() {
+        let s = 1.0 / (1.0 + (-z).exp());
+        let t = 1.0 / (1.0 + z.exp());
+        let expected = [s, s * t, s * t * (t - s), s * t * (1.0 - 6.0 * s * t)];
+        for (k, e) in expected.iter().enumerate() {
+            let got = derivatives[k][i];
+            assert!(
+                (got - e).abs() <= 1e-12 * e.abs().max(1e-300),
+                "softplus derivative {} at {z}: {got} vs {e}",
+                k + 1
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn bias_add_matches_broadcast_add_to_the_third_derivative() -> Result<()> {
     assert!(enable_higher_order());
@@ -191,6 +233,8 @@ fn large_strided_f32_tensors_match_candle() -> Result<()> {
         for (name, x) in [("contiguous", &x), ("transposed", &xt)] {
             let e = max_abs_diff(&elu(x)?, &x.elu(1.0)?)?;
             assert!(e < tol, "elu {name} {dtype:?}: {e}");
+            let e = max_abs_diff(&softplus(x)?, &candle_softplus(x)?)?;
+            assert!(e < tol, "softplus {name} {dtype:?}: {e}");
             let c = x.dim(1)?;
             let e = max_abs_diff(
                 &bias_add(x, &b)?,

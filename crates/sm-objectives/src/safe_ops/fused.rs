@@ -1,5 +1,5 @@
 //! Fused, multithreaded CPU kernels for the elementwise and reduction steps of a convolutional
-//! energy: ELU and its derivatives, the per-channel bias and 2x2-style average pooling, each a
+//! energy: ELU and softplus with their derivatives, the per-channel bias and average pooling, each a
 //! Candle custom op whose backward pass is again built from these ops (and Candle's `mul`), so
 //! derivatives of every order exist, as score matching needs (FD-SM Sec. 2, SSM/DSM losses
 //! differentiate through the input gradient).
@@ -36,7 +36,9 @@ pub(super) trait Float:
     const ZERO: Self;
     const ONE: Self;
     fn exp(self) -> Self;
+    fn ln_1p(self) -> Self;
     fn from_usize(n: usize) -> Self;
+    fn from_i64(n: i64) -> Self;
 }
 
 impl Float for f32 {
@@ -45,7 +47,13 @@ impl Float for f32 {
     fn exp(self) -> Self {
         f32::exp(self)
     }
+    fn ln_1p(self) -> Self {
+        f32::ln_1p(self)
+    }
     fn from_usize(n: usize) -> Self {
+        n as f32
+    }
+    fn from_i64(n: i64) -> Self {
         n as f32
     }
 }
@@ -56,7 +64,13 @@ impl Float for f64 {
     fn exp(self) -> Self {
         f64::exp(self)
     }
+    fn ln_1p(self) -> Self {
+        f64::ln_1p(self)
+    }
     fn from_usize(n: usize) -> Self {
+        n as f64
+    }
+    fn from_i64(n: i64) -> Self {
         n as f64
     }
 }
@@ -230,6 +244,139 @@ impl CustomOp2 for EluDerivative {
             },
         )?;
         Ok((Some(dg), Some(dx)))
+    }
+}
+
+/// Softplus `log(1 + e^z) = max(z, 0) + log1p(e^-|z|)`.
+pub(super) struct Softplus;
+
+/// `g * softplus^(order)(z)` for `order >= 1`. With `p = sigmoid(z)` and `q = 1 - p`, both from
+/// one `e^-|z|` without cancellation, `d/dz p = p q` and `d/dz q = -p q`, so every derivative is
+/// a polynomial `sum c_ij p^i q^j`, starting from `softplus' = p`.
+pub(super) struct SoftplusDerivative {
+    pub(super) order: usize,
+}
+
+/// The terms `(i, j, c_ij)` of `softplus^(order)` as a polynomial in `p` and `q`:
+/// `d/dz (p^i q^j) = i p^i q^(j+1) - j p^(i+1) q^j`.
+fn softplus_terms(order: usize) -> Vec<(i32, i32, i64)> {
+    let mut terms = vec![(1, 0, 1i64)];
+    for _ in 1..order {
+        let mut next: Vec<(i32, i32, i64)> = Vec::new();
+        let mut add = |i: i32, j: i32, c: i64| {
+            if c == 0 {
+                return;
+            }
+            match next.iter_mut().find(|t| t.0 == i && t.1 == j) {
+                Some(t) => t.2 += c,
+                None => next.push((i, j, c)),
+            }
+        };
+        for &(i, j, c) in &terms {
+            add(i, j + 1, c * i64::from(i));
+            add(i + 1, j, -c * i64::from(j));
+        }
+        next.retain(|t| t.2 != 0);
+        terms = next;
+    }
+    terms
+}
+
+fn softplus<T: Float>(z: T) -> T {
+    let relu = if z > T::ZERO { z } else { T::ZERO };
+    let neg_abs = if z > T::ZERO { T::ZERO - z } else { z };
+    relu + neg_abs.exp().ln_1p()
+}
+
+impl CustomOp1 for Softplus {
+    fn name(&self) -> &'static str {
+        "fused-softplus"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = on_float!(s, l, "softplus", |z| map1(&z, softplus));
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, z: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.apply_op2(z, SoftplusDerivative { order: 1 })?))
+    }
+}
+
+impl CustomOp2 for SoftplusDerivative {
+    fn name(&self) -> &'static str {
+        "fused-softplus-derivative"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!(
+                "softplus derivative: gradient {:?} and input {:?} differ in shape",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        if self.order == 0 || self.order > 12 {
+            bail!(
+                "softplus derivative: orders 1 to 12 are supported, got {}",
+                self.order
+            )
+        }
+        fn run<T: Float>(terms: &[(i32, i32, i64)], g: &[T], z: &[T]) -> Vec<T> {
+            let terms: Vec<(i32, i32, T)> = terms
+                .iter()
+                .map(|&(i, j, c)| (i, j, T::from_i64(c)))
+                .collect();
+            map2(g, z, |g, z| {
+                let e = (if z > T::ZERO { T::ZERO - z } else { z }).exp();
+                let (small, large) = (e / (T::ONE + e), T::ONE / (T::ONE + e));
+                let (p, q) = if z > T::ZERO {
+                    (large, small)
+                } else {
+                    (small, large)
+                };
+                let value = terms.iter().fold(T::ZERO, |acc, &(i, j, c)| {
+                    let mut term = c;
+                    for _ in 0..i {
+                        term = term * p;
+                    }
+                    for _ in 0..j {
+                        term = term * q;
+                    }
+                    acc + term
+                });
+                g * value
+            })
+        }
+        let terms = softplus_terms(self.order);
+        let out = on_float2!(s1, l1, s2, l2, "softplus derivative", |g, z| run(
+            &terms, &g, &z
+        ));
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// `d/dg = gbar softplus^(k)(z)`, `d/dz = gbar g softplus^(k+1)(z)`.
+    fn bwd(
+        &self,
+        g: &Tensor,
+        z: &Tensor,
+        _res: &Tensor,
+        gbar: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dg = gbar.apply_op2(z, SoftplusDerivative { order: self.order })?;
+        let dz = (gbar * g)?.apply_op2(
+            z,
+            SoftplusDerivative {
+                order: self.order + 1,
+            },
+        )?;
+        Ok((Some(dg), Some(dz)))
     }
 }
 
