@@ -8,7 +8,7 @@
 //! gradient at all, silently) and `conv1d` beyond first order are unusable here. Everything in
 //! this module is either composed of reshapes, reductions and elementwise ops whose derivatives
 //! Candle builds from differentiable ops, or a custom op with its own CPU kernel whose backward
-//! pass is again built from such ops (`conv2d`, `elu`, `bias_add`, `avg_pool2d`; see
+//! pass is again built from such ops (`conv2d`, `elu`, `softplus`, `bias_add`, `avg_pool2d`; see
 //! `safe_ops/conv_cpu.rs` and `safe_ops/fused.rs`), tested to the third derivative.
 
 use candle_core::{bail, DType, Result, Tensor, D};
