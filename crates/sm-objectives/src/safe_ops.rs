@@ -75,7 +75,7 @@ pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
 /// textbook form away from `z = 0`, where both pieces are smooth and agree.
 pub fn softplus(z: &Tensor) -> Result<Tensor> {
     if fused_path(z) {
-        return z.apply_op1(fused::Softplus);
+        return z.apply_op1(fused::Apply(fused::Activation::Softplus));
     }
     let tail = (z.abs()?.neg()?.exp()? + 1.0)?.log()?;
     z.relu()? + tail
@@ -168,6 +168,8 @@ pub fn conv2d(
     }
 }
 
+#[macro_use]
+mod storage;
 mod conv_cpu;
 mod fused;
 
@@ -185,7 +187,7 @@ fn fused_path(x: &Tensor) -> bool {
 /// * `x`: any; returns the shape of `x`
 pub fn elu(x: &Tensor) -> Result<Tensor> {
     if fused_path(x) {
-        x.apply_op1(fused::Elu)
+        x.apply_op1(fused::Apply(fused::Activation::Elu))
     } else {
         x.elu(1.0)
     }
@@ -223,8 +225,7 @@ mod conv {
 
     use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-    use super::conv_cpu::{self, Element, Geometry};
-    use super::fused::elements;
+    use super::conv_cpu::{self, Geometry};
 
     /// `x * w` (stride 1, `padding` zeros each side).
     pub(super) struct FlipConv {
@@ -235,26 +236,6 @@ mod conv {
     struct KernelGrad {
         padding: usize,
         k: usize,
-    }
-
-    /// Runs `f` on the elements of two f32 or two f64 storages.
-    fn with_elements(
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        f32_fn: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-        f64_fn: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-    ) -> Result<CpuStorage> {
-        Ok(match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(f32_fn(&elements(a, l1), &elements(b, l2)))
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(f64_fn(&elements(a, l1), &elements(b, l2)))
-            }
-            _ => bail!("conv2d supports two f32 or two f64 tensors only"),
-        })
     }
 
     /// `[a, b, K, K]` with both spatial axes reversed, from `narrow` and `cat` only.
@@ -331,14 +312,9 @@ mod conv {
                 )
             }
             let (ho, wo) = g.out_hw();
-            let out = with_elements(
-                s1,
-                l1,
-                s2,
-                l2,
-                |x, w| conv_cpu::forward(&g, x, w),
-                |x, w| conv_cpu::forward(&g, x, w),
-            )?;
+            let out = on_float2!(s1, l1, s2, l2, "conv2d", |x, w| conv_cpu::forward(
+                &g, &x, &w
+            ));
             Ok((out, Shape::from((g.n, o, ho, wo))))
         }
 
@@ -377,10 +353,9 @@ mod conv {
                     l1.dims()
                 )
             }
-            fn run<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
-                conv_cpu::kernel_grad(g, x, grad)
-            }
-            let out = with_elements(s1, l1, s2, l2, |x, d| run(&g, x, d), |x, d| run(&g, x, d))?;
+            let out = on_float2!(s1, l1, s2, l2, "conv2d kernel gradient", |x, d| {
+                conv_cpu::kernel_grad(&g, &x, &d)
+            });
             Ok((out, Shape::from((o, g.c, self.k, self.k))))
         }
 

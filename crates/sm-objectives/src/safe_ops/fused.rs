@@ -12,9 +12,6 @@
 //! Pairs of linear ops are each other's adjoints: the channel sum and the channel broadcast, the
 //! average pooling and its spreading back onto the input grid.
 
-use std::borrow::Cow;
-
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -39,6 +36,7 @@ pub(super) trait Float:
     fn ln_1p(self) -> Self;
     fn from_usize(n: usize) -> Self;
     fn from_i64(n: i64) -> Self;
+    fn powi(self, n: i32) -> Self;
 }
 
 impl Float for f32 {
@@ -55,6 +53,9 @@ impl Float for f32 {
     }
     fn from_i64(n: i64) -> Self {
         n as f32
+    }
+    fn powi(self, n: i32) -> Self {
+        f32::powi(self, n)
     }
 }
 
@@ -73,67 +74,9 @@ impl Float for f64 {
     fn from_i64(n: i64) -> Self {
         n as f64
     }
-}
-
-/// The elements of `data` seen through `layout` in row-major order, borrowed when contiguous.
-pub(super) fn elements<'a, T: Copy>(data: &'a [T], layout: &Layout) -> Cow<'a, [T]> {
-    if let Some((a, b)) = layout.contiguous_offsets() {
-        return Cow::Borrowed(&data[a..b]);
+    fn powi(self, n: i32) -> Self {
+        f64::powi(self, n)
     }
-    let (dims, strides) = (layout.dims(), layout.stride());
-    let mut index = vec![0usize; dims.len()];
-    let mut out = Vec::with_capacity(layout.shape().elem_count());
-    for _ in 0..layout.shape().elem_count() {
-        let at: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
-        out.push(data[layout.start_offset() + at]);
-        for d in (0..dims.len()).rev() {
-            index[d] += 1;
-            if index[d] < dims[d] {
-                break;
-            }
-            index[d] = 0;
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Applies a generic kernel to one f32 or f64 storage.
-macro_rules! on_float {
-    ($storage:expr, $layout:expr, $name:expr, |$x:ident| $body:expr) => {
-        match $storage {
-            CpuStorage::F32(data) => {
-                let $x = elements(data, $layout);
-                CpuStorage::F32($body)
-            }
-            CpuStorage::F64(data) => {
-                let $x = elements(data, $layout);
-                CpuStorage::F64($body)
-            }
-            other => bail!("{}: f32 or f64 expected, got {:?}", $name, other.dtype()),
-        }
-    };
-}
-
-/// Applies a generic kernel to two f32 or two f64 storages.
-macro_rules! on_float2 {
-    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $name:expr, |$a:ident, $b:ident| $body:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F32(d1), CpuStorage::F32(d2)) => {
-                let ($a, $b) = (elements(d1, $l1), elements(d2, $l2));
-                CpuStorage::F32($body)
-            }
-            (CpuStorage::F64(d1), CpuStorage::F64(d2)) => {
-                let ($a, $b) = (elements(d1, $l1), elements(d2, $l2));
-                CpuStorage::F64($body)
-            }
-            (a, b) => bail!(
-                "{}: two f32 or two f64 tensors expected, got {:?} and {:?}",
-                $name,
-                a.dtype(),
-                b.dtype()
-            ),
-        }
-    };
 }
 
 /// `f` applied to every element, in parallel chunks.
@@ -162,99 +105,75 @@ fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     out
 }
 
-/// ELU with `alpha = 1`: `x` for `x >= 0`, `e^x - 1` below (Candle's convention at `-0`).
-pub(super) struct Elu;
-
-/// `g * elu^(order)(x)` for `order >= 1`: `elu'(x) = 1` for `x > 0` and `e^x` for `x <= 0`;
-/// every higher derivative is `0` for `x > 0` and `e^x` for `x <= 0` (the convention of
-/// Candle's own ELU backward at `0`).
-pub(super) struct EluDerivative {
-    pub(super) order: usize,
+/// The activations with fused kernels for their values and for every derivative order.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Activation {
+    /// ELU with `alpha = 1`: `x` for `x >= 0`, `e^x - 1` below (Candle's convention at `-0`).
+    /// `elu'(x) = 1` for `x > 0` and `e^x` for `x <= 0`; every higher derivative is `0` for
+    /// `x > 0` and `e^x` for `x <= 0` (the convention of Candle's own ELU backward at `0`).
+    Elu,
+    /// Softplus `log(1 + e^z) = max(z, 0) + log1p(e^-|z|)`. With `p = sigmoid(z)` and
+    /// `q = 1 - p`, both from one `e^-|z|` without cancellation, `d/dz p = p q` and
+    /// `d/dz q = -p q`, so every derivative is a polynomial `sum c_ij p^i q^j`, starting from
+    /// `softplus' = p` (see [`softplus_terms`]).
+    Softplus,
 }
 
-fn elu<T: Float>(v: T) -> T {
-    if v >= T::ZERO {
-        v
-    } else {
-        v.exp() - T::ONE
-    }
-}
+/// Highest derivative order of [`Activation::Softplus`] (its polynomial coefficients stay
+/// far inside `i64`).
+const SOFTPLUS_MAX_ORDER: usize = 12;
 
-impl CustomOp1 for Elu {
-    fn name(&self) -> &'static str {
-        "fused-elu"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = on_float!(s, l, "elu", |x| map1(&x, elu));
-        Ok((out, l.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.apply_op2(x, EluDerivative { order: 1 })?))
-    }
-}
-
-impl CustomOp2 for EluDerivative {
-    fn name(&self) -> &'static str {
-        "fused-elu-derivative"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            bail!(
-                "elu derivative: gradient {:?} and input {:?} differ in shape",
-                l1.dims(),
-                l2.dims()
-            )
+impl Activation {
+    fn name(self) -> &'static str {
+        match self {
+            Activation::Elu => "elu",
+            Activation::Softplus => "softplus",
         }
-        fn run<T: Float>(order: usize, g: &[T], x: &[T]) -> Vec<T> {
-            let above = if order == 1 { T::ONE } else { T::ZERO };
-            map2(
-                g,
-                x,
-                |g, x| if x > T::ZERO { g * above } else { g * x.exp() },
-            )
+    }
+
+    fn values<T: Float>(self, x: &[T]) -> Vec<T> {
+        match self {
+            Activation::Elu => map1(x, |v| if v >= T::ZERO { v } else { v.exp() - T::ONE }),
+            Activation::Softplus => map1(x, |z| {
+                let relu = if z > T::ZERO { z } else { T::ZERO };
+                let neg_abs = if z > T::ZERO { T::ZERO - z } else { z };
+                relu + neg_abs.exp().ln_1p()
+            }),
         }
-        let out = on_float2!(s1, l1, s2, l2, "elu derivative", |g, x| run(
-            self.order, &g, &x
-        ));
-        Ok((out, l1.shape().clone()))
     }
 
-    /// `d/dg = gbar elu^(k)(x)`, `d/dx = gbar g elu^(k+1)(x)`.
-    fn bwd(
-        &self,
-        g: &Tensor,
-        x: &Tensor,
-        _res: &Tensor,
-        gbar: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dg = gbar.apply_op2(x, EluDerivative { order: self.order })?;
-        let dx = (gbar * g)?.apply_op2(
-            x,
-            EluDerivative {
-                order: self.order + 1,
-            },
-        )?;
-        Ok((Some(dg), Some(dx)))
+    /// `g * f^(order)(x)` elementwise, `order >= 1`.
+    fn scaled_derivative<T: Float>(self, order: usize, g: &[T], x: &[T]) -> Vec<T> {
+        match self {
+            Activation::Elu => {
+                let above = if order == 1 { T::ONE } else { T::ZERO };
+                map2(
+                    g,
+                    x,
+                    |g, x| if x > T::ZERO { g * above } else { g * x.exp() },
+                )
+            }
+            Activation::Softplus => {
+                let terms: Vec<(i32, i32, T)> = softplus_terms(order)
+                    .into_iter()
+                    .map(|(i, j, c)| (i, j, T::from_i64(c)))
+                    .collect();
+                map2(g, x, |g, z| {
+                    let e = (if z > T::ZERO { T::ZERO - z } else { z }).exp();
+                    let (small, large) = (e / (T::ONE + e), T::ONE / (T::ONE + e));
+                    let (p, q) = if z > T::ZERO {
+                        (large, small)
+                    } else {
+                        (small, large)
+                    };
+                    let value = terms
+                        .iter()
+                        .fold(T::ZERO, |acc, &(i, j, c)| acc + c * p.powi(i) * q.powi(j));
+                    g * value
+                })
+            }
+        }
     }
-}
-
-/// Softplus `log(1 + e^z) = max(z, 0) + log1p(e^-|z|)`.
-pub(super) struct Softplus;
-
-/// `g * softplus^(order)(z)` for `order >= 1`. With `p = sigmoid(z)` and `q = 1 - p`, both from
-/// one `e^-|z|` without cancellation, `d/dz p = p q` and `d/dz q = -p q`, so every derivative is
-/// a polynomial `sum c_ij p^i q^j`, starting from `softplus' = p`.
-pub(super) struct SoftplusDerivative {
-    pub(super) order: usize,
 }
 
 /// The terms `(i, j, c_ij)` of `softplus^(order)` as a polynomial in `p` and `q`:
@@ -263,18 +182,13 @@ fn softplus_terms(order: usize) -> Vec<(i32, i32, i64)> {
     let mut terms = vec![(1, 0, 1i64)];
     for _ in 1..order {
         let mut next: Vec<(i32, i32, i64)> = Vec::new();
-        let mut add = |i: i32, j: i32, c: i64| {
-            if c == 0 {
-                return;
-            }
-            match next.iter_mut().find(|t| t.0 == i && t.1 == j) {
-                Some(t) => t.2 += c,
-                None => next.push((i, j, c)),
-            }
-        };
         for &(i, j, c) in &terms {
-            add(i, j + 1, c * i64::from(i));
-            add(i + 1, j, -c * i64::from(j));
+            for (ti, tj, tc) in [(i, j + 1, c * i64::from(i)), (i + 1, j, -c * i64::from(j))] {
+                match next.iter_mut().find(|t| (t.0, t.1) == (ti, tj)) {
+                    Some(t) => t.2 += tc,
+                    None => next.push((ti, tj, tc)),
+                }
+            }
         }
         next.retain(|t| t.2 != 0);
         terms = next;
@@ -282,30 +196,43 @@ fn softplus_terms(order: usize) -> Vec<(i32, i32, i64)> {
     terms
 }
 
-fn softplus<T: Float>(z: T) -> T {
-    let relu = if z > T::ZERO { z } else { T::ZERO };
-    let neg_abs = if z > T::ZERO { T::ZERO - z } else { z };
-    relu + neg_abs.exp().ln_1p()
+/// `f(x)` for an [`Activation`] `f`.
+pub(super) struct Apply(pub(super) Activation);
+
+/// `g * f^(order)(x)` for an [`Activation`] `f` and `order >= 1`.
+pub(super) struct ScaledDerivative {
+    act: Activation,
+    order: usize,
 }
 
-impl CustomOp1 for Softplus {
+impl CustomOp1 for Apply {
     fn name(&self) -> &'static str {
-        "fused-softplus"
+        match self.0 {
+            Activation::Elu => "fused-elu",
+            Activation::Softplus => "fused-softplus",
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = on_float!(s, l, "softplus", |z| map1(&z, softplus));
+        let out = on_float!(s, l, self.0.name(), |x| self.0.values(&x));
         Ok((out, l.shape().clone()))
     }
 
-    fn bwd(&self, z: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.apply_op2(z, SoftplusDerivative { order: 1 })?))
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let derivative = ScaledDerivative {
+            act: self.0,
+            order: 1,
+        };
+        Ok(Some(grad.apply_op2(x, derivative)?))
     }
 }
 
-impl CustomOp2 for SoftplusDerivative {
+impl CustomOp2 for ScaledDerivative {
     fn name(&self) -> &'static str {
-        "fused-softplus-derivative"
+        match self.act {
+            Activation::Elu => "fused-elu-derivative",
+            Activation::Softplus => "fused-softplus-derivative",
+        }
     }
 
     fn cpu_fwd(
@@ -315,68 +242,47 @@ impl CustomOp2 for SoftplusDerivative {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let name = self.act.name();
         if l1.shape() != l2.shape() {
             bail!(
-                "softplus derivative: gradient {:?} and input {:?} differ in shape",
+                "{name} derivative: gradient {:?} and input {:?} differ in shape",
                 l1.dims(),
                 l2.dims()
             )
         }
-        if self.order == 0 || self.order > 12 {
-            bail!(
-                "softplus derivative: orders 1 to 12 are supported, got {}",
-                self.order
-            )
+        if let Activation::Softplus = self.act {
+            if self.order > SOFTPLUS_MAX_ORDER {
+                bail!(
+                    "softplus derivative: orders up to {SOFTPLUS_MAX_ORDER} are supported, got {}",
+                    self.order
+                )
+            }
         }
-        fn run<T: Float>(terms: &[(i32, i32, i64)], g: &[T], z: &[T]) -> Vec<T> {
-            let terms: Vec<(i32, i32, T)> = terms
-                .iter()
-                .map(|&(i, j, c)| (i, j, T::from_i64(c)))
-                .collect();
-            map2(g, z, |g, z| {
-                let e = (if z > T::ZERO { T::ZERO - z } else { z }).exp();
-                let (small, large) = (e / (T::ONE + e), T::ONE / (T::ONE + e));
-                let (p, q) = if z > T::ZERO {
-                    (large, small)
-                } else {
-                    (small, large)
-                };
-                let value = terms.iter().fold(T::ZERO, |acc, &(i, j, c)| {
-                    let mut term = c;
-                    for _ in 0..i {
-                        term = term * p;
-                    }
-                    for _ in 0..j {
-                        term = term * q;
-                    }
-                    acc + term
-                });
-                g * value
-            })
-        }
-        let terms = softplus_terms(self.order);
-        let out = on_float2!(s1, l1, s2, l2, "softplus derivative", |g, z| run(
-            &terms, &g, &z
-        ));
+        let out = on_float2!(s1, l1, s2, l2, name, |g, x| self
+            .act
+            .scaled_derivative(self.order, &g, &x));
         Ok((out, l1.shape().clone()))
     }
 
-    /// `d/dg = gbar softplus^(k)(z)`, `d/dz = gbar g softplus^(k+1)(z)`.
+    /// `d/dg = gbar f^(k)(x)`, `d/dx = gbar g f^(k+1)(x)`.
     fn bwd(
         &self,
         g: &Tensor,
-        z: &Tensor,
+        x: &Tensor,
         _res: &Tensor,
         gbar: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dg = gbar.apply_op2(z, SoftplusDerivative { order: self.order })?;
-        let dz = (gbar * g)?.apply_op2(
-            z,
-            SoftplusDerivative {
-                order: self.order + 1,
-            },
-        )?;
-        Ok((Some(dg), Some(dz)))
+        let same = ScaledDerivative {
+            act: self.act,
+            order: self.order,
+        };
+        let next = ScaledDerivative {
+            act: self.act,
+            order: self.order + 1,
+        };
+        let dg = gbar.apply_op2(x, same)?;
+        let dx = (gbar * g)?.apply_op2(x, next)?;
+        Ok((Some(dg), Some(dx)))
     }
 }
 
