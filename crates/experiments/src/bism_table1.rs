@@ -366,8 +366,7 @@ pub fn run_row(
         row.label(),
         cfg.iters,
         cfg.lr,
-        out.join("checkpoints")
-            .join(format!("{}.safetensors", row.key())),
+        setup::grbm_checkpoint(out, &row.key()),
         cfg.checkpoint_every,
         control,
         config_json,
@@ -426,7 +425,7 @@ pub fn run(
     if rows.len() < cfg.rows.len() {
         return Err(ExpError::Paused {
             step: control.stop_after.unwrap_or(0),
-            checkpoints: out.join("checkpoints"),
+            checkpoints: setup::grbm_checkpoint_dir(out),
         });
     }
     let r = Table1Results {

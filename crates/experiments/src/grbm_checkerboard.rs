@@ -461,8 +461,7 @@ pub fn train_method(
         method.label().into(),
         cfg.iters,
         cfg.lr,
-        out.join("checkpoints")
-            .join(format!("{}.safetensors", method.key())),
+        setup::grbm_checkpoint(out, method.key()),
         cfg.checkpoint_every,
         control,
         config_json,
@@ -512,7 +511,7 @@ pub fn run(
     if results.len() < cfg.methods.len() {
         return Err(ExpError::Paused {
             step: control.stop_after.unwrap_or(0),
-            checkpoints: out.join("checkpoints"),
+            checkpoints: setup::grbm_checkpoint_dir(out),
         });
     }
     let r = CheckerboardResults {

@@ -157,9 +157,20 @@ pub fn seeded_bernoulli_posterior(visible: usize, hidden: usize, seed: u64) -> R
     ))
 }
 
+/// The checkpoint directory of the GRBM experiments under their output directory `out`.
+pub fn grbm_checkpoint_dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+/// The checkpoint of the method or row `key` of a GRBM experiment writing to `out`.
+pub fn grbm_checkpoint(out: &Path, key: &str) -> PathBuf {
+    grbm_checkpoint_dir(out).join(format!("{key}.safetensors"))
+}
+
 /// The training options of the GRBM experiments (BiSM Sec. 5.1, VaGES App. F): Adam
-/// (0.9, 0.999) at a constant rate without clipping, checkpointed to `checkpoint` every
-/// `checkpoint_every` steps. `config_json` identifies the run whose checkpoint may be resumed.
+/// (0.9, 0.999) at a constant rate without clipping, checkpointed to `checkpoint` (see
+/// [`grbm_checkpoint`]) every `checkpoint_every` steps. `config_json` identifies the run whose
+/// checkpoint may be resumed.
 pub fn grbm_train_options(
     label: String,
     iters: u64,
