@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod bism_table1;
 pub mod checkpoint;
 pub mod child;
+pub mod cli;
 mod error;
 pub mod eval;
 pub mod grbm_checkerboard;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use experiments::bism_table1::{markdown, run, Row, Table1Config};
-use experiments::RunControl;
+use experiments::cli::RunControlArgs;
 
 /// Reproduce Table 1 of "Bi-level Score Matching": test log-likelihood (AIS) and test Fisher
 /// divergence of a Gaussian RBM on Frey face trained by DSM and by BiDSM with N unrolled steps.
@@ -51,20 +51,8 @@ struct RunArgs {
     /// Output directory (checkpoints go to its `checkpoints/`).
     #[arg(long, default_value = "results/bism-table1")]
     out: PathBuf,
-    /// Checkpoint every this many steps (and at the end of each row).
-    #[arg(long)]
-    checkpoint_every: Option<u64>,
-    /// Continue every row from its checkpoint in the output directory, if there is one; a
-    /// finished row is evaluated again from its final checkpoint without training.
-    #[arg(long)]
-    resume: bool,
-    /// Pause once every row has trained this many steps, checkpointed (e.g. to fit a
-    /// scheduler's time limit); continue later with --resume.
-    #[arg(long)]
-    stop_after: Option<u64>,
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    run: RunControlArgs,
 }
 
 fn main() -> Result<()> {
@@ -80,7 +68,7 @@ fn main() -> Result<()> {
         cfg.eval_points = cfg.eval_points.min(i as usize).max(1);
         cfg.checkpoint_every = cfg.checkpoint_every.min(i.max(1));
     }
-    if let Some(every) = a.checkpoint_every {
+    if let Some(every) = a.run.checkpoint_every {
         cfg.checkpoint_every = every;
     }
     if let Some(h) = a.hidden {
@@ -109,12 +97,7 @@ fn main() -> Result<()> {
     cfg.validate()?;
     let data_dir = datasets::resolve_data_dir(a.data_dir.as_deref());
     experiments::setup::ensure_data(&data_dir, datasets::Dataset::FreyFace)?;
-    let control = RunControl {
-        progress: !a.no_progress,
-        resume: a.resume,
-        stop_after: a.stop_after,
-    };
-    let r = run(&cfg, &data_dir, &a.out, control)?;
+    let r = run(&cfg, &data_dir, &a.out, a.run.control())?;
     println!("{}", markdown(&r));
     println!("results written to {}", a.out.display());
     Ok(())

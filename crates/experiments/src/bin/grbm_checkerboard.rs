@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use experiments::cli::RunControlArgs;
 use experiments::grbm_checkerboard::{markdown, run, CheckerboardConfig, Method};
-use experiments::RunControl;
 
 /// Train a Gaussian RBM on the checkerboard by every method and write the test log-likelihood
 /// curves (exact log Z) and the learned densities to results/grbm-checkerboard.
@@ -46,20 +46,8 @@ struct RunArgs {
     /// Output directory (checkpoints go to its `checkpoints/`).
     #[arg(long, default_value = "results/grbm-checkerboard")]
     out: PathBuf,
-    /// Checkpoint every this many steps (and at the end of each method).
-    #[arg(long)]
-    checkpoint_every: Option<u64>,
-    /// Continue every method from its checkpoint in the output directory, if there is one; a
-    /// finished method is evaluated again from its final checkpoint without training.
-    #[arg(long)]
-    resume: bool,
-    /// Pause once every method has trained this many steps, checkpointed (e.g. to fit a
-    /// scheduler's time limit); continue later with --resume.
-    #[arg(long)]
-    stop_after: Option<u64>,
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    run: RunControlArgs,
 }
 
 fn main() -> Result<()> {
@@ -77,7 +65,7 @@ fn main() -> Result<()> {
         cfg.eval_points = cfg.eval_points.min(i as usize).max(1);
         cfg.checkpoint_every = cfg.checkpoint_every.min(i.max(1));
     }
-    if let Some(every) = a.checkpoint_every {
+    if let Some(every) = a.run.checkpoint_every {
         cfg.checkpoint_every = every;
     }
     if let Some(list) = &a.methods {
@@ -92,12 +80,7 @@ fn main() -> Result<()> {
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    let control = RunControl {
-        progress: !a.no_progress,
-        resume: a.resume,
-        stop_after: a.stop_after,
-    };
-    let r = run(&cfg, &a.out, control)?;
+    let r = run(&cfg, &a.out, a.run.control())?;
     println!("{}", markdown(&r));
     println!("results written to {}", a.out.display());
     Ok(())
