@@ -100,6 +100,53 @@ impl Objective {
     pub fn gradient_based(self) -> bool {
         matches!(self, Objective::Dsm | Objective::Ssm | Objective::Ssmvr)
     }
+
+    /// Forward passes per data point of a step that is forward passes plus one ordinary
+    /// backward pass (`x`; `x~ +- v`; `x, x +- v`); `None` for the gradient-based objectives,
+    /// whose nested backward passes have no such count.
+    pub fn forward_passes(self) -> Option<u64> {
+        match self {
+            Objective::MleCost => Some(1),
+            Objective::FdDsm | Objective::FdDsmSeq => Some(2),
+            Objective::FdSsm | Objective::FdSsmSeq => Some(3),
+            Objective::Dsm | Objective::Ssm | Objective::Ssmvr => None,
+        }
+    }
+}
+
+/// Floating-point operations of one step of `objective` in the network's convolutions and
+/// head, in GFLOP: `forward_passes x batch` images, each a forward pass and a backward pass
+/// to inputs and weights (twice the forward's work), two FLOPs per multiply-accumulate. The
+/// count is the usual nominal one (zero-padding taps included) and the same for both
+/// frameworks; `None` where [`Objective::forward_passes`] is.
+pub fn step_gflop(cfg: &StepBenchConfig, objective: Objective) -> Option<f64> {
+    let images = objective.forward_passes()? * cfg.batch as u64;
+    Some(3.0 * 2.0 * (cfg.model.forward_macs_per_image() * images) as f64 / 1e9)
+}
+
+/// Side of the square matrices of [`matmul_peak_gflops`].
+pub const PEAK_MATMUL_SIZE: usize = 2048;
+
+/// The machine's f32 matrix-product rate as Candle reaches it on the CPU (the `gemm` crate,
+/// all threads): the best of five `2048 x 2048` products after one warm-up, in GFLOP/s. No
+/// convolution or training step can run faster than this; it bounds every step time from below.
+///
+/// # Errors
+/// Tensor errors.
+pub fn matmul_peak_gflops() -> Result<f64> {
+    let n = PEAK_MATMUL_SIZE;
+    let dev = setup::device()?;
+    let a = Tensor::ones((n, n), DType::F32, &dev)?;
+    let b = (Tensor::ones((n, n), DType::F32, &dev)? * 0.5)?;
+    a.matmul(&b)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        best = best.min(t.elapsed().as_secs_f64());
+        drop(c);
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }
 
 /// Settings of the step benchmark; the defaults are the peer script's.
@@ -331,6 +378,9 @@ pub struct StepBenchResults {
     pub failed: Vec<(Objective, String)>,
     /// The PyTorch peer's results, when given.
     pub peer: Option<PeerFile>,
+    /// [`matmul_peak_gflops`] of this machine, measured after the objectives.
+    #[serde(default)]
+    pub matmul_gflops: Option<f64>,
 }
 
 /// Where `run` writes and how it starts its children.
@@ -387,12 +437,15 @@ pub fn run(cfg: &StepBenchConfig, opts: &RunOptions) -> Result<StepBenchResults>
             }
         }
     }
+    eprintln!("== f32 matmul peak ({PEAK_MATMUL_SIZE}^3)");
+    let matmul_gflops = Some(matmul_peak_gflops()?);
     let r = StepBenchResults {
         config: cfg.clone(),
         environment: environment(),
         results,
         failed,
         peer,
+        matmul_gflops,
     };
     write_json(&opts.out.join("results.json"), &r)?;
     write_atomic(&opts.out.join("steps.md"), &markdown(&r))?;
@@ -465,46 +518,55 @@ pub fn markdown(r: &StepBenchResults) -> String {
         ],
         &rows,
     );
-    let mut ratios = Vec::new();
-    let mut ratio = |name: &str, a: Option<f64>, b: Option<f64>, target: &str| {
-        if let (Some(a), Some(b)) = (a, b) {
-            ratios.push(vec![
-                name.to_string(),
-                format!("{:.2}x", a / b),
-                target.to_string(),
-            ]);
-        }
-    };
     let ms = |o: Objective| ours(o).map(|s| s.median_ms);
     let pms = |o: Objective| peer(o).map(|p| p.median_ms);
+    // The fastest a step could be here: its FLOPs at the matrix-product peak.
+    let floor_ms = |o: Objective| Some(step_gflop(c, o)? / r.matmul_gflops? * 1e3);
+    let mut ratios = Vec::new();
+    let mut ratio =
+        |name: &str, a: Option<f64>, b: Option<f64>, bound: Option<f64>, target: &str| {
+            if let (Some(a), Some(b)) = (a, b) {
+                ratios.push(vec![
+                    name.to_string(),
+                    format!("{:.2}x", a / b),
+                    bound.map_or("—".into(), |f| format!("{:.2}x", a / f)),
+                    target.to_string(),
+                ]);
+            }
+        };
     ratio(
         "SSM / FD-SSM (ours)",
         ms(Objective::Ssm),
         ms(Objective::FdSsm),
+        None,
         "paper 2.93x",
     );
     ratio(
         "DSM / FD-DSM (ours)",
         ms(Objective::Dsm),
         ms(Objective::FdDsm),
+        None,
         "paper 1.74x",
     );
     ratio(
         "PyTorch FD-SSM / our FD-SSM",
         pms(Objective::FdSsm),
         ms(Objective::FdSsm),
+        floor_ms(Objective::FdSsm),
         ">= 1",
     );
     ratio(
         "PyTorch SSM / our FD-SSM",
         pms(Objective::Ssm),
         ms(Objective::FdSsm),
+        floor_ms(Objective::FdSsm),
         ">= 2.9",
     );
     ratio(
         "PyTorch DSM / our FD-DSM",
         pms(Objective::Dsm),
         ms(Objective::FdDsm),
+        floor_ms(Objective::FdDsm),
         ">= 1.7",
     );
     let mem = |o: Objective| ours(o).and_then(|s| s.peak_rss_bytes).map(|b| b as f64);
@@ -512,12 +574,48 @@ pub fn markdown(r: &StepBenchResults) -> String {
         "SSM / FD-SSM peak memory (ours)",
         mem(Objective::Ssm),
         mem(Objective::FdSsm),
+        None,
         ">= 4",
     );
     md += &format!(
-        "\n## Ratios\n\n{}",
-        markdown_table(&["ratio", "value", "target"], &ratios)
+        "\n## Ratios\n\n\"At the peak\": the ratio if our step ran all its FLOPs at the f32 \
+         matrix-product peak (see below), the most any implementation could reach here.\n\n{}",
+        markdown_table(&["ratio", "value", "at the peak", "target"], &ratios)
     );
+    if let Some(peak) = r.matmul_gflops {
+        let rows: Vec<Vec<String>> = r
+            .results
+            .iter()
+            .filter_map(|s| {
+                let gflop = step_gflop(c, s.objective)?;
+                let rate = |t: f64| format!("{:.0}", gflop / t * 1e3);
+                Some(vec![
+                    s.objective.key().to_string(),
+                    format!("{gflop:.1}"),
+                    rate(s.median_ms),
+                    peer(s.objective).map_or("—".into(), |p| rate(p.median_ms)),
+                    format!("{:.0}", gflop / peak * 1e3),
+                ])
+            })
+            .collect();
+        md += &format!(
+            "\n## Compute\n\nf32 matrix-product peak of this machine: {peak:.0} GFLOP/s \
+             (Candle, {n} x {n}, all threads). FLOPs per step: the network's convolutions and head, \
+             forward and backward, nominal count (zero-padding taps included), the same for both \
+             frameworks; the gradient-based objectives have no such count.\n\n{}",
+            markdown_table(
+                &[
+                    "objective",
+                    "GFLOP per step",
+                    "ours, GFLOP/s",
+                    "PyTorch, GFLOP/s",
+                    "at the peak, ms",
+                ],
+                &rows,
+            ),
+            n = PEAK_MATMUL_SIZE,
+        );
+    }
     if !r.failed.is_empty() {
         md += "\nNot measured:\n\n";
         for (o, why) in &r.failed {

@@ -50,7 +50,33 @@ fn every_objective_steps_and_the_peer_is_reported_beside_ours() -> Result<()> {
     let md = std::fs::read_to_string(out.join("steps.md"))?;
     assert!(md.contains("| fd-ssm* |") && md.contains("1000.0"), "{md}");
     assert!(md.contains("PyTorch SSM / our FD-SSM"), "{md}");
+    let peak = r.matmul_gflops.expect("the matmul peak is measured");
+    assert!(peak.is_finite() && peak > 0.0, "{peak}");
+    assert!(
+        md.contains("## Compute") && md.contains("at the peak"),
+        "{md}"
+    );
     Ok(())
+}
+
+/// FLOPs per step: the forward passes of the step times three (forward, then the backward
+/// pass to inputs and weights at twice its cost), two per multiply-accumulate.
+#[test]
+fn step_flops_follow_the_forward_passes() {
+    use experiments::step_bench::step_gflop;
+    let cfg = StepBenchConfig::default();
+    let per_image = 2.0 * 3.0 * cfg.model.forward_macs_per_image() as f64 / 1e9;
+    let gflop = |o| step_gflop(&cfg, o).unwrap();
+    let batch = cfg.batch as f64;
+    assert!((gflop(Objective::MleCost) - per_image * batch).abs() < 1e-9);
+    assert!((gflop(Objective::FdDsm) - 2.0 * per_image * batch).abs() < 1e-9);
+    assert_eq!(gflop(Objective::FdDsm), gflop(Objective::FdDsmSeq));
+    assert!((gflop(Objective::FdSsm) - 3.0 * per_image * batch).abs() < 1e-9);
+    // The peer network at batch 64: 149,785,856 MACs per image and forward pass.
+    assert!((gflop(Objective::FdSsm) - 6.0 * 149_785_856.0 * 64.0 * 3.0 / 1e9).abs() < 1e-9);
+    for o in [Objective::Dsm, Objective::Ssm, Objective::Ssmvr] {
+        assert_eq!(step_gflop(&cfg, o), None);
+    }
 }
 
 #[test]

@@ -74,6 +74,34 @@ impl ResNetEbmConfig {
     pub fn feature_size(&self) -> usize {
         self.image_size / 8
     }
+
+    /// Multiply-accumulates of one forward pass of one image through every convolution and the
+    /// head, counted the usual way (every kernel tap at every output position, the zero padding
+    /// included): `H W C_in C_out K^2` per convolution, `3 F` for the head on `F` features.
+    /// A backward pass to the input and the weights costs twice this; the elementwise work is
+    /// not counted.
+    pub fn forward_macs_per_image(&self) -> u64 {
+        let conv = |size: usize, cin: usize, cout: usize, k: usize| {
+            (size * size * cin * cout * k * k) as u64
+        };
+        let mut size = self.image_size;
+        let mut cin = self.width;
+        let mut macs = conv(size, self.in_channels, cin, 3);
+        for (s, &count) in self.blocks_per_stage.iter().enumerate() {
+            let cout = self.width << (s + 1);
+            for i in 0..count {
+                // conv1 (cin -> cin) and conv2 (cin -> cout) at the block's input size; the
+                // 1x1 shortcut after the pooling of a downsampling block.
+                macs += conv(size, cin, cin, 3) + conv(size, cin, cout, 3);
+                if i == 0 {
+                    size /= 2;
+                }
+                macs += conv(size, cin, cout, 1);
+                cin = cout;
+            }
+        }
+        macs + 3 * (cin * size * size) as u64
+    }
 }
 
 /// A stride-1 "same" convolution (`padding = k / 2`) with optional bias.

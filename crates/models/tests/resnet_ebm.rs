@@ -174,3 +174,42 @@ fn weights_round_trip_through_safetensors() {
     );
     std::fs::remove_file(path).unwrap();
 }
+
+/// The multiply-accumulate count of the peer benchmark's network (28 x 28, width 32, Res18),
+/// layer by layer: `H W C_in C_out K^2` per convolution at its output size.
+#[test]
+fn forward_macs_of_the_peer_network_by_hand() {
+    let stem = 28 * 28 * 32 * 9;
+    // First block of a stage: conv1 and conv2 at the input size, the shortcut after pooling.
+    let stage1_down = 28 * 28 * 32 * 32 * 9 + 28 * 28 * 32 * 64 * 9 + 14 * 14 * 32 * 64;
+    let stage1_rest = 2 * (2 * 14 * 14 * 64 * 64 * 9 + 14 * 14 * 64 * 64);
+    let stage2_down = 14 * 14 * 64 * 64 * 9 + 14 * 14 * 64 * 128 * 9 + 7 * 7 * 64 * 128;
+    let stage2_rest = 2 * (2 * 7 * 7 * 128 * 128 * 9 + 7 * 7 * 128 * 128);
+    let stage3_down = 7 * 7 * 128 * 128 * 9 + 7 * 7 * 128 * 256 * 9 + 3 * 3 * 128 * 256;
+    let stage3_rest = 2 * (2 * 3 * 3 * 256 * 256 * 9 + 3 * 3 * 256 * 256);
+    let head = 3 * 256 * 3 * 3;
+    let expected: u64 = stem
+        + stage1_down
+        + stage1_rest
+        + stage2_down
+        + stage2_rest
+        + stage3_down
+        + stage3_rest
+        + head;
+    let cfg = ResNetEbmConfig {
+        image_size: 28,
+        ..ResNetEbmConfig::res18(32)
+    };
+    assert_eq!(cfg.forward_macs_per_image(), expected);
+    assert_eq!(expected, 149_785_856);
+    // Doubling the width multiplies every convolution but the stem's by four.
+    let wide = ResNetEbmConfig {
+        width: 64,
+        ..cfg.clone()
+    };
+    let head_wide = 3 * 512 * 9;
+    assert_eq!(
+        wide.forward_macs_per_image() - 2 * stem - head_wide,
+        4 * (expected - stem - head)
+    );
+}
