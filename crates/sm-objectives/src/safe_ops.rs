@@ -172,6 +172,7 @@ pub fn conv2d(
 mod storage;
 mod conv_cpu;
 mod fused;
+mod simd;
 
 /// Whether the fused CPU kernels of `safe_ops/fused.rs` handle `x`; elsewhere (other devices,
 /// half-precision types) the same values come from Candle's own ops.

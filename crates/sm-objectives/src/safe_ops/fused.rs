@@ -17,6 +17,8 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::vectorised;
+
 /// Elements per parallel task: small tensors stay on one thread.
 const PAR_MIN: usize = 1 << 14;
 
@@ -112,39 +114,6 @@ fn exp_f32(x: f32) -> f32 {
     let a = n >> 1;
     let pow2 = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
     e * pow2(a) * pow2(n - a)
-}
-
-/// Runs `body` compiled for the widest vector unit of this CPU (AVX-512, AVX2, else the
-/// baseline): the elementwise loops below then process 16 (or 8) floats per instruction
-/// instead of the baseline's 4. Every path does the same operations in the same order (no
-/// fused multiply-adds are introduced), so results are identical on every CPU.
-#[inline(always)]
-#[allow(unsafe_code)]
-fn vectorised(body: impl FnOnce()) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// # Safety
-        /// Only call on CPUs with AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(body: impl FnOnce()) {
-            body()
-        }
-        /// # Safety
-        /// Only call on CPUs with AVX2.
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(body: impl FnOnce()) {
-            body()
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { avx512(body) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { avx2(body) };
-        }
-    }
-    body()
 }
 
 /// `f` applied to every element, in parallel chunks.
