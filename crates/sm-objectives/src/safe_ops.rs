@@ -128,6 +128,10 @@ pub fn instance_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
 /// both backward passes are built from these same ops, so it differentiates correctly at every
 /// order.
 ///
+/// 3x3 kernels on large enough maps and channel counts (the ResNet EBM's layers) use Winograd's
+/// F(2x2, 3x3) algorithm for the forward pass, the input gradient and the kernel gradient
+/// (`safe_ops/winograd.rs`), 2.25x fewer multiply-adds than the direct convolution.
+///
 /// The values equal `x.conv2d(weight, padding, 1, 1, 1)` (plus `bias`) up to rounding. On
 /// non-CPU devices it is exactly that call.
 ///
@@ -173,6 +177,7 @@ mod storage;
 mod conv_cpu;
 mod fused;
 mod simd;
+mod winograd;
 
 /// Whether the fused CPU kernels of `safe_ops/fused.rs` handle `x`; elsewhere (other devices,
 /// half-precision types) the same values come from Candle's own ops.

@@ -134,22 +134,17 @@ fn higher_derivatives_match_central_differences() -> Result<()> {
     Ok(())
 }
 
-/// Rectangular images, more samples than one chunk of the kernel-gradient kernel, a strided
-/// (transposed) input, f64 and f32: values and first derivatives equal Candle's `conv2d`.
-#[test]
-fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
-    // Output maps of 2 to 70 positions: both the per-sample and the whole-batch paths of the
-    // forward pass (<= 16 positions) and of the kernel gradient (<= 64).
-    for (dtype, (h, w)) in [DType::F64, DType::F32]
-        .into_iter()
-        .flat_map(|d| [(d, (8, 5)), (d, (4, 3))])
-    {
-        // [7, 2, h, w] transposed to a non-contiguous [7, 2, w, h].
-        let x = pattern(7, 2 * h * w, 0.3)
-            .reshape((7, 2, h, w))?
+/// `conv2d` of a `[n, c, h, w]` batch (transposed from `[n, c, w, h]`, so not contiguous) with
+/// an `[o, c, 3, 3]` kernel, at paddings 0, 1 and 2 in f64 and f32: values and first
+/// derivatives in the input and in the kernel equal Candle's `conv2d`.
+fn agrees_with_candle(n: usize, c: usize, o: usize, (h, w): (usize, usize)) -> Result<()> {
+    for dtype in [DType::F64, DType::F32] {
+        let x = pattern(n, c * h * w, 0.3)
+            .reshape((n, c, w, h))?
             .transpose(2, 3)?
             .to_dtype(dtype)?;
-        let w = (pattern(1, 4 * 2 * 9, 1.7).reshape((4, 2, 3, 3))? * 0.5)?.to_dtype(dtype)?;
+        let w = (pattern(1, o * c * 9, 1.7).reshape((o, c, 3, 3))? * (1.5 / c as f64))?
+            .to_dtype(dtype)?;
         let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
         for padding in [0, 1, 2] {
             let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
@@ -178,6 +173,23 @@ fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Few channels: output maps of 2 to 70 positions take both the per-sample and the
+/// whole-batch paths of the forward pass (<= 16 positions) and of the kernel gradient (<= 64).
+#[test]
+fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
+    agrees_with_candle(7, 2, 4, (8, 5))?;
+    agrees_with_candle(7, 2, 4, (4, 3))
+}
+
+/// 16 and more channels on maps of 6 and more take Winograd's F(2x2, 3x3) path (forward pass
+/// and input gradient), with odd and even map sides (partial tiles at the border), maps of one
+/// and of several samples per chunk of tiles.
+#[test]
+fn winograd_layers_match_candle_in_f64_and_f32() -> Result<()> {
+    agrees_with_candle(3, 16, 24, (9, 12))?;
+    agrees_with_candle(2, 24, 16, (35, 33))
 }
 
 /// The kernel gradient is itself differentiable: `d/dx (U . grad_w1 f)`, which runs the
