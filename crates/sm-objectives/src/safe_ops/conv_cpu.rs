@@ -94,22 +94,9 @@ pub(super) fn sized<T: Element>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut buf[..len]
 }
 
-/// The element types of the kernels.
-pub(super) trait Element:
-    Copy
-    + Send
-    + Sync
-    + Default
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + 'static
-{
-    /// One.
-    const ONE: Self;
-    /// One half.
-    const HALF: Self;
-
+/// The element types of the kernels: the fused ops' float types (their arithmetic and
+/// constants), plus per-thread scratch buffers.
+pub(super) trait Element: super::fused::Float + Default {
     /// Runs `f` with this thread's scratch buffers (fresh ones if they are in use).
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R;
 }
@@ -120,9 +107,6 @@ thread_local! {
 }
 
 impl Element for f32 {
-    const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
-
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R {
         SCRATCH_F32.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => f(&mut scratch),
@@ -132,9 +116,6 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
-    const ONE: Self = 1.0;
-    const HALF: Self = 0.5;
-
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R {
         SCRATCH_F64.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => f(&mut scratch),

@@ -124,7 +124,7 @@ impl Tiling {
 fn transform_kernel<T: Element>(g: &Geometry, weight: &[T]) -> Vec<T> {
     let (o_n, c_n) = (g.o, g.c);
     let mut u = vec![T::default(); XI * o_n * c_n];
-    let half = T::HALF;
+    let half = T::ONE / T::from_usize(2);
     // `[a, (a + b + c) / 2, (a - b + c) / 2, c]`: one side of the transform.
     let side = |a: T, b: T, c: T| [a, (a + b + c) * half, (a - b + c) * half, c];
     for o in 0..o_n {
@@ -553,7 +553,7 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
 /// `dg = G^T dU G` for every channel pair of `du` (`[16, C, O]`), as `[O, C, 3, 3]`.
 fn untransform_kernel_grad<T: Element>(t: &Tiling, du: &[T]) -> Vec<T> {
     let (c_n, o_n) = (t.c, t.o);
-    let half = T::HALF;
+    let half = T::ONE / T::from_usize(2);
     // `G^T u` for the four components `u`.
     let side = |u: [T; 4]| {
         [
