@@ -110,6 +110,25 @@ impl Tiling {
         4 * self.per_sample() * self.o
     }
 
+    /// Offset in a channels-last tiled output map (`[2 Th, 2 Tw, O]`) of output position `q`
+    /// (row-major over the `Ho x Wo` map).
+    fn tiled_offset(&self, q: usize) -> usize {
+        (q / self.wo * 2 * self.tw + q % self.wo) * self.o
+    }
+
+    /// Elements of the transforms' work space: see [`Tiling::split_work`].
+    fn work_len(&self) -> usize {
+        self.padded_len() + XI * self.c.max(self.o) + self.tiled_out_len()
+    }
+
+    /// The work space as the padded channels-last sample, one tile's intermediate (room for
+    /// 16 rows of `max(C, O)`) and a channels-last tiled output map.
+    fn split_work<'w, T>(&self, work: &'w mut [T]) -> (&'w mut [T], &'w mut [T], &'w mut [T]) {
+        let (hwc, rest) = work.split_at_mut(self.padded_len());
+        let (tmp, yhwc) = rest.split_at_mut(XI * self.c.max(self.o));
+        (hwc, tmp, &mut yhwc[..self.tiled_out_len()])
+    }
+
     fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
@@ -270,10 +289,7 @@ fn chunk_buffers<T: Element>(
     T::with_scratch(|scratch| {
         let v = sized(&mut scratch.cols, XI * tiles * t.c);
         let m = sized(&mut scratch.wide, XI * tiles * t.o);
-        let work = sized(
-            &mut scratch.planes,
-            t.padded_len() + XI * t.c.max(t.o) + t.tiled_out_len(),
-        );
+        let work = sized(&mut scratch.planes, t.work_len());
         f(v, m, work)
     })
 }
@@ -296,8 +312,7 @@ impl<T: Element> Kernel for InputTiles<'_, T> {
         let (c_n, bw) = (t.c, t.padded_w());
         let count = x.len() / t.in_len();
         let tiles = count * t.per_sample();
-        let (hwc, rest) = work.split_at_mut(t.padded_len());
-        let tmp = &mut rest[..XI * c_n];
+        let (hwc, tmp, _) = t.split_work(work);
         for (s, sample) in x.chunks_exact(t.in_len()).enumerate() {
             // Row `r`, column `q` of the padded sample hold input `(r - p, q - p)`.
             hwc.fill(T::default());
@@ -353,7 +368,7 @@ impl<T: Element> Kernel for OutputTiles<'_, T> {
         let Self { t, m, dst, work } = self;
         let o_n = t.o;
         let tiles = dst.len() / t.out_len() * t.per_sample();
-        let (tmp, yhwc) = work[t.padded_len()..].split_at_mut(XI * t.c.max(o_n));
+        let (_, tmp, yhwc) = t.split_work(work);
         let row = 2 * t.tw;
         for (s, y_s) in dst.chunks_exact_mut(t.out_len()).enumerate() {
             for ty in 0..t.th {
@@ -378,13 +393,7 @@ impl<T: Element> Kernel for OutputTiles<'_, T> {
             }
             // The valid `Ho x Wo` part of the tiled map, back to channels first.
             let hw = t.ho * t.wo;
-            transpose(
-                yhwc,
-                (hw, o_n),
-                |q| (q / t.wo * row + q % t.wo) * o_n,
-                y_s,
-                |o| o * hw,
-            );
+            transpose(yhwc, (hw, o_n), |q| t.tiled_offset(q), y_s, |o| o * hw);
         }
     }
 }
@@ -406,21 +415,14 @@ impl<T: Element> Kernel for GradientTiles<'_, T> {
         let Self { t, dy, mg, work } = self;
         let o_n = t.o;
         let tiles = dy.len() / t.out_len() * t.per_sample();
-        let (tmp, yhwc) = work[t.padded_len()..].split_at_mut(XI * t.c.max(o_n));
-        let yhwc = &mut yhwc[..t.tiled_out_len()];
+        let (_, tmp, yhwc) = t.split_work(work);
         let row = 2 * t.tw;
         for (s, dy_s) in dy.chunks_exact(t.out_len()).enumerate() {
             if t.ho % 2 == 1 || t.wo % 2 == 1 {
                 yhwc.fill(T::default());
             }
             let hw = t.ho * t.wo;
-            transpose(
-                dy_s,
-                (o_n, hw),
-                |o| o * hw,
-                yhwc,
-                |q| (q / t.wo * row + q % t.wo) * o_n,
-            );
+            transpose(dy_s, (o_n, hw), |o| o * hw, yhwc, |q| t.tiled_offset(q));
             let yhwc = &*yhwc;
             for ty in 0..t.th {
                 for tx in 0..t.tw {
