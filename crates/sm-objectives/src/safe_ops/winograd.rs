@@ -545,8 +545,8 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
         .collect();
     let mut du = vec![T::default(); XI * c_n * o_n];
     for part in &parts {
-        for (t, v) in du.iter_mut().zip(part) {
-            *t = *t + *v;
+        for (acc, v) in du.iter_mut().zip(part) {
+            *acc = *acc + *v;
         }
     }
     untransform_kernel_grad(&t, &du)
