@@ -349,9 +349,9 @@ pub struct TrainReport {
     pub records: Vec<StepRecord>,
     /// Median step time after warm-up, ms; `None` when no step was timed.
     pub median_step_ms: Option<f64>,
-    /// RSS before the timed steps, bytes.
+    /// RSS before the first training step (data set, model and optimiser state), bytes.
     pub base_rss_bytes: Option<u64>,
-    /// Peak RSS over the timed steps, bytes.
+    /// Peak RSS over the training steps, bytes.
     pub step_peak_rss_bytes: Option<u64>,
     /// Evaluation snapshots: `(step, training seconds, file)`.
     pub snapshots: Vec<(u64, f64, PathBuf)>,
@@ -499,17 +499,14 @@ pub fn train_row(
     };
     let snapshot_steps = crate::eval_steps(cfg.iters, cfg.eval_points);
     let mut snapshots = Snapshots::default();
-    let mut base_rss = None;
     let warmup = cfg.timing_warmup as u64;
-    if warmup == 0 {
-        base_rss = memory::rss_bytes();
-        memory::reset_peak();
-    }
+    // The memory column is the training steps' own working set: what decoding the data set
+    // freed goes back to the kernel first, and the peak counts from the first step on (the
+    // warm-up steps allocate the buffers that later steps reuse).
+    crate::allocator::release_free_memory();
+    let base_rss = memory::rss_bytes();
+    memory::reset_peak();
     let mut after = |r: &StepRecord, taken: &mut Snapshots| -> Result<()> {
-        if r.step + 1 == warmup {
-            base_rss = memory::rss_bytes();
-            memory::reset_peak();
-        }
         if snapshot_steps.contains(&(r.step + 1)) {
             let path = dir.join(format!("snapshot_{:08}.safetensors", r.step + 1));
             vm.save(&path)?;
@@ -756,8 +753,8 @@ fn child(exe: &Path, args: &[String], higher_order: bool) -> Result<()> {
     Ok(())
 }
 
-/// Peak RSS of the timed steps and its increase over the RSS before them (model, data and
-/// optimiser state are resident already), e.g. `0.31 GB (+42 MB)`.
+/// Peak RSS of the training steps and its increase over the RSS before the first one (model,
+/// data and optimiser state are resident already), e.g. `0.31 GB (+42 MB)`.
 fn fmt_memory(peak: Option<u64>, base: Option<u64>) -> String {
     match (peak, base) {
         (Some(p), Some(b)) => format!(
@@ -812,7 +809,7 @@ pub fn markdown(r: &Table2Results) -> String {
         "# Table 2: deep EBMs on MNIST ({} profile)\n\n\
          ResNet EBM width {} blocks {:?}, {} iterations, batch {}, lr {} (DSM family) / {} (SSM family), eps {}, \
          sigma {}..{}, sigma_0 {}. Ours: {} on a CPU ({}, {} cores), time per iteration is the median step after {} warm-up steps, \
-         memory is the peak resident memory of the timed training steps in the row's own process (in brackets: the increase over the resident memory before them, which holds the data set, model and optimiser state). Paper: 300K iterations, batch 64, GPU.\n\n\
+         memory is the peak resident memory of the training steps in the row's own process (in brackets: the increase over the resident memory before the first step, which holds the data set, model and optimiser state). Paper: 300K iterations, batch 64, GPU.\n\n\
          SM loss: {estimate}.\n\n{}\n## Speed-ups\n\n{}\n\
          Samples: `samples_<row>.png`; loss curves: `loss_curves_dsm.png`, `loss_curves_ssm.png`; every number: `results.json`.\n",
         c.profile,
