@@ -29,7 +29,7 @@ enum Cmd {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Settings profile: `quick` (laptop CPU, about 15 minutes) or `paper` (n = 128, 300K
+    /// Settings profile: `quick` (2-core CPU, about 3 minutes) or `paper` (n = 128, 300K
     /// iterations; meant for a GPU).
     #[arg(long, default_value = "quick")]
     profile: String,
