@@ -174,6 +174,7 @@ pub fn conv2d(
 
 #[macro_use]
 mod storage;
+mod buffers;
 mod conv_cpu;
 mod fused;
 mod simd;

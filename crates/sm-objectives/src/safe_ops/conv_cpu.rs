@@ -25,6 +25,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::buffers::{par_build, par_zeroed};
+
 /// The geometry of one convolution: `[N, C, H, W]` input, `[O, C, K, K]` kernel, padding `p`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Geometry {
@@ -96,7 +98,7 @@ pub(super) fn sized<T: Element>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
 
 /// The element types of the kernels: the fused ops' float types (their arithmetic and
 /// constants), plus per-thread scratch buffers.
-pub(super) trait Element: super::fused::Float + Default {
+pub(super) trait Element: super::fused::Float {
     /// Runs `f` with this thread's scratch buffers (fresh ones if they are in use).
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R;
 }
@@ -268,7 +270,6 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
     }
     let (ho, wo) = g.out_hw();
     let (stride, wide, rows) = (g.row_stride(), g.wide(), g.patch_rows());
-    let mut out = vec![T::default(); g.n * g.o * ho * wo];
     let kernel = Mat {
         data: weight,
         rows: g.o,
@@ -276,35 +277,32 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
         rs: rows,
         cs: 1,
     };
-    out.par_chunks_mut((g.o * ho * wo).max(1))
-        .enumerate()
-        .for_each(|(i, dst)| {
-            T::with_scratch(|scratch| {
-                let planes = sized(&mut scratch.planes, g.c * g.plane());
-                let cols = sized(&mut scratch.cols, rows * wide);
-                let wide_out = sized(&mut scratch.wide, g.o * wide);
-                pad_sample(g, &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w], planes);
-                patches(g, planes, cols);
-                let patch = Mat {
-                    data: cols,
-                    rows,
-                    cols: wide,
-                    rs: wide,
-                    cs: 1,
-                };
-                matmul_into(wide_out, &kernel, &patch, false, gemm::Parallelism::None);
-                // Keep the `Wo` valid columns of every wide row.
-                for o in 0..g.o {
-                    for y in 0..ho {
-                        copy_row(
-                            &mut dst[(o * ho + y) * wo..][..wo],
-                            &wide_out[o * wide + y * stride..],
-                        );
-                    }
+    par_build(g.n * g.o * ho * wo, g.o * ho * wo, 1, |i, dst| {
+        T::with_scratch(|scratch| {
+            let planes = sized(&mut scratch.planes, g.c * g.plane());
+            let cols = sized(&mut scratch.cols, rows * wide);
+            let wide_out = sized(&mut scratch.wide, g.o * wide);
+            pad_sample(g, &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w], planes);
+            patches(g, planes, cols);
+            let patch = Mat {
+                data: cols,
+                rows,
+                cols: wide,
+                rs: wide,
+                cs: 1,
+            };
+            matmul_into(wide_out, &kernel, &patch, false, gemm::Parallelism::None);
+            // Keep the `Wo` valid columns of every wide row.
+            for o in 0..g.o {
+                for y in 0..ho {
+                    copy_row(
+                        &mut dst[(o * ho + y) * wo..][..wo],
+                        &wide_out[o * wide + y * stride..],
+                    );
                 }
-            })
-        });
-    out
+            }
+        })
+    })
 }
 
 /// Samples per chunk of the kernel gradient: a fixed split, so the summation order (and the
@@ -367,13 +365,23 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
             })
         })
         .collect();
-    let mut total = vec![T::default(); g.o * rows];
-    for part in &chunks {
-        for (t, v) in total.iter_mut().zip(part) {
-            *t = *t + *v;
+    sum_parts(&chunks, g.o * rows)
+}
+
+/// Elements per task of [`sum_parts`].
+const SUM_CHUNK: usize = 1 << 14;
+
+/// The elementwise sum of equally long `parts` (`len` elements each), in parallel over
+/// elements; each element adds the parts in their order, so the result does not depend on the
+/// thread count.
+pub(super) fn sum_parts<T: Element>(parts: &[Vec<T>], len: usize) -> Vec<T> {
+    par_build(len, SUM_CHUNK, 1, |i, total| {
+        for part in parts {
+            for (t, &v) in total.iter_mut().zip(&part[i * SUM_CHUNK..]) {
+                *t = *t + v;
+            }
         }
-    }
-    total
+    })
 }
 
 /// Output positions per map up to which the forward pass is one matrix product over the whole
@@ -395,25 +403,19 @@ fn batch_patches<T: Element>(g: &Geometry, x: &[T]) -> Vec<T> {
     let (ho, wo) = g.out_hw();
     let (stride, plane, hw) = (g.row_stride(), g.plane(), ho * wo);
     let len = g.c * g.h * g.w;
-    let mut planes = vec![T::default(); g.n * g.c * plane];
-    planes
-        .par_chunks_mut((g.c * plane).max(1))
-        .zip(x.par_chunks(len.max(1)))
-        .for_each(|(dst, src)| pad_sample(g, src, dst));
+    let planes = par_build(g.n * g.c * plane, g.c * plane, 1, |n, dst| {
+        pad_sample(g, &x[n * len..][..len], dst);
+    });
     let n_cols = g.n * hw;
-    let mut cols = vec![T::default(); g.patch_rows() * n_cols];
-    cols.par_chunks_mut(n_cols.max(1))
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (c, a, b) = (row / (g.k * g.k), (row / g.k) % g.k, row % g.k);
-            for n in 0..g.n {
-                let src = &planes[(n * g.c + c) * plane + a * stride + b..];
-                for y in 0..ho {
-                    copy_row(&mut dst[n * hw + y * wo..][..wo], &src[y * stride..]);
-                }
+    par_build(g.patch_rows() * n_cols, n_cols, 1, |row, dst| {
+        let (c, a, b) = (row / (g.k * g.k), (row / g.k) % g.k, row % g.k);
+        for n in 0..g.n {
+            let src = &planes[(n * g.c + c) * plane + a * stride + b..];
+            for y in 0..ho {
+                copy_row(&mut dst[n * hw + y * wo..][..wo], &src[y * stride..]);
             }
-        });
-    cols
+        }
+    })
 }
 
 /// [`forward`] on small maps: `[O, C K K] @ [C K K, N Ho Wo]`, one product split over threads by
@@ -437,7 +439,7 @@ fn forward_whole_batch<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T
         rs: n_cols,
         cs: 1,
     };
-    let mut by_channel = vec![T::default(); g.o * n_cols];
+    let mut by_channel = par_zeroed(g.o * n_cols);
     matmul_into(
         &mut by_channel,
         &kernel,
@@ -445,15 +447,11 @@ fn forward_whole_batch<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T
         false,
         gemm::Parallelism::Rayon(0),
     );
-    let mut out = vec![T::default(); g.n * g.o * hw];
-    out.par_chunks_mut((g.o * hw).max(1))
-        .enumerate()
-        .for_each(|(n, dst)| {
-            for o in 0..g.o {
-                copy_row(&mut dst[o * hw..][..hw], &by_channel[o * n_cols + n * hw..]);
-            }
-        });
-    out
+    par_build(g.n * g.o * hw, g.o * hw, 1, |n, dst| {
+        for o in 0..g.o {
+            copy_row(&mut dst[o * hw..][..hw], &by_channel[o * n_cols + n * hw..]);
+        }
+    })
 }
 
 /// [`kernel_grad`] on small maps: `[O, N Ho Wo] @ [N Ho Wo, C K K]`, one product with the whole
@@ -464,15 +462,11 @@ fn kernel_grad_whole_batch<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec
     let n_cols = g.n * hw;
     let cols = batch_patches(g, x);
     // The output gradient reordered to `[O, N Ho Wo]`.
-    let mut by_channel = vec![T::default(); g.o * n_cols];
-    by_channel
-        .par_chunks_mut(n_cols.max(1))
-        .enumerate()
-        .for_each(|(o, dst)| {
-            for n in 0..g.n {
-                copy_row(&mut dst[n * hw..][..hw], &grad[(n * g.o + o) * hw..]);
-            }
-        });
+    let by_channel = par_build(g.o * n_cols, n_cols, 1, |o, dst| {
+        for n in 0..g.n {
+            copy_row(&mut dst[n * hw..][..hw], &grad[(n * g.o + o) * hw..]);
+        }
+    });
     let lhs = Mat {
         data: &by_channel,
         rows: g.o,
@@ -488,7 +482,7 @@ fn kernel_grad_whole_batch<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec
         rs: 1,
         cs: n_cols,
     };
-    let mut out = vec![T::default(); g.o * rows];
+    let mut out = par_zeroed(g.o * rows);
     matmul_into(&mut out, &lhs, &rhs, false, gemm::Parallelism::Rayon(0));
     out
 }

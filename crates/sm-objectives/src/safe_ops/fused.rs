@@ -17,14 +17,16 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::buffers::par_build;
 use super::simd::vectorised;
 
 /// Elements per parallel task: small tensors stay on one thread.
 const PAR_MIN: usize = 1 << 14;
 
-/// The floating-point element types of the kernels.
+/// The floating-point element types of the kernels (`Default` is zero).
 pub(super) trait Float:
     Copy
+    + Default
     + Send
     + Sync
     + PartialOrd
@@ -118,32 +120,26 @@ fn exp_f32(x: f32) -> f32 {
 
 /// `f` applied to every element, in parallel chunks.
 fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    out.par_chunks_mut(PAR_MIN)
-        .zip(x.par_chunks(PAR_MIN))
-        .for_each(|(out, x)| {
-            vectorised(|| {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = f(v);
-                }
-            })
-        });
-    out
+    par_build(x.len(), PAR_MIN, 1, |i, out| {
+        let x = &x[i * PAR_MIN..][..out.len()];
+        vectorised(|| {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = f(v);
+            }
+        })
+    })
 }
 
 /// `f` applied to every pair of elements, in parallel chunks.
 fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; a.len()];
-    out.par_chunks_mut(PAR_MIN)
-        .zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN)))
-        .for_each(|(out, (a, b))| {
-            vectorised(|| {
-                for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
-                    *o = f(u, v);
-                }
-            })
-        });
-    out
+    par_build(a.len(), PAR_MIN, 1, |i, out| {
+        let (a, b) = (&a[i * PAR_MIN..][..out.len()], &b[i * PAR_MIN..]);
+        vectorised(|| {
+            for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
+                *o = f(u, v);
+            }
+        })
+    })
 }
 
 /// The activations with fused kernels for their values and for every derivative order.
@@ -379,18 +375,12 @@ impl CustomOp2 for BiasAdd {
         }
         fn run<T: Float>(x: &[T], b: &[T], inner: usize) -> Vec<T> {
             let c = b.len();
-            let mut out = vec![T::ZERO; x.len()];
-            out.par_chunks_mut(inner)
-                .zip(x.par_chunks(inner))
-                .enumerate()
-                .with_min_len((PAR_MIN / inner).max(1))
-                .for_each(|(plane, (out, x))| {
-                    let bias = b[plane % c];
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        *o = v + bias;
-                    }
-                });
-            out
+            par_build(x.len(), inner, PAR_MIN / inner, |plane, out| {
+                let bias = b[plane % c];
+                for (o, &v) in out.iter_mut().zip(&x[plane * inner..]) {
+                    *o = v + bias;
+                }
+            })
         }
         let inner = inner.max(1);
         let out = on_float2!(s1, l1, s2, l2, "bias add", |x, b| run(&x, &b, inner));
@@ -455,12 +445,9 @@ impl CustomOp1 for ChannelBroadcast {
         fn run<T: Float>(b: &[T], n: usize, inner: usize) -> Vec<T> {
             let c = b.len();
             let inner = inner.max(1);
-            let mut out = vec![T::ZERO; n * c * inner];
-            out.par_chunks_mut(inner)
-                .enumerate()
-                .with_min_len((PAR_MIN / inner).max(1))
-                .for_each(|(plane, out)| out.fill(b[plane % c]));
-            out
+            par_build(n * c * inner, inner, PAR_MIN / inner, |plane, out| {
+                out.fill(b[plane % c]);
+            })
         }
         let out = on_float!(s, l, "channel broadcast", |b| run(&b, n, inner));
         Ok((out, self.shape.clone()))
@@ -499,11 +486,12 @@ impl CustomOp1 for AvgPool {
         fn run<T: Float>(x: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
             let (ho, wo) = (h / k, w / k);
             let scale = T::ONE / T::from_usize(k * k);
-            let mut out = vec![T::ZERO; x.len() / (h * w) * ho * wo];
-            out.par_chunks_mut(ho * wo)
-                .zip(x.par_chunks(h * w))
-                .with_min_len((PAR_MIN / (h * w)).max(1))
-                .for_each(|(out, plane)| {
+            par_build(
+                x.len() / (h * w) * ho * wo,
+                ho * wo,
+                PAR_MIN / (h * w),
+                |i, out| {
+                    let plane = &x[i * h * w..][..h * w];
                     for y in 0..ho {
                         let row = &mut out[y * wo..][..wo];
                         for a in 0..k {
@@ -516,8 +504,8 @@ impl CustomOp1 for AvgPool {
                             *o = *o * scale;
                         }
                     }
-                });
-            out
+                },
+            )
         }
         let out = on_float!(s, l, "avg_pool2d", |x| run(&x, k, h, w));
         Ok((out, Shape::from((n, c, ho, wo))))
@@ -544,20 +532,17 @@ impl CustomOp1 for PoolSpread {
             let (ho, wo) = (h / k, w / k);
             let scale = T::ONE / T::from_usize(k * k);
             // Zeros stay in the rows and columns the pooling dropped.
-            let mut out = vec![T::ZERO; g.len() / (ho * wo).max(1) * h * w];
-            out.par_chunks_mut(h * w)
-                .zip(g.par_chunks((ho * wo).max(1)))
-                .with_min_len((PAR_MIN / (h * w)).max(1))
-                .for_each(|(out, plane)| {
-                    for y in 0..ho * k {
-                        let src = &plane[(y / k) * wo..][..wo];
-                        let row = &mut out[y * w..][..wo * k];
-                        for (window, &v) in row.chunks_exact_mut(k).zip(src) {
-                            window.fill(v * scale);
-                        }
+            let planes = g.len() / (ho * wo).max(1);
+            par_build(planes * h * w, h * w, PAR_MIN / (h * w).max(1), |i, out| {
+                let plane = &g[i * ho * wo..][..ho * wo];
+                for y in 0..ho * k {
+                    let src = &plane[(y / k) * wo..][..wo];
+                    let row = &mut out[y * w..][..wo * k];
+                    for (window, &v) in row.chunks_exact_mut(k).zip(src) {
+                        window.fill(v * scale);
                     }
-                });
-            out
+                }
+            })
         }
         let out = on_float!(s, l, "avg_pool2d adjoint", |g| run(&g, k, h, w));
         Ok((out, Shape::from((n, c, h, w))))

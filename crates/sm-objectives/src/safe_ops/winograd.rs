@@ -20,7 +20,8 @@
 
 use rayon::prelude::*;
 
-use super::conv_cpu::{matmul_into, sized, Element, Geometry, Mat};
+use super::buffers::par_build;
+use super::conv_cpu::{matmul_into, sized, sum_parts, Element, Geometry, Mat};
 use super::simd::{vectorised, Kernel};
 
 /// Number of transformed components: one per element of the 4x4 input patch.
@@ -142,24 +143,23 @@ impl Tiling {
 /// channels innermost), with `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`.
 fn transform_kernel<T: Element>(g: &Geometry, weight: &[T]) -> Vec<T> {
     let (o_n, c_n) = (g.o, g.c);
-    let mut u = vec![T::default(); XI * o_n * c_n];
     let half = T::ONE / T::from_usize(2);
     // `[a, (a + b + c) / 2, (a - b + c) / 2, c]`: one side of the transform.
     let side = |a: T, b: T, c: T| [a, (a + b + c) * half, (a - b + c) * half, c];
-    for o in 0..o_n {
-        for c in 0..c_n {
-            let w = &weight[(o * c_n + c) * 9..][..9];
-            // Columns of `G g` (4 x 3), then rows of `(G g) G^T` (4 x 4).
-            let cols: [[T; 4]; 3] = std::array::from_fn(|j| side(w[j], w[3 + j], w[6 + j]));
-            for i in 0..4 {
-                let row = side(cols[0][i], cols[1][i], cols[2][i]);
+    // In parallel over the four rows `i` of the 4 x 4 transform (components `4 i .. 4 i + 4`).
+    par_build(XI * o_n * c_n, 4 * c_n * o_n, 1, |i, u| {
+        for o in 0..o_n {
+            for c in 0..c_n {
+                let w = &weight[(o * c_n + c) * 9..][..9];
+                // Row `i` of the columns of `G g` (4 x 3), then of `(G g) G^T` (4 x 4).
+                let col = |j: usize| side(w[j], w[3 + j], w[6 + j])[i];
+                let row = side(col(0), col(1), col(2));
                 for (j, &v) in row.iter().enumerate() {
-                    u[((i * 4 + j) * c_n + c) * o_n + o] = v;
+                    u[(j * c_n + c) * o_n + o] = v;
                 }
             }
         }
-    }
-    u
+    })
 }
 
 /// Component `k` of `B^T d` for four vectors `d` (elementwise),
@@ -456,41 +456,38 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
     let t = Tiling::new(g);
     let samples = t.chunk_samples(g.n);
     let u = transform_kernel(g, weight);
-    let mut out = vec![T::default(); g.n * t.out_len()];
-    out.par_chunks_mut((samples * t.out_len()).max(1))
-        .zip(x.par_chunks((samples * t.in_len()).max(1)))
-        .for_each(|(dst, x)| {
-            let tiles = x.len() / t.in_len() * t.per_sample();
-            chunk_buffers(&t, tiles, |v, m, work| {
-                vectorised(InputTiles { t: &t, x, v, work });
-                // M[xi] = V[xi] @ U[xi]: 16 products [tiles, C] @ [C, O].
-                for xi in 0..XI {
-                    let lhs = Mat {
-                        data: &v[xi * tiles * t.c..][..tiles * t.c],
-                        rows: tiles,
-                        cols: t.c,
-                        rs: t.c,
-                        cs: 1,
-                    };
-                    let rhs = Mat {
-                        data: &u[xi * t.c * t.o..][..t.c * t.o],
-                        rows: t.c,
-                        cols: t.o,
-                        rs: t.o,
-                        cs: 1,
-                    };
-                    let dst = &mut m[xi * tiles * t.o..][..tiles * t.o];
-                    matmul_into(dst, &lhs, &rhs, false, gemm::Parallelism::None);
-                }
-                vectorised(OutputTiles {
-                    t: &t,
-                    m,
-                    dst,
-                    work,
-                });
-            })
-        });
-    out
+    par_build(g.n * t.out_len(), samples * t.out_len(), 1, |i, dst| {
+        let x = &x[i * samples * t.in_len()..][..dst.len() / t.out_len() * t.in_len()];
+        let tiles = x.len() / t.in_len() * t.per_sample();
+        chunk_buffers(&t, tiles, |v, m, work| {
+            vectorised(InputTiles { t: &t, x, v, work });
+            // M[xi] = V[xi] @ U[xi]: 16 products [tiles, C] @ [C, O].
+            for xi in 0..XI {
+                let lhs = Mat {
+                    data: &v[xi * tiles * t.c..][..tiles * t.c],
+                    rows: tiles,
+                    cols: t.c,
+                    rs: t.c,
+                    cs: 1,
+                };
+                let rhs = Mat {
+                    data: &u[xi * t.c * t.o..][..t.c * t.o],
+                    rows: t.c,
+                    cols: t.o,
+                    rs: t.o,
+                    cs: 1,
+                };
+                let dst = &mut m[xi * tiles * t.o..][..tiles * t.o];
+                matmul_into(dst, &lhs, &rhs, false, gemm::Parallelism::None);
+            }
+            vectorised(OutputTiles {
+                t: &t,
+                m,
+                dst,
+                work,
+            });
+        })
+    })
 }
 
 /// The kernel gradient `[O, C, 3, 3]` of the convolution of `x` (`[N, C, H, W]`) given the
@@ -543,13 +540,7 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
             du
         })
         .collect();
-    let mut du = vec![T::default(); XI * c_n * o_n];
-    for part in &parts {
-        for (acc, v) in du.iter_mut().zip(part) {
-            *acc = *acc + *v;
-        }
-    }
-    untransform_kernel_grad(&t, &du)
+    untransform_kernel_grad(&t, &sum_parts(&parts, XI * c_n * o_n))
 }
 
 /// `dg = G^T dU G` for every channel pair of `du` (`[16, C, O]`), as `[O, C, 3, 3]`.
@@ -564,19 +555,17 @@ fn untransform_kernel_grad<T: Element>(t: &Tiling, du: &[T]) -> Vec<T> {
             (u[1] + u[2]) * half + u[3],
         ]
     };
-    let mut dg = vec![T::default(); o_n * c_n * 9];
-    for o in 0..o_n {
+    par_build(o_n * c_n * 9, c_n * 9, 1, |o, dg| {
         for c in 0..c_n {
             let at = |i: usize, j: usize| du[((i * 4 + j) * c_n + c) * o_n + o];
             // Columns of `G^T dU` (3 x 4), then rows of `(G^T dU) G` (3 x 3).
             let cols: [[T; 3]; 4] =
                 std::array::from_fn(|j| side(std::array::from_fn(|i| at(i, j))));
-            let out = &mut dg[(o * c_n + c) * 9..][..9];
+            let out = &mut dg[c * 9..][..9];
             for a in 0..3 {
                 let row = side(std::array::from_fn(|j| cols[j][a]));
                 out[a * 3..][..3].copy_from_slice(&row);
             }
         }
-    }
-    dg
+    })
 }
