@@ -141,7 +141,7 @@ pub fn instance_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
 ///
 /// # Errors
 /// Mismatched channels, a non-square kernel, `padding >= K`, a kernel larger than the padded
-/// input, or a dtype other than f32/f64.
+/// input, a bias of the wrong length or dtype, or a dtype other than f32/f64.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -159,16 +159,32 @@ pub fn conv2d(
     if h + 2 * padding < kh || w + 2 * padding < kw {
         bail!("conv2d: a {kh}x{kw} kernel does not fit a padded {h}x{w} input")
     }
+    if let Some(b) = bias {
+        if b.dtype() != x.dtype() {
+            bail!(
+                "conv2d: the bias dtype {:?} differs from the input dtype {:?}",
+                b.dtype(),
+                x.dtype()
+            )
+        }
+    }
     // The custom ops have CPU kernels only; elsewhere Candle's own convolution computes the
     // same values.
-    let y = if x.device().is_cpu() {
-        x.apply_op2(weight, conv::FlipConv { padding })?
-    } else {
-        x.conv2d(weight, padding, 1, 1, 1)?
-    };
+    if !x.device().is_cpu() {
+        let y = x.conv2d(weight, padding, 1, 1, 1)?;
+        return match bias {
+            Some(b) => bias_add(&y, b),
+            None => Ok(y),
+        };
+    }
     match bias {
-        Some(b) => bias_add(&y, b),
-        None => Ok(y),
+        // One op for convolution and bias: no separate pass over the output, and in the
+        // backward pass no intermediate gradient to create and accumulate.
+        Some(b) if b.dims() == [weight.dim(0)?] => {
+            x.apply_op3(weight, b, conv::BiasedConv { padding })
+        }
+        Some(b) => bias_add(&x.apply_op2(weight, conv::FlipConv { padding })?, b),
+        None => x.apply_op2(weight, conv::FlipConv { padding }),
     }
 }
 
@@ -230,12 +246,18 @@ mod conv {
     //! The custom ops behind [`super::conv2d`]: the convolution and its kernel gradient, each
     //! with a backward pass built from these two ops, so that derivatives of every order exist.
 
-    use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+    use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
     use super::conv_cpu::{self, Geometry};
+    use super::fused::ChannelSum;
 
     /// `x * w` (stride 1, `padding` zeros each side).
     pub(super) struct FlipConv {
+        pub(super) padding: usize,
+    }
+
+    /// `x * w + b`: [`FlipConv`] with the bias added to its output in place.
+    pub(super) struct BiasedConv {
         pub(super) padding: usize,
     }
 
@@ -337,6 +359,80 @@ mod conv {
             let gw = kernel_grad(x, grad, self.padding, k)?;
             Ok((Some(gx), Some(gw)))
         }
+    }
+
+    impl CustomOp3 for BiasedConv {
+        fn name(&self) -> &'static str {
+            "flip-conv2d-bias"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (o, c, k, k2) = l2.shape().dims4()?;
+            let g = geometry(l1, o, k, self.padding)?;
+            if k != k2 || c != g.c || l3.dims() != [o] {
+                bail!(
+                    "conv2d: kernel {:?} and bias {:?} do not match input {:?}",
+                    l2.dims(),
+                    l3.dims(),
+                    l1.dims()
+                )
+            }
+            let (ho, wo) = g.out_hw();
+            let plane = ho * wo;
+            let out = match (s1, s2, s3) {
+                (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                    CpuStorage::F32(biased(&g, (x, l1), (w, l2), (b, l3), plane))
+                }
+                (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                    CpuStorage::F64(biased(&g, (x, l1), (w, l2), (b, l3), plane))
+                }
+                (x, w, b) => bail!(
+                    "conv2d: input, kernel and bias must all be f32 or all f64, got {:?}, {:?} and {:?}",
+                    candle_core::backend::BackendStorage::dtype(x),
+                    candle_core::backend::BackendStorage::dtype(w),
+                    candle_core::backend::BackendStorage::dtype(b)
+                ),
+            };
+            Ok((out, Shape::from((g.n, o, ho, wo))))
+        }
+
+        fn bwd(
+            &self,
+            x: &Tensor,
+            w: &Tensor,
+            _b: &Tensor,
+            _res: &Tensor,
+            grad: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let k = w.dim(2)?;
+            let gx = input_grad(grad, w, self.padding)?;
+            let gw = kernel_grad(x, grad, self.padding, k)?;
+            let gb = grad.apply_op1(ChannelSum)?;
+            Ok((Some(gx), Some(gw), Some(gb)))
+        }
+    }
+
+    /// The convolution of `x` with `w`, plus `b` per output channel (`plane` positions each).
+    fn biased<T: conv_cpu::Element>(
+        g: &Geometry,
+        (x, lx): (&[T], &Layout),
+        (w, lw): (&[T], &Layout),
+        (b, lb): (&[T], &Layout),
+        plane: usize,
+    ) -> Vec<T> {
+        use super::storage::elements;
+        let b = elements(b, lb);
+        let mut out = conv_cpu::forward(g, &elements(x, lx), &elements(w, lw));
+        conv_cpu::add_bias(&mut out, &b, plane);
+        out
     }
 
     impl CustomOp2 for KernelGrad {

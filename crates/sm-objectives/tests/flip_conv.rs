@@ -45,16 +45,20 @@ fn params() -> Result<(Tensor, Tensor, Tensor, Tensor)> {
 #[test]
 fn values_and_gradients_equal_candles_conv2d() -> Result<()> {
     let (x, w1, b, w2) = params()?;
-    let (xv, w1v) = (Var::from_tensor(&x)?, Var::from_tensor(&w1)?);
-    let ours = net(xv.as_tensor(), w1v.as_tensor(), &b, &w2, true)?;
-    let theirs = net(xv.as_tensor(), w1v.as_tensor(), &b, &w2, false)?;
+    let (xv, w1v, bv) = (
+        Var::from_tensor(&x)?,
+        Var::from_tensor(&w1)?,
+        Var::from_tensor(&b)?,
+    );
+    let ours = net(xv.as_tensor(), w1v.as_tensor(), bv.as_tensor(), &w2, true)?;
+    let theirs = net(xv.as_tensor(), w1v.as_tensor(), bv.as_tensor(), &w2, false)?;
     let diff = (ours.to_scalar::<f64>()? - theirs.to_scalar::<f64>()?).abs();
     assert!(
         diff < 1e-12 * (1.0 + theirs.to_scalar::<f64>()?.abs()),
         "{diff}"
     );
     let (g1, g2) = (ours.backward()?, theirs.backward()?);
-    for (name, var) in [("x", &xv), ("w1", &w1v)] {
+    for (name, var) in [("x", &xv), ("w1", &w1v), ("b", &bv)] {
         let a = g1.get(var.as_tensor()).expect("gradient");
         let c = g2.get(var.as_tensor()).expect("gradient");
         let err = max_abs(&(a - c)?)?;
@@ -65,7 +69,15 @@ fn values_and_gradients_equal_candles_conv2d() -> Result<()> {
     assert!(err.contains("channels"), "{err}");
     let err = conv2d(&x, &w1, None, 3).unwrap_err().to_string();
     assert!(err.contains("padding"), "{err}");
-    let _ = (DType::F64, Device::Cpu);
+    let err = conv2d(&x, &w1, Some(&w2.flatten_all()?), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias"), "{err}");
+    let err = conv2d(&x, &w1, Some(&b.to_dtype(DType::F32)?), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias dtype"), "{err}");
+    let _ = Device::Cpu;
     Ok(())
 }
 

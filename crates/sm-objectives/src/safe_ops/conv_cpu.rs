@@ -305,6 +305,22 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
     })
 }
 
+/// Adds `bias[o]` to every `plane`-long map `o` of the `[N, O, plane]` tensor `out`, in parallel.
+pub(super) fn add_bias<T: Element>(out: &mut [T], bias: &[T], plane: usize) {
+    /// Elements per task, at least.
+    const MIN_TASK: usize = 1 << 14;
+    let (o_n, plane) = (bias.len().max(1), plane.max(1));
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .with_min_len((MIN_TASK / plane).max(1))
+        .for_each(|(i, map)| {
+            let b = bias[i % o_n];
+            for v in map {
+                *v = *v + b;
+            }
+        });
+}
+
 /// Samples per chunk of the kernel gradient: a fixed split, so the summation order (and the
 /// rounding) does not depend on the thread count.
 const KERNEL_GRAD_CHUNK: usize = 4;
