@@ -194,6 +194,7 @@ mod buffers;
 mod conv_cpu;
 mod fused;
 mod simd;
+mod small_map;
 mod winograd;
 
 /// Whether the fused CPU kernels of `safe_ops/fused.rs` handle `x`; elsewhere (other devices,

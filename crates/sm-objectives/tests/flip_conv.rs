@@ -195,6 +195,15 @@ fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
     agrees_with_candle(7, 2, 4, (4, 3))
 }
 
+/// Padded maps of at most 16 outputs take the offset decomposition that skips the padding
+/// (forward pass, input gradient and kernel gradient), with more output channels than one task
+/// block and a rectangular map.
+#[test]
+fn small_padded_maps_match_candle_in_f64_and_f32() -> Result<()> {
+    agrees_with_candle(6, 5, 70, (3, 3))?;
+    agrees_with_candle(4, 3, 5, (3, 4))
+}
+
 /// 16 and more channels on maps of 6 and more take Winograd's F(2x2, 3x3) path (forward pass
 /// and input gradient), with odd and even map sides (partial tiles at the border), maps of one
 /// and of several samples per chunk of tiles.

@@ -151,7 +151,6 @@ impl<T> Mat<'_, T> {
 /// # Panics
 /// When a view reaches outside its slice or the shapes disagree: the kernels above build every
 /// view from checked geometry, so this is an internal invariant.
-#[allow(unsafe_code)]
 pub(super) fn matmul_into<T: Element>(
     dst: &mut [T],
     lhs: &Mat<'_, T>,
@@ -159,23 +158,45 @@ pub(super) fn matmul_into<T: Element>(
     accumulate: bool,
     parallelism: gemm::Parallelism,
 ) {
+    let n = rhs.cols;
+    matmul_strided(dst, (n, 1), lhs, rhs, accumulate, parallelism);
+}
+
+/// [`matmul_into`] into a strided `dst`: element `(i, j)` of the product at
+/// `dst[i * rs + j * cs]`.
+///
+/// # Panics
+/// As [`matmul_into`].
+#[allow(unsafe_code)]
+pub(super) fn matmul_strided<T: Element>(
+    dst: &mut [T],
+    (rs, cs): (usize, usize),
+    lhs: &Mat<'_, T>,
+    rhs: &Mat<'_, T>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
-    assert!(dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
+    assert!(lhs.in_bounds() && rhs.in_bounds());
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: `dst` holds the contiguous `m x n` result and `lhs` / `rhs` every element of
-    // their strided views (checked just above); `dst` is borrowed mutably, so it aliases
-    // neither operand. `gemm` reads and writes only inside these extents.
+    assert!(
+        (m - 1) * rs + (n - 1) * cs < dst.len(),
+        "output view out of bounds"
+    );
+    // SAFETY: `dst` holds every element of the strided `m x n` result and `lhs` / `rhs` every
+    // element of their strided views (checked just above); `dst` is borrowed mutably, so it
+    // aliases neither operand. `gemm` reads and writes only inside these extents.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            cs as isize,
+            rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,
@@ -230,6 +251,57 @@ pub(super) fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// Side of the square blocks of [`transpose`]: eight rows of eight elements, small enough to
+/// live in vector registers while they are turned around.
+const BLOCK: usize = 8;
+
+/// `dst[dst_row(j) + i] = src[src_row(i) + j]` for the `rows x cols` matrix whose row `i`
+/// starts at `src_row(i)`, into rows starting at `dst_row(j)`, by 8x8 blocks: each block is
+/// read as eight contiguous rows and written as eight contiguous rows, which the compiler turns
+/// into register shuffles; the ragged edges go element by element.
+#[inline(always)]
+pub(super) fn transpose<T: Copy + Default>(
+    src: &[T],
+    (rows, cols): (usize, usize),
+    src_row: impl Fn(usize) -> usize,
+    dst: &mut [T],
+    dst_row: impl Fn(usize) -> usize,
+) {
+    let (full_rows, full_cols) = (rows / BLOCK * BLOCK, cols / BLOCK * BLOCK);
+    for i0 in (0..full_rows).step_by(BLOCK) {
+        let starts: [usize; BLOCK] = std::array::from_fn(|r| src_row(i0 + r));
+        for j0 in (0..full_cols).step_by(BLOCK) {
+            let block: [[T; BLOCK]; BLOCK] = std::array::from_fn(|r| {
+                let row: &[T; BLOCK] = src[starts[r] + j0..][..BLOCK]
+                    .try_into()
+                    .expect("a block row");
+                *row
+            });
+            for c in 0..BLOCK {
+                let out: &mut [T; BLOCK] = (&mut dst[dst_row(j0 + c) + i0..][..BLOCK])
+                    .try_into()
+                    .expect("a block row");
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = block[r][c];
+                }
+            }
+        }
+    }
+    // The last `cols % 8` columns of every row, then the last `rows % 8` rows.
+    for j in full_cols..cols {
+        let d = dst_row(j);
+        for i in 0..full_rows {
+            dst[d + i] = src[src_row(i) + j];
+        }
+    }
+    for i in full_rows..rows {
+        let s = src_row(i);
+        for j in 0..cols {
+            dst[dst_row(j) + i] = src[s + j];
+        }
+    }
+}
+
 /// Pads the `[C, H, W]` sample `x` into `planes` (`[C, plane()]`, zeros around).
 fn pad_sample<T: Element>(g: &Geometry, x: &[T], planes: &mut [T]) {
     let (stride, plane) = (g.row_stride(), g.plane());
@@ -264,6 +336,9 @@ fn patches<T: Element>(g: &Geometry, planes: &[T], cols: &mut [T]) {
 pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
     if super::winograd::applies(g) {
         return super::winograd::forward(g, x, weight);
+    }
+    if super::small_map::applies(g) {
+        return super::small_map::forward(g, x, weight);
     }
     if g.positions() <= FORWARD_WHOLE_BATCH_MAX_POSITIONS {
         return forward_whole_batch(g, x, weight);
@@ -331,6 +406,9 @@ const KERNEL_GRAD_CHUNK: usize = 4;
 pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
     if super::winograd::applies(g) {
         return super::winograd::kernel_grad(g, x, grad);
+    }
+    if super::small_map::applies(g) {
+        return super::small_map::kernel_grad(g, x, grad);
     }
     if g.positions() <= KERNEL_GRAD_WHOLE_BATCH_MAX_POSITIONS {
         return kernel_grad_whole_batch(g, x, grad);

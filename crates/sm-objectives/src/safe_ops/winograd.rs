@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use super::buffers::par_build;
-use super::conv_cpu::{matmul_into, sized, sum_parts, Element, Geometry, Mat};
+use super::conv_cpu::{matmul_into, sized, sum_parts, transpose, Element, Geometry, Mat};
 use super::simd::{vectorised, Kernel};
 
 /// Number of transformed components: one per element of the 4x4 input patch.
@@ -225,57 +225,6 @@ fn gradient_side<T: Element>(k: usize, y: [&[T]; 2], out: &mut [T]) {
             .iter_mut()
             .enumerate()
             .for_each(|(t, o)| *o = T::default() - y1[t]),
-    }
-}
-
-/// Side of the square blocks of [`transpose`]: eight rows of eight elements, small enough to
-/// live in vector registers while they are turned around.
-const BLOCK: usize = 8;
-
-/// `dst[dst_row(j) + i] = src[src_row(i) + j]` for the `rows x cols` matrix whose row `i`
-/// starts at `src_row(i)`, into rows starting at `dst_row(j)`, by 8x8 blocks: each block is
-/// read as eight contiguous rows and written as eight contiguous rows, which the compiler turns
-/// into register shuffles; the ragged edges go element by element.
-#[inline(always)]
-fn transpose<T: Copy + Default>(
-    src: &[T],
-    (rows, cols): (usize, usize),
-    src_row: impl Fn(usize) -> usize,
-    dst: &mut [T],
-    dst_row: impl Fn(usize) -> usize,
-) {
-    let (full_rows, full_cols) = (rows / BLOCK * BLOCK, cols / BLOCK * BLOCK);
-    for i0 in (0..full_rows).step_by(BLOCK) {
-        let starts: [usize; BLOCK] = std::array::from_fn(|r| src_row(i0 + r));
-        for j0 in (0..full_cols).step_by(BLOCK) {
-            let block: [[T; BLOCK]; BLOCK] = std::array::from_fn(|r| {
-                let row: &[T; BLOCK] = src[starts[r] + j0..][..BLOCK]
-                    .try_into()
-                    .expect("a block row");
-                *row
-            });
-            for c in 0..BLOCK {
-                let out: &mut [T; BLOCK] = (&mut dst[dst_row(j0 + c) + i0..][..BLOCK])
-                    .try_into()
-                    .expect("a block row");
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = block[r][c];
-                }
-            }
-        }
-    }
-    // The last `cols % 8` columns of every row, then the last `rows % 8` rows.
-    for j in full_cols..cols {
-        let d = dst_row(j);
-        for i in 0..full_rows {
-            dst[d + i] = src[src_row(i) + j];
-        }
-    }
-    for i in full_rows..rows {
-        let s = src_row(i);
-        for j in 0..cols {
-            dst[dst_row(j) + i] = src[s + j];
-        }
     }
 }
 
