@@ -147,18 +147,24 @@ fn higher_derivatives_match_central_differences() -> Result<()> {
 }
 
 /// `conv2d` of a `[n, c, h, w]` batch (transposed from `[n, c, w, h]`, so not contiguous) with
-/// an `[o, c, 3, 3]` kernel, at paddings 0, 1 and 2 in f64 and f32: values and first
+/// an `[o, c, k, k]` kernel, at every padding below `k`, in f64 and f32: values and first
 /// derivatives in the input and in the kernel equal Candle's `conv2d`.
-fn agrees_with_candle(n: usize, c: usize, o: usize, (h, w): (usize, usize)) -> Result<()> {
+fn agrees_with_candle(
+    n: usize,
+    c: usize,
+    o: usize,
+    (h, w): (usize, usize),
+    k: usize,
+) -> Result<()> {
     for dtype in [DType::F64, DType::F32] {
         let x = pattern(n, c * h * w, 0.3)
             .reshape((n, c, w, h))?
             .transpose(2, 3)?
             .to_dtype(dtype)?;
-        let w = (pattern(1, o * c * 9, 1.7).reshape((o, c, 3, 3))? * (1.5 / c as f64))?
+        let w = (pattern(1, o * c * k * k, 1.7).reshape((o, c, k, k))? * (1.5 / c as f64))?
             .to_dtype(dtype)?;
         let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
-        for padding in [0, 1, 2] {
+        for padding in 0..k {
             let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
             let ours = conv2d(xv.as_tensor(), wv.as_tensor(), None, padding)?;
             let theirs = xv.as_tensor().conv2d(wv.as_tensor(), padding, 1, 1, 1)?;
@@ -191,8 +197,8 @@ fn agrees_with_candle(n: usize, c: usize, o: usize, (h, w): (usize, usize)) -> R
 /// whole-batch paths of the forward pass (<= 16 positions) and of the kernel gradient (<= 64).
 #[test]
 fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
-    agrees_with_candle(7, 2, 4, (8, 5))?;
-    agrees_with_candle(7, 2, 4, (4, 3))
+    agrees_with_candle(7, 2, 4, (8, 5), 3)?;
+    agrees_with_candle(7, 2, 4, (4, 3), 3)
 }
 
 /// Padded maps of at most 16 outputs take the offset decomposition that skips the padding
@@ -200,8 +206,15 @@ fn rectangular_strided_batches_match_candle_in_f64_and_f32() -> Result<()> {
 /// block and a rectangular map.
 #[test]
 fn small_padded_maps_match_candle_in_f64_and_f32() -> Result<()> {
-    agrees_with_candle(6, 5, 70, (3, 3))?;
-    agrees_with_candle(4, 3, 5, (3, 4))
+    agrees_with_candle(6, 5, 70, (3, 3), 3)?;
+    agrees_with_candle(4, 3, 5, (3, 4), 3)
+}
+
+/// 1x1 kernels on maps of more than 64 positions take the copy-free pointwise paths (forward
+/// pass, input gradient and kernel gradient).
+#[test]
+fn pointwise_convolutions_match_candle_in_f64_and_f32() -> Result<()> {
+    agrees_with_candle(5, 3, 6, (9, 10), 1)
 }
 
 /// 16 and more channels on maps of 6 and more take Winograd's F(2x2, 3x3) path (forward pass
@@ -209,8 +222,8 @@ fn small_padded_maps_match_candle_in_f64_and_f32() -> Result<()> {
 /// and of several samples per chunk of tiles.
 #[test]
 fn winograd_layers_match_candle_in_f64_and_f32() -> Result<()> {
-    agrees_with_candle(3, 16, 24, (9, 12))?;
-    agrees_with_candle(2, 24, 16, (35, 33))
+    agrees_with_candle(3, 16, 24, (9, 12), 3)?;
+    agrees_with_candle(2, 24, 16, (35, 33), 3)
 }
 
 /// The kernel gradient is itself differentiable: `d/dx (U . grad_w1 f)`, which runs the

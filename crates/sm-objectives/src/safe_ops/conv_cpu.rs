@@ -343,6 +343,9 @@ pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T>
     if g.positions() <= FORWARD_WHOLE_BATCH_MAX_POSITIONS {
         return forward_whole_batch(g, x, weight);
     }
+    if g.k == 1 && g.p == 0 {
+        return forward_pointwise(g, x, weight);
+    }
     let (ho, wo) = g.out_hw();
     let (stride, wide, rows) = (g.row_stride(), g.wide(), g.patch_rows());
     let kernel = Mat {
@@ -396,6 +399,63 @@ pub(super) fn add_bias<T: Element>(out: &mut [T], bias: &[T], plane: usize) {
         });
 }
 
+/// [`forward`] of a 1x1 convolution without padding: each sample's `[C, H W]` input is its
+/// own patch matrix, so one product `[O, C] @ [C, H W]` per sample, with no copies.
+fn forward_pointwise<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
+    let hw = g.h * g.w;
+    let kernel = Mat {
+        data: weight,
+        rows: g.o,
+        cols: g.c,
+        rs: g.c,
+        cs: 1,
+    };
+    par_build(g.n * g.o * hw, g.o * hw, 1, |i, dst| {
+        let input = Mat {
+            data: &x[i * g.c * hw..][..g.c * hw],
+            rows: g.c,
+            cols: hw,
+            rs: hw,
+            cs: 1,
+        };
+        matmul_into(dst, &kernel, &input, false, gemm::Parallelism::None);
+    })
+}
+
+/// [`kernel_grad`] of a 1x1 convolution without padding: per chunk of samples the sum of
+/// `G_n @ X_n^T` (`[O, H W] @ [H W, C]`) straight from the tensors, then the chunks summed in
+/// order.
+fn kernel_grad_pointwise<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
+    let hw = g.h * g.w;
+    let chunks: Vec<Vec<T>> = (0..g.n.div_ceil(KERNEL_GRAD_CHUNK))
+        .into_par_iter()
+        .map(|chunk| {
+            let mut acc = vec![T::default(); g.o * g.c];
+            let first = chunk * KERNEL_GRAD_CHUNK;
+            for (j, i) in (first..(first + KERNEL_GRAD_CHUNK).min(g.n)).enumerate() {
+                let lhs = Mat {
+                    data: &grad[i * g.o * hw..][..g.o * hw],
+                    rows: g.o,
+                    cols: hw,
+                    rs: hw,
+                    cs: 1,
+                };
+                // The sample's input transposed: `[H W, C]`.
+                let rhs = Mat {
+                    data: &x[i * g.c * hw..][..g.c * hw],
+                    rows: hw,
+                    cols: g.c,
+                    rs: 1,
+                    cs: hw,
+                };
+                matmul_into(&mut acc, &lhs, &rhs, j > 0, gemm::Parallelism::None);
+            }
+            acc
+        })
+        .collect();
+    sum_parts(&chunks, g.o * g.c)
+}
+
 /// Samples per chunk of the kernel gradient: a fixed split, so the summation order (and the
 /// rounding) does not depend on the thread count.
 const KERNEL_GRAD_CHUNK: usize = 4;
@@ -412,6 +472,9 @@ pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<
     }
     if g.positions() <= KERNEL_GRAD_WHOLE_BATCH_MAX_POSITIONS {
         return kernel_grad_whole_batch(g, x, grad);
+    }
+    if g.k == 1 && g.p == 0 {
+        return kernel_grad_pointwise(g, x, grad);
     }
     let (ho, wo) = g.out_hw();
     let (stride, wide, rows) = (g.row_stride(), g.wide(), g.patch_rows());
