@@ -29,7 +29,7 @@ use crate::report::{
     environment, markdown_table, read_json, write_atomic, write_json, Environment,
 };
 use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
-use crate::{memory, step_seed};
+use crate::{memory, step_seed, RunControl};
 
 /// A row of Table 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -345,6 +345,10 @@ impl TrainState for Snapshots {
 pub struct TrainReport {
     /// The row.
     pub row: Row,
+    /// The completed steps when `--stop-after` paused the row before `iters` (continue with
+    /// `--resume`); `None` when it trained to the end.
+    #[serde(default)]
+    pub paused_at: Option<u64>,
     /// Per-step records of this run.
     pub records: Vec<StepRecord>,
     /// Median step time after warm-up, ms; `None` when no step was timed.
@@ -398,8 +402,7 @@ pub fn train_row(
     row: Row,
     data_dir: &Path,
     out: &Path,
-    resume: bool,
-    progress: bool,
+    control: RunControl,
 ) -> Result<TrainReport> {
     cfg.validate()?;
     let dir = row_dir(out, row);
@@ -436,10 +439,10 @@ pub fn train_row(
         clip: cfg.clip,
         checkpoint: dir.join("checkpoint.safetensors"),
         checkpoint_every: cfg.checkpoint_every,
-        resume,
-        stop_after: None,
+        resume: control.resume,
+        stop_after: control.stop_after,
         explode_threshold: 1e12,
-        progress,
+        progress: control.progress,
         label: row.label().to_string(),
         config_json: serde_json::to_string(&(cfg, row)).expect("config serialises"),
     };
@@ -545,6 +548,7 @@ pub fn train_row(
     let median = times.get(times.len() / 2).copied();
     let report = TrainReport {
         row,
+        paused_at: (summary.completed < cfg.iters).then_some(summary.completed),
         records: summary.records,
         median_step_ms: median,
         base_rss_bytes: base_rss,
@@ -607,41 +611,60 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// The output directory (`results/table2`).
     pub out: PathBuf,
-    /// Resume rows from their checkpoints.
-    pub resume: bool,
-    /// Progress bars in the children.
-    pub progress: bool,
+    /// Resuming, pausing (`stop_after`) and progress bars of the training children.
+    pub control: RunControl,
     /// The executable to run children with (this binary).
     pub exe: PathBuf,
 }
 
+/// What [`run`] did.
+#[derive(Debug, Clone)]
+pub enum Table2Run {
+    /// Every row trained and was evaluated; the outputs are written.
+    Finished(Table2Results),
+    /// `stop_after` paused these rows (with their completed steps) before the end: they were
+    /// checkpointed and not evaluated, and no table was written; run again with `resume`.
+    Paused(Vec<(Row, u64)>),
+}
+
 /// Runs every selected row in child processes and writes `results.json`, `table2.md`,
-/// `config.json`, `samples_<row>.png` and the loss-curve plots into `out`.
+/// `config.json`, `samples_<row>.png` and the loss-curve plots into `out`; with
+/// `opts.control.stop_after`, trains every row up to that step, checkpoints it and stops.
 ///
 /// # Errors
 /// A child's failure (with its exit status), configuration and I/O errors.
-pub fn run(cfg: &Table2Config, opts: &RunOptions) -> Result<Table2Results> {
+pub fn run(cfg: &Table2Config, opts: &RunOptions) -> Result<Table2Run> {
     cfg.validate()?;
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let cfg_path = opts.out.join("config.json");
     write_json(&cfg_path, cfg)?;
     let mut rows = Vec::new();
+    let mut paused = Vec::new();
     for &row in &cfg.rows {
         eprintln!("== {} ({} iterations)", row.label(), cfg.iters);
         let mut args = vec!["train-row".to_string()];
         args.extend(child_args(&cfg_path, row, opts));
-        if opts.resume {
+        if opts.control.resume {
             args.push("--resume".into());
         }
+        if let Some(n) = opts.control.stop_after {
+            args.extend(["--stop-after".into(), n.to_string()]);
+        }
         child(&opts.exe, &args, row.gradient_based())?;
+        let dir = row_dir(&opts.out, row);
+        let train = read_json::<TrainReport>(&dir.join("train.json"))?;
+        if let Some(done) = train.paused_at {
+            eprintln!("   paused after {done} of {} steps", cfg.iters);
+            paused.push((row, done));
+            continue;
+        }
         let mut args = vec!["eval-row".to_string()];
         args.extend(child_args(&cfg_path, row, opts));
         child(&opts.exe, &args, true)?;
-        let dir = row_dir(&opts.out, row);
-        rows.push((
-            read_json::<TrainReport>(&dir.join("train.json"))?,
-            read_json::<EvalReport>(&dir.join("eval.json"))?,
-        ));
+        rows.push((train, read_json::<EvalReport>(&dir.join("eval.json"))?));
+    }
+    if !paused.is_empty() {
+        return Ok(Table2Run::Paused(paused));
     }
     let speed = |slow: Row, fast: Row| -> Option<f64> {
         let t = |r: Row| {
@@ -712,7 +735,7 @@ pub fn run(cfg: &Table2Config, opts: &RunOptions) -> Result<Table2Results> {
             )?;
         }
     }
-    Ok(results)
+    Ok(Table2Run::Finished(results))
 }
 
 fn child_args(cfg_path: &Path, row: Row, opts: &RunOptions) -> Vec<String> {
@@ -726,7 +749,7 @@ fn child_args(cfg_path: &Path, row: Row, opts: &RunOptions) -> Vec<String> {
         "--out".into(),
         opts.out.display().to_string(),
     ];
-    if !opts.progress {
+    if !opts.control.progress {
         a.push("--no-progress".into());
     }
     a

@@ -1,6 +1,7 @@
 //! The Table 2 pipeline end to end at a tiny size (a few iterations, width 2): the binary runs
 //! its training and evaluation children (gradient-based and FD rows, parallel and sequential),
-//! and writes the JSON, Markdown and PNG outputs. Timings are produced, never asserted.
+//! and writes the JSON, Markdown and PNG outputs; a run paused with `--stop-after` and resumed
+//! trains and evaluates exactly as an uninterrupted one. Timings are produced, never asserted.
 //! Skipped, with the reason printed, when MNIST is absent from the data directory.
 
 mod common;
@@ -18,7 +19,7 @@ fn tiny_table2_run_writes_every_output() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("table2-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run_with = |extra: &[&str]| {
+    let run_in = |out: &PathBuf, extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_table2"))
             .args([
                 "run",
@@ -45,12 +46,13 @@ fn tiny_table2_run_writes_every_output() {
             .arg("--data-dir")
             .arg(&data)
             .arg("--out")
-            .arg(&out)
+            .arg(out)
             .args(extra)
             .env_remove(sm_objectives::autodiff::HIGHER_ORDER_ENV)
             .status()
             .unwrap()
     };
+    let run_with = |extra: &[&str]| run_in(&out, extra);
     assert!(run_with(&[]).success());
     let results: Table2Results = experiments::report::read_json(&out.join("results.json")).unwrap();
     let rows: Vec<Row> = results.rows.iter().map(|(t, _)| t.row).collect();
@@ -100,5 +102,45 @@ fn tiny_table2_run_writes_every_output() {
     for ((t, e), (t0, e0)) in again.rows.iter().zip(&results.rows) {
         assert_eq!(t.records, t0.records, "{:?} trained again", t.row);
         assert_eq!(e.curve, e0.curve, "{:?}", t.row);
+    }
+    // Paused after 2 of 4 steps: checkpoints, no evaluation and no table; resumed: the last two
+    // steps and every evaluation equal the uninterrupted run's.
+    let split = out.with_extension("paused");
+    let _ = std::fs::remove_dir_all(&split);
+    assert!(run_in(&split, &["--stop-after", "2"]).success());
+    assert!(
+        !split.join("results.json").exists(),
+        "a paused run wrote results"
+    );
+    for row in ["ssm", "fd-ssm", "fd-dsm-seq"] {
+        let t: experiments::table2::TrainReport =
+            experiments::report::read_json(&split.join("rows").join(row).join("train.json"))
+                .unwrap();
+        assert_eq!(t.paused_at, Some(2), "{row}");
+        assert!(
+            !split.join("rows").join(row).join("eval.json").exists(),
+            "{row}"
+        );
+    }
+    assert!(run_in(&split, &["--resume"]).success());
+    let resumed: Table2Results =
+        experiments::report::read_json(&split.join("results.json")).unwrap();
+    for ((t, e), (t0, e0)) in resumed.rows.iter().zip(&results.rows) {
+        assert_eq!(t.paused_at, None);
+        let tail: Vec<(u64, f64, f64)> = t0.records[2..]
+            .iter()
+            .map(|r| (r.step, r.loss, r.grad_norm))
+            .collect();
+        let got: Vec<(u64, f64, f64)> = t
+            .records
+            .iter()
+            .map(|r| (r.step, r.loss, r.grad_norm))
+            .collect();
+        assert_eq!(got, tail, "{:?}: resumed steps differ", t.row);
+        let sm = |e: &experiments::table2::EvalReport| -> Vec<(u64, f64)> {
+            e.curve.iter().map(|(step, _, v)| (*step, v.mean)).collect()
+        };
+        assert_eq!(sm(e), sm(e0), "{:?}: evaluations differ", t.row);
+        assert_eq!(e.final_sm.mean, e0.final_sm.mean, "{:?}", t.row);
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use experiments::table2::{eval_row, run, train_row, Row, RunOptions, Table2Config};
+use experiments::table2::{eval_row, run, train_row, Row, RunOptions, Table2Config, Table2Run};
+use experiments::RunControl;
 
 /// Reproduce Table 2 of "Efficient Learning of Generative Models via Finite-Difference Score
 /// Matching": the deep-EBM ResNet on MNIST trained by DSM, FD-DSM*, FD-DSM, SSM, SSMVR,
@@ -68,9 +69,14 @@ struct RunArgs {
     /// Output directory.
     #[arg(long, default_value = "results/table2")]
     out: PathBuf,
-    /// Continue rows from their checkpoints.
+    /// Continue rows from their checkpoints (a finished row is evaluated again without
+    /// training).
     #[arg(long)]
     resume: bool,
+    /// Pause every row once it has trained this many steps, checkpointed (e.g. to fit a
+    /// scheduler's time limit); no table is written. Continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<u64>,
     /// Do not draw progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -93,6 +99,9 @@ struct RowArgs {
     /// Continue from the row's checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Pause once this many steps are complete.
+    #[arg(long)]
+    stop_after: Option<u64>,
     /// Do not draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -149,13 +158,32 @@ fn main() -> Result<()> {
             let opts = RunOptions {
                 data_dir,
                 out: a.out.clone(),
-                resume: a.resume,
-                progress: !a.no_progress,
+                control: RunControl {
+                    progress: !a.no_progress,
+                    resume: a.resume,
+                    stop_after: a.stop_after,
+                },
                 exe,
             };
-            let results = run(&cfg, &opts)?;
-            println!("{}", experiments::table2::markdown(&results));
-            println!("results written to {}", a.out.display());
+            match run(&cfg, &opts)? {
+                Table2Run::Finished(results) => {
+                    println!("{}", experiments::table2::markdown(&results));
+                    println!("results written to {}", a.out.display());
+                }
+                Table2Run::Paused(rows) => {
+                    for (row, done) in rows {
+                        println!(
+                            "{}: paused after {done} of {} steps",
+                            row.label(),
+                            cfg.iters
+                        );
+                    }
+                    println!(
+                        "checkpoints in {}; continue with the same options and --resume",
+                        a.out.display()
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::TrainRow(a) => {
@@ -165,8 +193,11 @@ fn main() -> Result<()> {
                 Row::parse(&a.row)?,
                 &a.data_dir,
                 &a.out,
-                a.resume,
-                !a.no_progress,
+                RunControl {
+                    progress: !a.no_progress,
+                    resume: a.resume,
+                    stop_after: a.stop_after,
+                },
             )?;
             Ok(())
         }
