@@ -621,7 +621,7 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub enum Table2Run {
     /// Every row trained and was evaluated; the outputs are written.
-    Finished(Table2Results),
+    Finished(Box<Table2Results>),
     /// `stop_after` paused these rows (with their completed steps) before the end: they were
     /// checkpointed and not evaluated, and no table was written; run again with `resume`.
     Paused(Vec<(Row, u64)>),
@@ -735,7 +735,7 @@ pub fn run(cfg: &Table2Config, opts: &RunOptions) -> Result<Table2Run> {
             )?;
         }
     }
-    Ok(Table2Run::Finished(results))
+    Ok(Table2Run::Finished(Box::new(results)))
 }
 
 fn child_args(cfg_path: &Path, row: Row, opts: &RunOptions) -> Vec<String> {
