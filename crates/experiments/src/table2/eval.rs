@@ -1,0 +1,72 @@
+//! Evaluating one row of Table 2 (`eval-row`): the test SM loss of every snapshot and of the
+//! final model, and samples by annealed Langevin dynamics.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::DType;
+use serde::{Deserialize, Serialize};
+use sm_objectives::NoiseSource;
+
+use crate::error::{ExpError, Result};
+use crate::eval::{test_sm, SmValue};
+use crate::langevin::annealed_langevin;
+use crate::plot::save_image_grid;
+use crate::report::{read_json, write_json};
+
+use super::{row_dir, Row, Table2Config, TrainReport};
+
+/// What an evaluation child reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The row.
+    pub row: Row,
+    /// `(step, training seconds, test SM)` per snapshot.
+    pub curve: Vec<(u64, f64, SmValue)>,
+    /// The final model's test SM loss.
+    pub final_sm: SmValue,
+    /// The PNG grid of samples.
+    pub samples_png: PathBuf,
+}
+/// Evaluates one row's snapshots and draws samples (the `eval-row` child); needs higher-order
+/// mode for the test SM loss.
+///
+/// # Errors
+/// Data, checkpoint and I/O errors; higher-order mode off.
+pub fn eval_row(cfg: &Table2Config, row: Row, data_dir: &Path, out: &Path) -> Result<EvalReport> {
+    sm_objectives::autodiff::ensure_higher_order()?;
+    let dir = row_dir(out, row);
+    let train: TrainReport = read_json(&dir.join("train.json"))?;
+    let test = crate::setup::mnist32(data_dir, false)?;
+    let picked = datasets::Batcher::new(test.dim(0)?, cfg.eval_images, cfg.seed ^ 0x7e57)?
+        .batch(&test, 0)?;
+    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
+    let mut vm = vm;
+    let mut curve = Vec::new();
+    for (step, seconds, path) in &train.snapshots {
+        vm.load(path)?;
+        let mut noise = NoiseSource::new(cfg.seed ^ 0xe7a1);
+        let value = test_sm(&net, &picked, cfg.eval_batch, cfg.estimate, &mut noise)?;
+        curve.push((*step, *seconds, value));
+    }
+    let final_sm = curve.last().map(|c| c.2).ok_or_else(|| {
+        ExpError::Config("no snapshot to evaluate (eval_points must be >= 1)".into())
+    })?;
+    let mut noise = NoiseSource::new(cfg.seed ^ 0x5a3);
+    let x0 = (noise.gaussian(
+        (cfg.samples, 1, 32, 32),
+        DType::F32,
+        &crate::setup::device()?,
+    )? + 0.5)?;
+    let samples = annealed_langevin(&net, &x0, &cfg.langevin, &mut noise)?;
+    let samples_png = out.join(format!("samples_{}.png", row.key()));
+    let cols = (cfg.samples as f64).sqrt().ceil() as usize;
+    save_image_grid(&samples, cols, &samples_png)?;
+    let report = EvalReport {
+        row,
+        curve,
+        final_sm,
+        samples_png,
+    };
+    write_json(&dir.join("eval.json"), &report)?;
+    Ok(report)
+}

@@ -1,0 +1,233 @@
+//! Training one row of Table 2 in its own process (`train-row`): the objective, snapshots for
+//! the loss curves, step times and the training steps' memory.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use sm_objectives::autodiff::HIGHER_ORDER_ENV;
+use sm_objectives::noise::linear_sigmas;
+use sm_objectives::{
+    fd_mdsm, fd_ssm, mdsm, ssm, ssmvr, BatchMode, Directions, NoiseSource, Reduction,
+};
+
+use crate::error::{io_err, ExpError, Result};
+use crate::optim::LrSchedule;
+use crate::report::{read_json, write_json};
+use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
+use crate::{memory, step_seed, RunControl};
+
+use super::{row_dir, Row, Table2Config};
+
+/// The evaluation snapshots written so far, `(step, training seconds, file)`; travels in the
+/// checkpoint so that a resumed run still lists the snapshots taken before the interruption.
+#[derive(Debug, Default)]
+struct Snapshots(Vec<(u64, f64, PathBuf)>);
+
+impl TrainState for Snapshots {
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    fn json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(&self.0).map_err(|e| ExpError::Config(format!("snapshot list: {e}")))
+    }
+
+    fn restore(
+        &mut self,
+        _: &std::collections::HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> Result<()> {
+        self.0 = serde_json::from_value(json.clone())
+            .map_err(|e| ExpError::Config(format!("snapshot list: {e}")))?;
+        Ok(())
+    }
+}
+/// What a training child reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The row.
+    pub row: Row,
+    /// The completed steps when `--stop-after` paused the row before `iters` (continue with
+    /// `--resume`); `None` when it trained to the end.
+    #[serde(default)]
+    pub paused_at: Option<u64>,
+    /// Per-step records of this run.
+    pub records: Vec<StepRecord>,
+    /// Median step time after warm-up, ms; `None` when no step was timed.
+    pub median_step_ms: Option<f64>,
+    /// RSS before the first training step (data set, model and optimiser state), bytes.
+    pub base_rss_bytes: Option<u64>,
+    /// Peak RSS over the training steps, bytes.
+    pub step_peak_rss_bytes: Option<u64>,
+    /// Evaluation snapshots: `(step, training seconds, file)`.
+    pub snapshots: Vec<(u64, f64, PathBuf)>,
+    /// Whether Candle's higher-order mode was on.
+    pub higher_order: bool,
+}
+/// Trains one row (the `train-row` child) and writes `train.json`.
+///
+/// # Errors
+/// Data, configuration, divergence and I/O errors.
+pub fn train_row(
+    cfg: &Table2Config,
+    row: Row,
+    data_dir: &Path,
+    out: &Path,
+    control: RunControl,
+) -> Result<TrainReport> {
+    cfg.validate()?;
+    let dir = row_dir(out, row);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let higher_order = sm_objectives::autodiff::higher_order_enabled();
+    if row.gradient_based() && !higher_order {
+        return Err(ExpError::Config(format!(
+            "{} needs {HIGHER_ORDER_ENV}=1 (the run command sets it for this row)",
+            row.label()
+        )));
+    }
+    let images = crate::setup::mnist32(data_dir, true)?;
+    let mut batcher = datasets::Batcher::new(images.dim(0)?, cfg.batch, cfg.seed)?;
+    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
+    let dim = 32 * 32;
+    let sigmas = Tensor::new(
+        linear_sigmas(cfg.sigma_min, cfg.sigma_max, cfg.batch)?
+            .iter()
+            .map(|&s| s as f32)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        images.device(),
+    )?;
+    let scale = row.reference_scale(dim);
+    let opts = TrainOptions {
+        iters: cfg.iters,
+        lr: if row.dsm_family() {
+            cfg.lr_dsm
+        } else {
+            cfg.lr_ssm
+        },
+        schedule: LrSchedule::Cosine,
+        adam: cfg.adam,
+        clip: cfg.clip,
+        checkpoint: dir.join("checkpoint.safetensors"),
+        checkpoint_every: cfg.checkpoint_every,
+        resume: control.resume,
+        stop_after: control.stop_after,
+        explode_threshold: 1e12,
+        progress: control.progress,
+        label: row.label().to_string(),
+        config_json: serde_json::to_string(&(cfg, row)).expect("config serialises"),
+    };
+    let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
+        let x = batcher
+            .batch(&images, step)
+            .map_err(candle_core::Error::wrap)?;
+        let mut noise = NoiseSource::new(step_seed(cfg.seed, step));
+        let loss = match row {
+            Row::Dsm | Row::FdDsm | Row::FdDsmSeq => {
+                let z = noise.gaussian_like(&x)?;
+                match row {
+                    Row::Dsm => mdsm(&net, &x, &z, &sigmas, cfg.sigma0, Reduction::Mean)?,
+                    _ => {
+                        let proj = noise.projection(&x, Directions::Sphere { radius: cfg.eps })?;
+                        let mode = if row == Row::FdDsm {
+                            BatchMode::Concatenated
+                        } else {
+                            BatchMode::PerOffset
+                        };
+                        fd_mdsm(
+                            &net,
+                            &x,
+                            &z,
+                            &sigmas,
+                            cfg.sigma0,
+                            &proj,
+                            mode,
+                            Reduction::Mean,
+                        )?
+                    }
+                }
+            }
+            Row::Ssm => ssm(
+                &net,
+                &x,
+                &noise.projection(&x, Directions::Gaussian)?,
+                Reduction::Mean,
+            )?,
+            Row::Ssmvr => ssmvr(
+                &net,
+                &x,
+                &noise.projection(&x, Directions::Gaussian)?,
+                Reduction::Mean,
+            )?,
+            Row::FdSsm | Row::FdSsmSeq => {
+                let proj = noise.projection(&x, Directions::Sphere { radius: cfg.eps })?;
+                let mode = if row == Row::FdSsm {
+                    BatchMode::Concatenated
+                } else {
+                    BatchMode::PerOffset
+                };
+                fd_ssm(&net, &x, &proj, mode, Reduction::Mean)?
+            }
+        };
+        loss * scale
+    };
+    let snapshot_steps = crate::eval_steps(cfg.iters, cfg.eval_points);
+    let mut snapshots = Snapshots::default();
+    let warmup = cfg.timing_warmup as u64;
+    // The memory column is the training steps' own working set: what decoding the data set
+    // freed goes back to the kernel first, and the peak counts from the first step on (the
+    // warm-up steps allocate the buffers that later steps reuse).
+    crate::allocator::release_free_memory();
+    let base_rss = memory::rss_bytes();
+    memory::reset_peak();
+    let mut after = |r: &StepRecord, taken: &mut Snapshots| -> Result<()> {
+        if snapshot_steps.contains(&(r.step + 1)) {
+            let path = dir.join(format!("snapshot_{:08}.safetensors", r.step + 1));
+            vm.save(&path)?;
+            taken.0.push((r.step + 1, r.train_seconds, path));
+        }
+        Ok(())
+    };
+    let summary = train_with_state(
+        &vm,
+        &opts,
+        &mut snapshots,
+        &mut |step, _| loss_at(step),
+        &mut after,
+    )?;
+    let snapshots = snapshots.0;
+    let step_peak = memory::peak_rss_bytes();
+    if summary.records.is_empty() {
+        // A finished row resumed: nothing was trained, so the original run's timings stand.
+        if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
+            return Ok(TrainReport {
+                snapshots,
+                ..previous
+            });
+        }
+    }
+    let mut times: Vec<f64> = summary
+        .records
+        .iter()
+        .filter(|r| r.step >= warmup)
+        .map(|r| r.seconds * 1e3)
+        .collect();
+    if times.is_empty() {
+        times = summary.records.iter().map(|r| r.seconds * 1e3).collect();
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied();
+    let report = TrainReport {
+        row,
+        paused_at: (summary.completed < cfg.iters).then_some(summary.completed),
+        records: summary.records,
+        median_step_ms: median,
+        base_rss_bytes: base_rss,
+        step_peak_rss_bytes: step_peak,
+        snapshots,
+        higher_order,
+    };
+    write_json(&dir.join("train.json"), &report)?;
+    Ok(report)
+}
