@@ -244,8 +244,9 @@ pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 mod conv {
-    //! The custom ops behind [`super::conv2d`]: the convolution and its kernel gradient, each
-    //! with a backward pass built from these two ops, so that derivatives of every order exist.
+    //! The custom ops behind [`super::conv2d`]: the convolution (with or without a fused bias)
+    //! and its kernel gradient, each with a backward pass built from these ops and the fused
+    //! per-channel sum, so that derivatives of every order exist.
 
     use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
