@@ -149,7 +149,7 @@ pub fn conv2d(
     padding: usize,
 ) -> Result<Tensor> {
     let (_, c_in, h, w) = x.dims4()?;
-    let (_, k_in, kh, kw) = weight.dims4()?;
+    let (c_out, k_in, kh, kw) = weight.dims4()?;
     if c_in != k_in {
         bail!("conv2d: the input has {c_in} channels, the kernel expects {k_in}")
     }
@@ -160,6 +160,12 @@ pub fn conv2d(
         bail!("conv2d: a {kh}x{kw} kernel does not fit a padded {h}x{w} input")
     }
     if let Some(b) = bias {
+        if b.dims() != [c_out] {
+            bail!(
+                "conv2d: a bias of shape [{c_out}] expected for {c_out} output channels, got {:?}",
+                b.dims()
+            )
+        }
         if b.dtype() != x.dtype() {
             bail!(
                 "conv2d: the bias dtype {:?} differs from the input dtype {:?}",
@@ -180,10 +186,7 @@ pub fn conv2d(
     match bias {
         // One op for convolution and bias: no separate pass over the output, and in the
         // backward pass no intermediate gradient to create and accumulate.
-        Some(b) if b.dims() == [weight.dim(0)?] => {
-            x.apply_op3(weight, b, conv::BiasedConv { padding })
-        }
-        Some(b) => bias_add(&x.apply_op2(weight, conv::FlipConv { padding })?, b),
+        Some(b) => x.apply_op3(weight, b, conv::BiasedConv { padding }),
         None => x.apply_op2(weight, conv::FlipConv { padding }),
     }
 }
@@ -305,6 +308,21 @@ mod conv {
             .apply_op2(&g.contiguous()?, KernelGrad { padding, k })
     }
 
+    /// The geometry of `x` (layout `lx`) convolved with the kernel of layout `lw`, checked:
+    /// a square kernel whose input channels are those of `x`.
+    fn conv_geometry(lx: &Layout, lw: &Layout, padding: usize) -> Result<Geometry> {
+        let (o, c, k, k2) = lw.shape().dims4()?;
+        let g = geometry(lx, o, k, padding)?;
+        if k != k2 || c != g.c {
+            bail!(
+                "conv2d: kernel {:?} does not match input {:?}",
+                lw.dims(),
+                lx.dims()
+            )
+        }
+        Ok(g)
+    }
+
     fn geometry(x: &Layout, o: usize, k: usize, padding: usize) -> Result<Geometry> {
         let (n, c, h, w) = x.shape().dims4()?;
         if padding >= k || h + 2 * padding < k || w + 2 * padding < k {
@@ -333,16 +351,8 @@ mod conv {
             s2: &CpuStorage,
             l2: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
-            let (o, c, k, k2) = l2.shape().dims4()?;
-            let g = geometry(l1, o, k, self.padding)?;
-            if k != k2 || c != g.c {
-                bail!(
-                    "conv2d: kernel {:?} does not match input {:?}",
-                    l2.dims(),
-                    l1.dims()
-                )
-            }
-            let (ho, wo) = g.out_hw();
+            let g = conv_geometry(l1, l2, self.padding)?;
+            let (o, (ho, wo)) = (g.o, g.out_hw());
             let out = on_float2!(s1, l1, s2, l2, "conv2d", |x, w| conv_cpu::forward(
                 &g, &x, &w
             ));
@@ -377,17 +387,14 @@ mod conv {
             s3: &CpuStorage,
             l3: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
-            let (o, c, k, k2) = l2.shape().dims4()?;
-            let g = geometry(l1, o, k, self.padding)?;
-            if k != k2 || c != g.c || l3.dims() != [o] {
+            let g = conv_geometry(l1, l2, self.padding)?;
+            let (o, (ho, wo)) = (g.o, g.out_hw());
+            if l3.dims() != [o] {
                 bail!(
-                    "conv2d: kernel {:?} and bias {:?} do not match input {:?}",
-                    l2.dims(),
-                    l3.dims(),
-                    l1.dims()
+                    "conv2d: a bias of shape [{o}] expected, got {:?}",
+                    l3.dims()
                 )
             }
-            let (ho, wo) = g.out_hw();
             let plane = ho * wo;
             let out = match (s1, s2, s3) {
                 (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
