@@ -304,8 +304,14 @@ pub(super) fn transpose<T: Copy + Default>(
 
 /// Pads the `[C, H, W]` sample `x` into `planes` (`[C, plane()]`, zeros around).
 fn pad_sample<T: Element>(g: &Geometry, x: &[T], planes: &mut [T]) {
-    let (stride, plane) = (g.row_stride(), g.plane());
     planes.fill(T::default());
+    place_sample(g, x, planes);
+}
+
+/// Copies the rows of the `[C, H, W]` sample `x` to their places in `planes`, leaving the
+/// padding as it is (zeros in a freshly zeroed buffer).
+fn place_sample<T: Element>(g: &Geometry, x: &[T], planes: &mut [T]) {
+    let (stride, plane) = (g.row_stride(), g.plane());
     for c in 0..g.c {
         for y in 0..g.h {
             let src = &x[(c * g.h + y) * g.w..][..g.w];
@@ -561,7 +567,8 @@ fn batch_patches<T: Element>(g: &Geometry, x: &[T]) -> Vec<T> {
     let (stride, plane, hw) = (g.row_stride(), g.plane(), ho * wo);
     let len = g.c * g.h * g.w;
     let planes = par_build(g.n * g.c * plane, g.c * plane, 1, |n, dst| {
-        pad_sample(g, &x[n * len..][..len], dst);
+        // `par_build` hands the chunk over zeroed: only the rows need placing.
+        place_sample(g, &x[n * len..][..len], dst);
     });
     let n_cols = g.n * hw;
     par_build(g.patch_rows() * n_cols, n_cols, 1, |row, dst| {
