@@ -4,8 +4,8 @@
 //! thread first, while the worker threads wait: measured on the FD-SSM step of the step
 //! benchmark, such serial `memset`s of activation-sized outputs took about 60 ms of a 1.4 s
 //! step on one core of two. Here each chunk is zeroed by the thread that fills it, right
-//! before it does (the chunk is then already in that core's cache), so the buffer is
-//! initialised exactly once, in parallel.
+//! before it does (the chunk is then already in that core's cache), so the zeroing runs in
+//! parallel and in cache rather than as a serial pass over the whole buffer.
 
 use std::mem::MaybeUninit;
 
