@@ -32,6 +32,7 @@ fn fixture() -> Fixture {
     let (vm, vb) = varmap();
     let mlp = Mlp::new(DIM, 16, Act::Softplus, vb.pp("energy")).unwrap();
     let score = ScoreMlp::new(DIM, 16, 3, vb.pp("score")).unwrap();
+    reseed(&vm, 11);
     let mut noise = NoiseSource::new(11);
     let x = pattern(BATCH, DIM, 1.0);
     let z = noise.gaussian_like(&x).unwrap();

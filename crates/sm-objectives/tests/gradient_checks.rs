@@ -15,6 +15,9 @@ use sm_objectives::{
 
 const M: Reduction = Reduction::Mean;
 
+/// Seed of the weights every check runs on.
+const SEED: u64 = 7;
+
 type Objective = fn(&dyn LogDensity, &Inputs) -> Result<Tensor>;
 
 struct Inputs {
@@ -97,6 +100,7 @@ fn mlp_parameter_gradients_match_central_differences() {
     for act in [Act::Elu, Act::Softplus] {
         let (vm, vb) = varmap();
         let mlp = Mlp::new(4, 8, act, vb).unwrap();
+        reseed(&vm, SEED);
         check_all(
             &mlp,
             &vm,
@@ -112,6 +116,7 @@ fn conv_net_parameter_gradients_match_central_differences() {
     for act in [Act::Elu, Act::Softplus] {
         let (vm, vb) = varmap();
         let net = ConvNet::new(act, vb).unwrap();
+        reseed(&vm, SEED);
         let x = pattern(2, 16, 2.0).reshape((2, 1, 4, 4)).unwrap();
         check_all(&net, &vm, &inputs(x), &format!("conv net {act:?}"));
     }
@@ -122,6 +127,7 @@ fn score_network_parameter_gradients_match_central_differences() -> Result<()> {
     assert!(enable_higher_order());
     let (vm, vb) = varmap();
     let net = ScoreMlp::new(4, 8, 3, vb)?;
+    reseed(&vm, SEED);
     let inp = inputs(pattern(3, 4, 1.5));
     let idx = Tensor::new(&[2u32, 0, 1], &DEV)?;
     let sigmas = [1.0, 0.3, 0.1];
@@ -163,7 +169,8 @@ fn score_network_parameter_gradients_match_central_differences() -> Result<()> {
         ),
     ];
     for (name, loss) in cases {
-        let worst = max_param_grad_error(&vm, 3, loss.as_ref())?;
+        let worst = max_param_grad_error(&vm, 3, loss.as_ref())
+            .map_err(|e| candle_core::Error::Msg(format!("{name}: {e}")))?;
         assert!(worst < 1e-4, "{name}: relative error {worst}");
     }
     Ok(())
