@@ -11,6 +11,8 @@
 //! pass is again built from such ops (`conv2d`, `elu`, `softplus`, `bias_add`, `avg_pool2d`; see
 //! `safe_ops/conv_cpu.rs` and `safe_ops/fused.rs`), tested to the third derivative.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use candle_core::{bail, DType, Result, Tensor, D};
 
 /// Source patterns of Candle calls whose higher-order backward is broken, with the reason.
@@ -129,8 +131,13 @@ pub fn instance_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
 /// order.
 ///
 /// 3x3 kernels on large enough maps and channel counts (the ResNet EBM's layers) use Winograd's
-/// F(2x2, 3x3) algorithm for the forward pass, the input gradient and the kernel gradient
-/// (`safe_ops/winograd.rs`), 2.25x fewer multiply-adds than the direct convolution.
+/// algorithms for the forward pass, the input gradient and the kernel gradient
+/// (`safe_ops/winograd.rs`): F(4x4, 3x3) on maps of 7 x 7 and more (up to 4x fewer
+/// multiply-adds than the direct convolution), F(2x2, 3x3) on 6 x 6 (2.25x fewer). Which of
+/// them may be used is set process-wide by [`set_conv_algorithm`]: F(4x4, 3x3) rounds about 5x
+/// more than the direct convolution in f32 (relative RMS error about 1.5e-6 against 3e-7 on
+/// the ResNet EBM's layers), [`ConvAlgorithm::Accurate`] keeps to F(2x2, 3x3), whose rounding
+/// matches the direct convolution's.
 ///
 /// The values equal `x.conv2d(weight, padding, 1, 1, 1)` (plus `bias`) up to rounding. On
 /// non-CPU devices it is exactly that call.
@@ -188,6 +195,61 @@ pub fn conv2d(
         // backward pass no intermediate gradient to create and accumulate.
         Some(b) => x.apply_op3(weight, b, conv::BiasedConv { padding }),
         None => x.apply_op2(weight, conv::FlipConv { padding }),
+    }
+}
+
+/// Which algorithms [`conv2d`] may use for 3x3 stride-1 convolutions on the CPU (the forward
+/// pass, the input gradient and the kernel gradient alike). Set once per process with
+/// [`set_conv_algorithm`], before training: every choice computes the same convolution, they
+/// differ in speed and in rounding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConvAlgorithm {
+    /// Winograd's F(4x4, 3x3) on output maps of 7 x 7 and more and F(2x2, 3x3) on 6 x 6 (with
+    /// at least 16 channels each way), the direct convolution elsewhere: the fastest, with f32
+    /// rounding errors about 5x the direct convolution's on the ResNet EBM's layers.
+    #[default]
+    Fastest,
+    /// F(2x2, 3x3) wherever Winograd applies: rounding like the direct convolution's, up to a
+    /// third slower per layer than [`ConvAlgorithm::Fastest`] (about 15% per FD step of the
+    /// ResNet EBM, see `docs/performance.md`). For f32 training where
+    /// finite differences of energies approach f32 resolution (see
+    /// `docs/fd-decomposition.md`).
+    Accurate,
+    /// No Winograd transforms: the direct convolution everywhere (matrix products over
+    /// patches), the reference the others are tested against.
+    Direct,
+}
+
+impl ConvAlgorithm {
+    /// Every choice, fastest first.
+    pub const ALL: [ConvAlgorithm; 3] = [Self::Fastest, Self::Accurate, Self::Direct];
+
+    /// Lower-case name: `fastest`, `accurate`, `direct`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fastest => "fastest",
+            Self::Accurate => "accurate",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+/// The [`ConvAlgorithm`] in force, as its discriminant.
+static CONV_ALGORITHM: AtomicU8 = AtomicU8::new(ConvAlgorithm::Fastest as u8);
+
+/// Sets the [`ConvAlgorithm`] of every later [`conv2d`] call in this process (its backward
+/// passes included). The default is [`ConvAlgorithm::Fastest`].
+pub fn set_conv_algorithm(algorithm: ConvAlgorithm) {
+    CONV_ALGORITHM.store(algorithm as u8, Ordering::Relaxed);
+}
+
+/// The [`ConvAlgorithm`] in force (see [`set_conv_algorithm`]).
+pub fn conv_algorithm() -> ConvAlgorithm {
+    match CONV_ALGORITHM.load(Ordering::Relaxed) {
+        x if x == ConvAlgorithm::Accurate as u8 => ConvAlgorithm::Accurate,
+        x if x == ConvAlgorithm::Direct as u8 => ConvAlgorithm::Direct,
+        _ => ConvAlgorithm::Fastest,
     }
 }
 

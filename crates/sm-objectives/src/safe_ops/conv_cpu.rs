@@ -18,8 +18,9 @@
 //! that showed up as a fifth of a layer's backward pass.
 //!
 //! 3x3 kernels on maps of at least 6x6 outputs with 16 or more channels each way skip all of
-//! this for Winograd's F(2x2, 3x3) algorithm (`winograd.rs`), which needs 2.25x fewer
-//! multiply-adds; both entry points check [`super::winograd::applies`] first.
+//! this for Winograd's F(4x4, 3x3) or F(2x2, 3x3) algorithm (`winograd.rs`), which need up to
+//! 4x or 2.25x fewer multiply-adds, unless [`super::ConvAlgorithm::Direct`] is set; both entry
+//! points ask [`super::winograd::plan`] first.
 
 use std::cell::RefCell;
 
@@ -340,8 +341,8 @@ fn patches<T: Element>(g: &Geometry, planes: &[T], cols: &mut [T]) {
 /// The convolution `[N, C, H, W] * [O, C, K, K] -> [N, O, Ho, Wo]` (stride 1, cross-correlation
 /// as in every deep-learning library). `x` and `weight` are contiguous.
 pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
-    if super::winograd::applies(g) {
-        return super::winograd::forward(g, x, weight);
+    if let Some(variant) = super::winograd::plan(g) {
+        return super::winograd::forward(g, variant, x, weight);
     }
     if super::small_map::applies(g) {
         return super::small_map::forward(g, x, weight);
@@ -470,8 +471,8 @@ const KERNEL_GRAD_CHUNK: usize = 4;
 /// of the convolution [`forward`], from its input `x` (`[N, C, H, W]`) and output gradient
 /// `grad` (`[N, O, Ho, Wo]`), both contiguous; returns `[O, C, K, K]`.
 pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
-    if super::winograd::applies(g) {
-        return super::winograd::kernel_grad(g, x, grad);
+    if let Some(variant) = super::winograd::plan(g) {
+        return super::winograd::kernel_grad(g, variant, x, grad);
     }
     if super::small_map::applies(g) {
         return super::small_map::kernel_grad(g, x, grad);

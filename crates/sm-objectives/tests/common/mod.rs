@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{Conv2dConfig, Module, VarBuilder, VarMap};
-use sm_objectives::safe_ops::{shifted_softplus, softplus};
+use sm_objectives::safe_ops::{conv2d, shifted_softplus, softplus};
 use sm_objectives::{LogDensity, ScoreModel};
 
 pub const DEV: Device = Device::Cpu;
@@ -273,3 +273,54 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// A named loss closure for gradient checks.
 pub type NamedLoss<'a> = (&'static str, Box<dyn Fn() -> Result<Tensor> + 'a>);
 
+/// The largest absolute entry of `t` (f32 or f64).
+pub fn max_abs_of(t: &Tensor) -> Result<f64> {
+    t.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
+}
+
+/// `conv2d` of a `[n, c, h, w]` batch (transposed from `[n, c, w, h]`, so not contiguous) with
+/// an `[o, c, k, k]` kernel, at every padding below `k`, in f64 and f32: values and first
+/// derivatives in the input and in the kernel equal Candle's `conv2d`.
+pub fn agrees_with_candle(
+    n: usize,
+    c: usize,
+    o: usize,
+    (h, w): (usize, usize),
+    k: usize,
+) -> Result<()> {
+    for dtype in [DType::F64, DType::F32] {
+        let x = pattern(n, c * h * w, 0.3)
+            .reshape((n, c, w, h))?
+            .transpose(2, 3)?
+            .to_dtype(dtype)?;
+        let w = (pattern(1, o * c * k * k, 1.7).reshape((o, c, k, k))? * (1.5 / c as f64))?
+            .to_dtype(dtype)?;
+        let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
+        for padding in 0..k {
+            let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
+            let ours = conv2d(xv.as_tensor(), wv.as_tensor(), None, padding)?;
+            let theirs = xv.as_tensor().conv2d(wv.as_tensor(), padding, 1, 1, 1)?;
+            assert_eq!(ours.dims(), theirs.dims());
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64);
+            let scale = 1.0 + max_abs_of(&f64s(&theirs)?)?;
+            let err = max_abs_of(&(f64s(&ours)? - f64s(&theirs)?)?)?;
+            assert!(err < tol * scale, "{dtype:?} p={padding} values: {err}");
+            // A loss that weights every output position differently.
+            let weights = pattern(1, theirs.elem_count(), 0.9)
+                .reshape(theirs.dims())?
+                .to_dtype(dtype)?;
+            let g1 = (ours * &weights)?.sum_all()?.backward()?;
+            let g2 = (theirs * &weights)?.sum_all()?.backward()?;
+            for (name, var) in [("x", &xv), ("w", &wv)] {
+                let a = f64s(g1.get(var.as_tensor()).expect("gradient"))?;
+                let c = f64s(g2.get(var.as_tensor()).expect("gradient"))?;
+                let err = max_abs_of(&(&a - &c)?)?;
+                assert!(
+                    err < tol * (1.0 + max_abs_of(&c)?),
+                    "{dtype:?} p={padding} d/d{name}: {err}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
