@@ -1,6 +1,7 @@
 //! Shared experiment setup: MNIST padded to 32 x 32 as the deep-EBM code feeds it (FD-SM App.
 //! C.2), the ResNet EBM with seeded PyTorch-style initial weights, and seeded GRBMs and
-//! Bernoulli posteriors and the shared training options of the latent-variable experiments.
+//! Bernoulli posteriors and the shared training options of the latent-variable experiments, and
+//! the choice of convolution kernels a run saves in its configuration.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,12 +9,45 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use models::{Grbm, GrbmConfig, ResNetEbm, ResNetEbmConfig};
+use serde::{Deserialize, Serialize};
+use sm_objectives::safe_ops::{set_conv_algorithm, ConvAlgorithm};
 use sm_objectives::NoiseSource;
 
 use crate::error::Result;
 use crate::optim::{AdamConfig, LrSchedule};
 use crate::trainer::TrainOptions;
 use crate::RunControl;
+
+/// The convolution algorithms a run uses on the CPU (`sm_objectives::safe_ops::ConvAlgorithm`),
+/// part of its saved configuration: `fastest` (Winograd F(4x4, 3x3) where it pays off),
+/// `accurate` (F(2x2, 3x3) only, rounding like the direct convolution) or `direct`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvKernels {
+    /// [`ConvAlgorithm::Fastest`].
+    #[default]
+    Fastest,
+    /// [`ConvAlgorithm::Accurate`].
+    Accurate,
+    /// [`ConvAlgorithm::Direct`].
+    Direct,
+}
+
+impl ConvKernels {
+    /// The `safe_ops` algorithm.
+    pub fn algorithm(self) -> ConvAlgorithm {
+        match self {
+            Self::Fastest => ConvAlgorithm::Fastest,
+            Self::Accurate => ConvAlgorithm::Accurate,
+            Self::Direct => ConvAlgorithm::Direct,
+        }
+    }
+
+    /// Makes it the algorithm of every later convolution in this process.
+    pub fn install(self) {
+        set_conv_algorithm(self.algorithm());
+    }
+}
 
 /// The device experiments run on: the first CUDA GPU when built with the `cuda` feature, the
 /// Metal GPU with `metal`, else the CPU.

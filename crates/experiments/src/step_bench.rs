@@ -24,6 +24,7 @@ use crate::optim::{Adam, AdamConfig};
 use crate::report::{
     environment, markdown_table, read_json, write_atomic, write_json, Environment,
 };
+use crate::setup::ConvKernels;
 use crate::{memory, setup, step_seed};
 
 /// A timed training step.
@@ -175,6 +176,9 @@ pub struct StepBenchConfig {
     pub objectives: Vec<Objective>,
     /// Wall-clock limit per objective, seconds.
     pub time_limit_s: f64,
+    /// Convolution algorithms.
+    #[serde(default)]
+    pub conv: ConvKernels,
 }
 
 impl Default for StepBenchConfig {
@@ -194,6 +198,7 @@ impl Default for StepBenchConfig {
             seed: 0,
             objectives: Objective::ALL.to_vec(),
             time_limit_s: 900.0,
+            conv: ConvKernels::default(),
         }
     }
 }
@@ -255,6 +260,7 @@ pub fn measure(cfg: &StepBenchConfig, objective: Objective) -> Result<StepResult
     if objective.gradient_based() {
         sm_objectives::autodiff::ensure_higher_order()?;
     }
+    cfg.conv.install();
     let (vm, net) = setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
     let (_, vars) = crate::trainer::named_vars(&vm);
     let params: usize = vars.iter().map(|v| v.elem_count()).sum();
@@ -466,8 +472,8 @@ pub fn markdown(r: &StepBenchResults) -> String {
     let params = r.results.first().map_or(0, |s| s.params);
     let mut md = format!(
         "# Training-step cost\n\nResNet EBM {}x{} input, width {}, blocks {:?}, {:?}, {} \
-         parameters; batch {}, a fixed uniform batch; sigma {}, eps {}; Adam. Median of {} steps \
-         after {} warm-up steps, each objective in its own process; memory is the peak resident \
+         parameters; batch {}, a fixed uniform batch; sigma {}, eps {}; Adam; `{}` convolution \
+         kernels. Median of {} steps after {} warm-up steps, each objective in its own process; memory is the peak resident \
          memory over the timed steps. Machine: {} ({} cores), candle {}.\n\n",
         c.model.image_size,
         c.model.image_size,
@@ -478,6 +484,7 @@ pub fn markdown(r: &StepBenchResults) -> String {
         c.batch,
         c.sigma,
         c.eps,
+        c.conv.algorithm().name(),
         c.steps,
         c.warmup,
         r.environment.cpu,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use experiments::report::{read_json, write_json};
+use experiments::setup::ConvKernels;
 use experiments::step_bench::{markdown, measure, run, Objective, RunOptions, StepBenchConfig};
 
 /// Time one score-matching training step (noise, loss, backward, Adam) per objective of Table 2
@@ -53,6 +54,10 @@ struct RunArgs {
     /// Time limit per objective, seconds.
     #[arg(long, default_value_t = 900.0)]
     time_limit_s: f64,
+    /// Convolution algorithms: fastest (Winograd F(4x4, 3x3) where it pays off), accurate
+    /// (F(2x2, 3x3) only, rounding like the direct convolution) or direct.
+    #[arg(long, value_enum, default_value_t = ConvKernels::Fastest)]
+    conv: ConvKernels,
     /// Output directory.
     #[arg(long, default_value = "results/steps")]
     out: PathBuf,
@@ -82,6 +87,7 @@ fn main() -> Result<()> {
             cfg.steps = a.steps;
             cfg.warmup = a.warmup;
             cfg.time_limit_s = a.time_limit_s;
+            cfg.conv = a.conv;
             if let Some(list) = &a.objectives {
                 cfg.objectives = list
                     .iter()

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use experiments::setup::ConvKernels;
 use experiments::table2::{eval_row, run, train_row, Row, RunOptions, Table2Config, Table2Run};
 use experiments::RunControl;
 
@@ -62,6 +63,10 @@ struct RunArgs {
     /// Master seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Convolution algorithms: fastest (Winograd F(4x4, 3x3) where it pays off), accurate
+    /// (F(2x2, 3x3) only, rounding like the direct convolution) or direct.
+    #[arg(long, value_enum, default_value_t = ConvKernels::Fastest)]
+    conv: ConvKernels,
     /// Data directory (default: $FDSM_DATA_DIR, else the user cache directory). MNIST is
     /// downloaded there if missing.
     #[arg(long)]
@@ -122,6 +127,7 @@ fn main() -> Result<()> {
             if let Some(b) = a.batch {
                 cfg.batch = b;
             }
+            cfg.conv = a.conv;
             if let Some(rows) = &a.rows {
                 cfg.rows = rows
                     .iter()

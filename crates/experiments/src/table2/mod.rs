@@ -28,6 +28,7 @@ use crate::eval::SmEstimate;
 use crate::langevin::LangevinSchedule;
 use crate::optim::AdamConfig;
 use crate::report::Environment;
+use crate::setup::ConvKernels;
 
 /// A row of Table 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -199,6 +200,9 @@ pub struct Table2Config {
     pub seed: u64,
     /// Rows to run.
     pub rows: Vec<Row>,
+    /// Convolution algorithms of training and evaluation.
+    #[serde(default)]
+    pub conv: ConvKernels,
 }
 
 impl Table2Config {
@@ -227,6 +231,7 @@ impl Table2Config {
             samples: 64,
             langevin: LangevinSchedule::paper(),
             checkpoint_every: 1000,
+            conv: ConvKernels::default(),
             seed: 0,
             rows: Row::ALL.to_vec(),
         }
@@ -258,6 +263,7 @@ impl Table2Config {
                 denoise: 0.1,
             },
             checkpoint_every: 50,
+            conv: ConvKernels::default(),
             ..Self::paper()
         }
     }

@@ -77,6 +77,7 @@ pub fn train_row(
     control: RunControl,
 ) -> Result<TrainReport> {
     cfg.validate()?;
+    cfg.conv.install();
     let dir = row_dir(out, row);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let higher_order = sm_objectives::autodiff::higher_order_enabled();
