@@ -24,12 +24,12 @@ use crate::RunControl;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvKernels {
-    /// [`ConvAlgorithm::Fastest`].
+    /// Winograd F(4x4, 3x3) on output maps of 7x7 and larger, F(2x2, 3x3) on 6x6: the fastest.
     #[default]
     Fastest,
-    /// [`ConvAlgorithm::Accurate`].
+    /// Winograd F(2x2, 3x3) only: f32 rounding like the direct convolution, slower.
     Accurate,
-    /// [`ConvAlgorithm::Direct`].
+    /// No Winograd transforms: matrix products over patches everywhere.
     Direct,
 }
 
