@@ -43,6 +43,40 @@ where
     out
 }
 
+/// Like [`par_build`] for fills that write every element of their chunk: chunk `i` is handed
+/// to `fill(i, chunk)` uninitialised, which saves the zeroing pass (measured: the zero-fills
+/// of `par_build` were about 6% of an FD-SSM step, most of it in the elementwise kernels).
+///
+/// # Safety
+/// `fill` must initialise every element of the chunk it is given (typically by writing each
+/// element once in a loop over the whole chunk); the vector is returned as initialised.
+///
+/// # Panics
+/// Propagates a panic of `fill` (the partly built buffer is discarded).
+#[allow(unsafe_code)]
+pub(super) unsafe fn par_build_uninit<T, F>(
+    len: usize,
+    chunk: usize,
+    min_chunks: usize,
+    fill: F,
+) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+{
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .with_min_len(min_chunks.max(1))
+        .for_each(|(i, part)| fill(i, part));
+    // SAFETY: the chunks cover the first `len` elements of the allocation, and the caller
+    // guarantees that `fill` initialised every element of each (a panic in `fill` unwinds past
+    // this point with the length still 0).
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Elements zeroed per task by [`par_zeroed`]: large enough that task overhead is negligible.
 const ZERO_CHUNK: usize = 1 << 16;
 
@@ -53,7 +87,7 @@ pub(super) fn par_zeroed<T: Copy + Default + Send + Sync>(len: usize) -> Vec<T> 
 
 #[cfg(test)]
 mod tests {
-    use super::par_build;
+    use super::{par_build, par_build_uninit};
 
     /// Every chunk index and length as `par_chunks_mut` would give them, and zeros where the
     /// fill leaves elements untouched.
@@ -73,6 +107,24 @@ mod tests {
                 let want = if last_of_chunk { 0 } else { k as u64 + 1 };
                 assert_eq!(v, want, "len {len}, chunk {chunk}, element {k}");
             }
+        }
+    }
+
+    /// Every chunk index and length as `par_chunks_mut` would give them, every element written.
+    #[test]
+    #[allow(unsafe_code)]
+    fn uninitialised_chunks_are_indexed_and_complete() {
+        for (len, chunk) in [(0, 3), (1, 1), (10, 3), (4096, 7), (4096, 4096), (5, 100)] {
+            // SAFETY: the fill writes every element of its chunk.
+            let built: Vec<u64> = unsafe {
+                par_build_uninit(len, chunk, 2, |i, part| {
+                    for (j, v) in part.iter_mut().enumerate() {
+                        v.write((i * chunk + j) as u64 + 1);
+                    }
+                })
+            };
+            let want: Vec<u64> = (1..=len as u64).collect();
+            assert_eq!(built, want, "len {len}, chunk {chunk}");
         }
     }
 }

@@ -17,7 +17,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::buffers::par_build;
+use super::buffers::{par_build, par_build_uninit};
 use super::simd::vectorised;
 
 /// Elements per parallel task: small tensors stay on one thread.
@@ -119,27 +119,41 @@ fn exp_f32(x: f32) -> f32 {
 }
 
 /// `f` applied to every element, in parallel chunks.
+#[allow(unsafe_code)]
 fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    par_build(x.len(), PAR_MIN, 1, |i, out| {
-        let x = &x[i * PAR_MIN..][..out.len()];
-        vectorised(|| {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = f(v);
-            }
+    // SAFETY: each chunk is written element by element, `x` sliced to the chunk's length
+    // (a shorter `x` would panic, not leave elements unwritten).
+    unsafe {
+        par_build_uninit(x.len(), PAR_MIN, 1, |i, out| {
+            let x = &x[i * PAR_MIN..][..out.len()];
+            vectorised(|| {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    o.write(f(v));
+                }
+            })
         })
-    })
+    }
 }
 
 /// `f` applied to every pair of elements, in parallel chunks.
+///
+/// # Panics
+/// `b` shorter than `a`.
+#[allow(unsafe_code)]
 fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    par_build(a.len(), PAR_MIN, 1, |i, out| {
-        let (a, b) = (&a[i * PAR_MIN..][..out.len()], &b[i * PAR_MIN..]);
-        vectorised(|| {
-            for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
-                *o = f(u, v);
-            }
+    // SAFETY: each chunk is written element by element, both inputs sliced to the chunk's
+    // length (a shorter input would panic, not leave elements unwritten).
+    unsafe {
+        par_build_uninit(a.len(), PAR_MIN, 1, |i, out| {
+            let n = out.len();
+            let (a, b) = (&a[i * PAR_MIN..][..n], &b[i * PAR_MIN..][..n]);
+            vectorised(|| {
+                for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
+                    o.write(f(u, v));
+                }
+            })
         })
-    })
+    }
 }
 
 /// The activations with fused kernels for their values and for every derivative order.
@@ -373,14 +387,19 @@ impl CustomOp2 for BiasAdd {
                 l2.dims()
             )
         }
+        #[allow(unsafe_code)]
         fn run<T: Float>(x: &[T], b: &[T], inner: usize) -> Vec<T> {
             let c = b.len();
-            par_build(x.len(), inner, PAR_MIN / inner, |plane, out| {
-                let bias = b[plane % c];
-                for (o, &v) in out.iter_mut().zip(&x[plane * inner..]) {
-                    *o = v + bias;
-                }
-            })
+            // SAFETY: each plane is written element by element, `x` sliced to its length.
+            unsafe {
+                par_build_uninit(x.len(), inner, PAR_MIN / inner, |plane, out| {
+                    let bias = b[plane % c];
+                    let x = &x[plane * inner..][..out.len()];
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        o.write(v + bias);
+                    }
+                })
+            }
         }
         let inner = inner.max(1);
         let out = on_float2!(s1, l1, s2, l2, "bias add", |x, b| run(&x, &b, inner));
@@ -445,9 +464,13 @@ impl CustomOp1 for ChannelBroadcast {
         fn run<T: Float>(b: &[T], n: usize, inner: usize) -> Vec<T> {
             let c = b.len();
             let inner = inner.max(1);
-            par_build(n * c * inner, inner, PAR_MIN / inner, |plane, out| {
-                out.fill(b[plane % c]);
-            })
+            // SAFETY: `fill` writes every element of the plane.
+            #[allow(unsafe_code)]
+            unsafe {
+                par_build_uninit(n * c * inner, inner, PAR_MIN / inner, |plane, out| {
+                    out.fill(std::mem::MaybeUninit::new(b[plane % c]));
+                })
+            }
         }
         let out = on_float!(s, l, "channel broadcast", |b| run(&b, n, inner));
         Ok((out, self.shape.clone()))
