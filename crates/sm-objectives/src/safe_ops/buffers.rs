@@ -5,7 +5,8 @@
 //! benchmark, such serial `memset`s of activation-sized outputs took about 60 ms of a 1.4 s
 //! step on one core of two. Here each chunk is zeroed by the thread that fills it, right
 //! before it does (the chunk is then already in that core's cache), so the zeroing runs in
-//! parallel and in cache rather than as a serial pass over the whole buffer.
+//! parallel and in cache rather than as a serial pass over the whole buffer. Kernels that write
+//! every element of their chunk skip the zeroing ([`par_build_uninit`]).
 
 use std::mem::MaybeUninit;
 
@@ -23,24 +24,18 @@ where
     T: Copy + Default + Send + Sync,
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
-    let mut out: Vec<T> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .with_min_len(min_chunks.max(1))
-        .for_each(|(i, part)| {
+    // SAFETY: every element of a chunk is set to zero before `fill` sees it.
+    unsafe {
+        par_build_uninit(len, chunk, min_chunks, |i, part| {
             for v in part.iter_mut() {
                 v.write(T::default());
             }
-            // SAFETY: every element of `part` was initialised just above, and `MaybeUninit<T>`
-            // has the layout of `T`.
-            let part = unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(part) as *mut [T]) };
+            // SAFETY: every element of `part` was initialised just above, and
+            // `MaybeUninit<T>` has the layout of `T`.
+            let part = &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(part) as *mut [T]);
             fill(i, part);
-        });
-    // SAFETY: the chunks cover the first `len` elements of the allocation and each was
-    // initialised above (a panic in `fill` unwinds past this point with the length still 0).
-    unsafe { out.set_len(len) };
-    out
+        })
+    }
 }
 
 /// Like [`par_build`] for fills that write every element of their chunk: chunk `i` is handed
