@@ -465,9 +465,10 @@ impl<W: Transforms, T: Element> Kernel for InputTiles<'_, W, T> {
         let count = x.len() / t.in_len();
         let tiles = count * t.per_sample();
         let (hwc, tmp, _) = t.split_work(work);
+        // The padding is zeroed once: every sample overwrites the same inner positions.
+        hwc.fill(T::ZERO);
         for (s, sample) in x.chunks_exact(t.in_len()).enumerate() {
             // Row `r`, column `q` of the padded sample hold input `(r - p, q - p)`.
-            hwc.fill(T::ZERO);
             let hw = t.h * t.w;
             transpose(
                 sample,
@@ -557,10 +558,12 @@ impl<W: Transforms, T: Element> Kernel for GradientTiles<'_, W, T> {
         let tiles = dy.len() / t.out_len() * t.per_sample();
         let (_, tmp, yhwc) = t.split_work(work);
         let row = m_n * t.tw;
+        // Tiles overhanging the map see zeros there, set once: every sample overwrites the
+        // same valid positions.
+        if t.ho % m_n != 0 || t.wo % m_n != 0 {
+            yhwc.fill(T::ZERO);
+        }
         for (s, dy_s) in dy.chunks_exact(t.out_len()).enumerate() {
-            if t.ho % m_n != 0 || t.wo % m_n != 0 {
-                yhwc.fill(T::ZERO);
-            }
             let hw = t.ho * t.wo;
             transpose(dy_s, (o_n, hw), |o| o * hw, yhwc, |q| t.tiled_offset(q));
             let yhwc = &*yhwc;
@@ -651,49 +654,73 @@ fn kernel_grad_with<W: Transforms, T: Element>(g: &Geometry, x: &[T], grad: &[T]
     let xi_n = Tiling::<W>::XI;
     let samples = t.chunk_samples(g.n);
     let (c_n, o_n) = (t.c, t.o);
-    let parts: Vec<Vec<T>> = x
-        .par_chunks((samples * t.in_len()).max(1))
-        .zip(grad.par_chunks((samples * t.out_len()).max(1)))
-        .map(|(x, dy)| {
-            let tiles = x.len() / t.in_len() * t.per_sample();
+    // Chunks of `samples` samples, dealt in order to at most `GRAD_GROUPS` groups; each group
+    // accumulates its chunks' products into one `dU` (the first product overwrites it).
+    let chunks = g.n.div_ceil(samples);
+    let groups = chunks.min(GRAD_GROUPS);
+    let parts: Vec<Vec<T>> = (0..groups)
+        .into_par_iter()
+        .map(|group| {
             let mut du = vec![T::ZERO; xi_n * c_n * o_n];
-            chunk_buffers(&t, tiles, |v, mg, work| {
-                vectorised(InputTiles {
-                    t: &t,
-                    x,
-                    v,
-                    work: &mut *work,
-                });
-                vectorised(GradientTiles {
-                    t: &t,
-                    dy,
-                    mg,
-                    work,
-                });
-                for xi in 0..xi_n {
-                    // V[xi] seen transposed, `[C, tiles]`.
-                    let lhs = Mat {
-                        data: &v[xi * tiles * c_n..][..tiles * c_n],
-                        rows: c_n,
-                        cols: tiles,
-                        rs: 1,
-                        cs: c_n,
-                    };
-                    let rhs = Mat {
-                        data: &mg[xi * tiles * o_n..][..tiles * o_n],
-                        rows: tiles,
-                        cols: o_n,
-                        rs: o_n,
-                        cs: 1,
-                    };
-                    let dst = &mut du[xi * c_n * o_n..][..c_n * o_n];
-                    matmul_into(dst, &lhs, &rhs, false, gemm::Parallelism::None);
-                }
-            });
+            for chunk in group * chunks / groups..(group + 1) * chunks / groups {
+                let first = chunk * samples;
+                let count = samples.min(g.n - first);
+                let x = &x[first * t.in_len()..][..count * t.in_len()];
+                let dy = &grad[first * t.out_len()..][..count * t.out_len()];
+                let accumulate = chunk > group * chunks / groups;
+                chunk_kernel_grad(&t, x, dy, &mut du, accumulate);
+            }
             du
         })
         .collect();
     untransform_kernel_grad(&t, &sum_parts(&parts, xi_n * c_n * o_n))
+}
+
+/// Most partial sums of [`kernel_grad_with`]: enough groups of chunks to keep many cores busy,
+/// few enough that each group's `dU` (up to `36 C O` elements) is reused over several chunks
+/// instead of being allocated, written and summed once per chunk. The grouping depends only on
+/// the batch, so the sums' order does not depend on the number of threads.
+const GRAD_GROUPS: usize = 8;
+
+/// `dU[xi] (+)= V[xi]^T @ M'[xi]` over the tiles of the samples `x` and their output gradients
+/// `dy`: overwritten, or added to where `accumulate`.
+fn chunk_kernel_grad<W: Transforms, T: Element>(
+    t: &Tiling<W>,
+    x: &[T],
+    dy: &[T],
+    du: &mut [T],
+    accumulate: bool,
+) {
+    let (c_n, o_n) = (t.c, t.o);
+    let tiles = x.len() / t.in_len() * t.per_sample();
+    chunk_buffers(t, tiles, |v, mg, work| {
+        vectorised(InputTiles {
+            t,
+            x,
+            v,
+            work: &mut *work,
+        });
+        vectorised(GradientTiles { t, dy, mg, work });
+        for xi in 0..Tiling::<W>::XI {
+            // V[xi] seen transposed, `[C, tiles]`.
+            let lhs = Mat {
+                data: &v[xi * tiles * c_n..][..tiles * c_n],
+                rows: c_n,
+                cols: tiles,
+                rs: 1,
+                cs: c_n,
+            };
+            let rhs = Mat {
+                data: &mg[xi * tiles * o_n..][..tiles * o_n],
+                rows: tiles,
+                cols: o_n,
+                rs: o_n,
+                cs: 1,
+            };
+            let dst = &mut du[xi * c_n * o_n..][..c_n * o_n];
+            matmul_into(dst, &lhs, &rhs, accumulate, gemm::Parallelism::None);
+        }
+    });
 }
 
 /// `dg = G^T dU G` for every channel pair of `du` (`[A^2, C, O]`), as `[O, C, 3, 3]`.
