@@ -155,6 +155,76 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     padding: usize,
 ) -> Result<Tensor> {
+    check_conv_args(x, weight, bias, padding)?;
+    // The custom ops have CPU kernels only; elsewhere Candle's own convolution computes the
+    // same values.
+    if !x.device().is_cpu() {
+        let y = x.conv2d(weight, padding, 1, 1, 1)?;
+        return match bias {
+            Some(b) => bias_add(&y, b),
+            None => Ok(y),
+        };
+    }
+    match bias {
+        // One op for convolution and bias: no separate pass over the output, and in the
+        // backward pass no intermediate gradient to create and accumulate.
+        Some(b) => x.apply_op3(weight, b, conv::BiasedConv { padding }),
+        None => x.apply_op2(weight, conv::FlipConv { padding }),
+    }
+}
+
+/// `conv2d(&elu(x), weight, bias, padding)` as one op: the convolution of a pre-activation
+/// residual block, which reads an ELU of its input. Values and derivatives of every order are
+/// those of the two ops (to the bit on the CPU), but no `elu(x)` tensor enters the graph: in
+/// the Winograd layers the ELU is applied inside the convolution's own copy of each sample,
+/// and Candle's backward pass no longer creates, clears and accumulates a gradient for it.
+/// When Candle's higher-order mode is off ([`crate::autodiff::higher_order_enabled`], checked
+/// when the op is built) the backward pass is computed directly, with the ELU's slope applied
+/// in place (see `safe_ops/elu_conv.rs`); with it on, it is built from differentiable ops.
+/// On other devices and dtypes it is `conv2d(&elu(x)?, ..)`.
+///
+/// # Shapes
+/// As [`conv2d`].
+///
+/// # Errors
+/// As [`conv2d`].
+pub fn elu_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+) -> Result<Tensor> {
+    check_conv_args(x, weight, bias, padding)?;
+    if !fused_path(x) {
+        return conv2d(&elu(x)?, weight, bias, padding);
+    }
+    let first_order = !crate::autodiff::higher_order_enabled();
+    match bias {
+        Some(b) => x.apply_op3(
+            weight,
+            b,
+            elu_conv::EluBiasedConv {
+                padding,
+                first_order,
+            },
+        ),
+        None => x.apply_op2(
+            weight,
+            elu_conv::EluConv {
+                padding,
+                first_order,
+            },
+        ),
+    }
+}
+
+/// The argument checks of [`conv2d`] and [`elu_conv2d`].
+fn check_conv_args(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+) -> Result<()> {
     let (_, c_in, h, w) = x.dims4()?;
     let (c_out, k_in, kh, kw) = weight.dims4()?;
     if c_in != k_in {
@@ -181,21 +251,7 @@ pub fn conv2d(
             )
         }
     }
-    // The custom ops have CPU kernels only; elsewhere Candle's own convolution computes the
-    // same values.
-    if !x.device().is_cpu() {
-        let y = x.conv2d(weight, padding, 1, 1, 1)?;
-        return match bias {
-            Some(b) => bias_add(&y, b),
-            None => Ok(y),
-        };
-    }
-    match bias {
-        // One op for convolution and bias: no separate pass over the output, and in the
-        // backward pass no intermediate gradient to create and accumulate.
-        Some(b) => x.apply_op3(weight, b, conv::BiasedConv { padding }),
-        None => x.apply_op2(weight, conv::FlipConv { padding }),
-    }
+    Ok(())
 }
 
 /// Which algorithms [`conv2d`] may use for 3x3 stride-1 convolutions on the CPU (the forward
@@ -257,6 +313,7 @@ pub fn conv_algorithm() -> ConvAlgorithm {
 mod storage;
 mod buffers;
 mod conv_cpu;
+mod elu_conv;
 mod fused;
 mod simd;
 mod small_map;
@@ -359,20 +416,20 @@ mod conv {
     /// The input gradient of `conv(·, w, padding)` at output gradient `g`: correlate `g` with
     /// the flipped kernel, in and out channels swapped; padding `K - 1 - p` restores the input
     /// size (stride 1).
-    fn input_grad(g: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
+    pub(super) fn input_grad(g: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
         let k = w.dim(2)?;
         let w_flip = flip_spatial(w)?.transpose(0, 1)?.contiguous()?;
         conv(&g.contiguous()?, &w_flip, k - 1 - padding)
     }
 
-    fn kernel_grad(x: &Tensor, g: &Tensor, padding: usize, k: usize) -> Result<Tensor> {
+    pub(super) fn kernel_grad(x: &Tensor, g: &Tensor, padding: usize, k: usize) -> Result<Tensor> {
         x.contiguous()?
             .apply_op2(&g.contiguous()?, KernelGrad { padding, k })
     }
 
     /// The geometry of `x` (layout `lx`) convolved with the kernel of layout `lw`, checked:
     /// a square kernel whose input channels are those of `x`.
-    fn conv_geometry(lx: &Layout, lw: &Layout, padding: usize) -> Result<Geometry> {
+    pub(super) fn conv_geometry(lx: &Layout, lw: &Layout, padding: usize) -> Result<Geometry> {
         let (o, c, k, k2) = lw.shape().dims4()?;
         let g = geometry(lx, o, k, padding)?;
         if k != k2 || c != g.c {

@@ -2,14 +2,15 @@
 //! its values and first derivatives equal Candle's `conv2d`, and its second and third
 //! derivatives, in the input and in the kernel, match central differences of the order below;
 //! so does the derivative of its kernel gradient, and rectangular, strided, multi-chunk f32 and
-//! f64 batches agree with Candle.
+//! f64 batches agree with Candle. `safe_ops::elu_conv2d` in higher-order mode: its values and
+//! its first, second and mixed derivatives equal those of `conv2d(&elu(x))`.
 
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use common::*;
 use sm_objectives::autodiff::enable_higher_order;
-use sm_objectives::safe_ops::{conv2d, softplus};
+use sm_objectives::safe_ops::{conv2d, elu, elu_conv2d, softplus};
 
 fn max_abs(t: &Tensor) -> Result<f64> {
     t.abs()?.max_all()?.to_scalar::<f64>()
@@ -211,5 +212,50 @@ fn the_kernel_gradient_differentiates_correctly() -> Result<()> {
         (analytic - numeric).abs() < 1e-6 * (1.0 + numeric.abs()),
         "{analytic} vs {numeric}"
     );
+    Ok(())
+}
+
+/// In higher-order mode `elu_conv2d` builds its backward pass from differentiable ops: its
+/// values and gradients equal those of `conv2d(&elu(x))` (Winograd and small-map layers), and
+/// so do the second derivatives `d/dx (v . grad_x f)` and `d/dw (v . grad_x f)` of a weighted
+/// sum `f` of its outputs, the quantities SSM and DSM differentiate. The oracle is the unfused
+/// pair of ops, whose higher derivatives are checked against central differences above.
+#[test]
+fn elu_conv_differentiates_like_the_unfused_ops() -> Result<()> {
+    assert!(enable_higher_order());
+    elu_conv_equals_unfused(3, 16, 20, (9, 10), 3)?;
+    elu_conv_equals_unfused(4, 6, 5, (3, 3), 3)?;
+    for (n, c, o, (h, w)) in [(2, 16, 16, (9, 9)), (2, 3, 4, (3, 3))] {
+        let x = (pattern(n, c * h * w, 0.4).reshape((n, c, h, w))? * 2.0)?;
+        let wt = (pattern(1, o * c * 9, 1.1).reshape((o, c, 3, 3))? * (1.5 / c as f64))?;
+        let b = pattern(1, o, 2.9).reshape(o)?;
+        let u = pattern(1, n * o * h * w, 0.8).reshape((n, o, h, w))?;
+        let v = pattern(1, n * c * h * w, 3.3).reshape((n, c, h, w))?;
+        let second = |fused: bool| -> Result<(Tensor, Tensor)> {
+            let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&wt)?);
+            let y = if fused {
+                elu_conv2d(xv.as_tensor(), wv.as_tensor(), Some(&b), 1)?
+            } else {
+                conv2d(&elu(xv.as_tensor())?, wv.as_tensor(), Some(&b), 1)?
+            };
+            let gx = (y * &u)?
+                .sum_all()?
+                .backward()?
+                .remove(xv.as_tensor())
+                .expect("d/dx");
+            let grads = (gx * &v)?.sum_all()?.backward()?;
+            Ok((
+                grads.get(xv.as_tensor()).expect("d2/dx2").clone(),
+                grads.get(wv.as_tensor()).expect("d2/dxdw").clone(),
+            ))
+        };
+        let ((hx, hw), (hx_ref, hw_ref)) = (second(true)?, second(false)?);
+        assert!(
+            max_abs(&hx_ref)? > 1e-3 && max_abs(&hw_ref)? > 1e-3,
+            "vacuous check"
+        );
+        assert!(same_values(&hx, &hx_ref)?, "{c} channels: d2/dx2 differs");
+        assert!(same_values(&hw, &hw_ref)?, "{c} channels: d2/dxdw differs");
+    }
     Ok(())
 }

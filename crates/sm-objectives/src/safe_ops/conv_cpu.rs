@@ -387,6 +387,23 @@ fn patches<T: Element>(g: &Geometry, planes: &[T], cols: &mut [T]) {
     }
 }
 
+/// [`forward`] of `elu(x)`: in the Winograd layers the ELU is applied inside the transforms'
+/// channels-last copy of each sample, elsewhere into a temporary first.
+pub(super) fn forward_elu<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
+    if let Some(variant) = super::winograd::plan(g) {
+        return super::winograd::forward_elu(g, variant, x, weight);
+    }
+    forward(g, &super::fused::Activation::Elu.values(x), weight)
+}
+
+/// [`kernel_grad`] at input `elu(x)`, the ELU applied as in [`forward_elu`].
+pub(super) fn kernel_grad_elu<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
+    if let Some(variant) = super::winograd::plan(g) {
+        return super::winograd::kernel_grad_elu(g, variant, x, grad);
+    }
+    kernel_grad(g, &super::fused::Activation::Elu.values(x), grad)
+}
+
 /// The convolution `[N, C, H, W] * [O, C, K, K] -> [N, O, Ho, Wo]` (stride 1, cross-correlation
 /// as in every deep-learning library). `x` and `weight` are contiguous.
 pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {

@@ -170,6 +170,39 @@ pub(super) enum Activation {
     Softplus,
 }
 
+/// ELU of one value (alpha = 1). Both sides are computed and one selected (no branch), so
+/// loops over it vectorise; the exponent is taken at `min(v, 0)` (NaN stays NaN), where it
+/// cannot overflow. Shared by [`Activation::Elu`] and the convolutions that apply ELU to their
+/// input (`safe_ops/elu_conv.rs`), so both give the same bits.
+#[inline(always)]
+pub(super) fn elu_value<T: Float>(v: T) -> T {
+    let below = (if v > T::ZERO { T::ZERO } else { v }).exp() - T::ONE;
+    if v >= T::ZERO {
+        v
+    } else {
+        below
+    }
+}
+
+/// `g * elu'(x)`: `g` for `x > 0`, `g e^x` for `x <= 0`, the first derivative of
+/// [`elu_value`] as [`ScaledDerivative`] computes it (shared for the same reason).
+#[inline(always)]
+pub(super) fn elu_scaled_slope<T: Float>(g: T, x: T) -> T {
+    let below = (if x > T::ZERO { T::ZERO } else { x }).exp();
+    g * if x > T::ZERO { T::ONE } else { below }
+}
+
+/// `g * elu'(x)` as a differentiable op (its derivatives are again such ops).
+pub(super) fn elu_slope_op(g: &Tensor, x: &Tensor) -> Result<Tensor> {
+    g.apply_op2(
+        x,
+        ScaledDerivative {
+            act: Activation::Elu,
+            order: 1,
+        },
+    )
+}
+
 /// Highest derivative order of [`Activation::Softplus`] (its polynomial coefficients stay
 /// far inside `i64`).
 const SOFTPLUS_MAX_ORDER: usize = 12;
@@ -182,18 +215,11 @@ impl Activation {
         }
     }
 
-    fn values<T: Float>(self, x: &[T]) -> Vec<T> {
+    pub(super) fn values<T: Float>(self, x: &[T]) -> Vec<T> {
         match self {
             // Both sides computed and one selected (no branch), so the loop vectorises; the
             // exponent is taken at `min(v, 0)` (NaN stays NaN), where it cannot overflow.
-            Activation::Elu => map1(x, |v| {
-                let below = (if v > T::ZERO { T::ZERO } else { v }).exp() - T::ONE;
-                if v >= T::ZERO {
-                    v
-                } else {
-                    below
-                }
-            }),
+            Activation::Elu => map1(x, elu_value),
             Activation::Softplus => map1(x, |z| {
                 let relu = if z > T::ZERO { z } else { T::ZERO };
                 let neg_abs = if z > T::ZERO { T::ZERO - z } else { z };
@@ -205,6 +231,7 @@ impl Activation {
     /// `g * f^(order)(x)` elementwise, `order >= 1`.
     fn scaled_derivative<T: Float>(self, order: usize, g: &[T], x: &[T]) -> Vec<T> {
         match self {
+            Activation::Elu if order == 1 => map2(g, x, elu_scaled_slope),
             Activation::Elu => {
                 let above = if order == 1 { T::ONE } else { T::ZERO };
                 // `move`: `above` is then a register value, not a load through the closure

@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 use super::buffers::par_build;
 use super::conv_cpu::{matmul_into, sized, sum_parts, transpose, Element, Geometry, Mat};
+use super::fused::elu_value;
 use super::simd::{vectorised, Kernel};
 use super::{conv_algorithm, ConvAlgorithm};
 
@@ -447,10 +448,12 @@ fn chunk_buffers<W: Transforms, T: Element>(
 }
 
 /// `V[xi, tile, c] = (B^T d B)[xi]` for every tile of the samples `x` (`[count, C, H, W]`),
-/// into `v`; `work` holds the padded sample and one tile's intermediate.
+/// or of `elu(x)` where `elu`, into `v`; `work` holds the padded sample and one tile's
+/// intermediate.
 struct InputTiles<'a, W, T> {
     t: &'a Tiling<W>,
     x: &'a [T],
+    elu: bool,
     v: &'a mut [T],
     work: &'a mut [T],
 }
@@ -460,7 +463,7 @@ impl<W: Transforms, T: Element> Kernel for InputTiles<'_, W, T> {
 
     #[inline(always)]
     fn run(self) {
-        let Self { t, x, v, work } = self;
+        let Self { t, x, elu, v, work } = self;
         let (c_n, bw, a_n, m_n) = (t.c, t.padded_w(), W::A, W::M);
         let count = x.len() / t.in_len();
         let tiles = count * t.per_sample();
@@ -477,6 +480,12 @@ impl<W: Transforms, T: Element> Kernel for InputTiles<'_, W, T> {
                 hwc,
                 |q| ((q / t.w + t.p) * bw + q % t.w + t.p) * c_n,
             );
+            if elu {
+                // In cache, over the padding too: `elu(0) = 0` keeps it zero.
+                for v in hwc.iter_mut() {
+                    *v = elu_value(*v);
+                }
+            }
             let hwc = &*hwc;
             for ty in 0..t.th {
                 for tx in 0..t.tw {
@@ -590,12 +599,30 @@ impl<W: Transforms, T: Element> Kernel for GradientTiles<'_, W, T> {
 /// the values of `conv_cpu::forward`. `x` and `weight` are contiguous.
 pub(super) fn forward<T: Element>(g: &Geometry, variant: Variant, x: &[T], weight: &[T]) -> Vec<T> {
     match variant {
-        Variant::F2 => forward_with::<F2, T>(g, x, weight),
-        Variant::F4 => forward_with::<F4, T>(g, x, weight),
+        Variant::F2 => forward_with::<F2, T>(g, x, false, weight),
+        Variant::F4 => forward_with::<F4, T>(g, x, false, weight),
     }
 }
 
-fn forward_with<W: Transforms, T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
+/// [`forward`] of `elu(x)`, the ELU applied to each sample's channels-last copy.
+pub(super) fn forward_elu<T: Element>(
+    g: &Geometry,
+    variant: Variant,
+    x: &[T],
+    weight: &[T],
+) -> Vec<T> {
+    match variant {
+        Variant::F2 => forward_with::<F2, T>(g, x, true, weight),
+        Variant::F4 => forward_with::<F4, T>(g, x, true, weight),
+    }
+}
+
+fn forward_with<W: Transforms, T: Element>(
+    g: &Geometry,
+    x: &[T],
+    elu: bool,
+    weight: &[T],
+) -> Vec<T> {
     let t = Tiling::<W>::new(g);
     let samples = t.chunk_samples(g.n);
     let u = transform_kernel::<W, T>(g, weight);
@@ -603,7 +630,13 @@ fn forward_with<W: Transforms, T: Element>(g: &Geometry, x: &[T], weight: &[T]) 
         let x = &x[i * samples * t.in_len()..][..dst.len() / t.out_len() * t.in_len()];
         let tiles = x.len() / t.in_len() * t.per_sample();
         chunk_buffers(&t, tiles, |v, m, work| {
-            vectorised(InputTiles { t: &t, x, v, work });
+            vectorised(InputTiles {
+                t: &t,
+                x,
+                elu,
+                v,
+                work,
+            });
             // M[xi] = V[xi] @ U[xi]: A^2 products [tiles, C] @ [C, O].
             for xi in 0..Tiling::<W>::XI {
                 let lhs = Mat {
@@ -644,12 +677,30 @@ pub(super) fn kernel_grad<T: Element>(
     grad: &[T],
 ) -> Vec<T> {
     match variant {
-        Variant::F2 => kernel_grad_with::<F2, T>(g, x, grad),
-        Variant::F4 => kernel_grad_with::<F4, T>(g, x, grad),
+        Variant::F2 => kernel_grad_with::<F2, T>(g, x, false, grad),
+        Variant::F4 => kernel_grad_with::<F4, T>(g, x, false, grad),
     }
 }
 
-fn kernel_grad_with<W: Transforms, T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
+/// [`kernel_grad`] at input `elu(x)`, the ELU applied as in [`forward_elu`].
+pub(super) fn kernel_grad_elu<T: Element>(
+    g: &Geometry,
+    variant: Variant,
+    x: &[T],
+    grad: &[T],
+) -> Vec<T> {
+    match variant {
+        Variant::F2 => kernel_grad_with::<F2, T>(g, x, true, grad),
+        Variant::F4 => kernel_grad_with::<F4, T>(g, x, true, grad),
+    }
+}
+
+fn kernel_grad_with<W: Transforms, T: Element>(
+    g: &Geometry,
+    x: &[T],
+    elu: bool,
+    grad: &[T],
+) -> Vec<T> {
     let t = Tiling::<W>::new(g);
     let xi_n = Tiling::<W>::XI;
     let samples = t.chunk_samples(g.n);
@@ -668,7 +719,7 @@ fn kernel_grad_with<W: Transforms, T: Element>(g: &Geometry, x: &[T], grad: &[T]
                 let x = &x[first * t.in_len()..][..count * t.in_len()];
                 let dy = &grad[first * t.out_len()..][..count * t.out_len()];
                 let accumulate = chunk > group * chunks / groups;
-                chunk_kernel_grad(&t, x, dy, &mut du, accumulate);
+                chunk_kernel_grad(&t, (x, elu), dy, &mut du, accumulate);
             }
             du
         })
@@ -682,11 +733,11 @@ fn kernel_grad_with<W: Transforms, T: Element>(g: &Geometry, x: &[T], grad: &[T]
 /// the batch, so the sums' order does not depend on the number of threads.
 const GRAD_GROUPS: usize = 8;
 
-/// `dU[xi] (+)= V[xi]^T @ M'[xi]` over the tiles of the samples `x` and their output gradients
-/// `dy`: overwritten, or added to where `accumulate`.
+/// `dU[xi] (+)= V[xi]^T @ M'[xi]` over the tiles of the samples `x` (or of `elu(x)` where
+/// `elu`) and their output gradients `dy`: overwritten, or added to where `accumulate`.
 fn chunk_kernel_grad<W: Transforms, T: Element>(
     t: &Tiling<W>,
-    x: &[T],
+    (x, elu): (&[T], bool),
     dy: &[T],
     du: &mut [T],
     accumulate: bool,
@@ -697,6 +748,7 @@ fn chunk_kernel_grad<W: Transforms, T: Element>(
         vectorised(InputTiles {
             t,
             x,
+            elu,
             v,
             work: &mut *work,
         });

@@ -321,3 +321,64 @@ pub fn agrees_with_candle(
     }
     Ok(())
 }
+
+/// Whether two tensors hold equal values (`==` per element, so `-0 == +0`), as f64.
+pub fn same_values(a: &Tensor, b: &Tensor) -> Result<bool> {
+    let (a, b) = (
+        a.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?,
+        b.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?,
+    );
+    Ok(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y))
+}
+
+/// `elu_conv2d` of a `[n, c, h, w]` batch (non-contiguous, values of both signs) with an
+/// `[o, c, k, k]` kernel, with and without a bias, at every padding below `k`, in f64 and f32:
+/// its values and its gradients in the input, the kernel and the bias equal those of
+/// `conv2d(&elu(x), ..)` exactly (the same formulas and kernels; the oracle is the unfused
+/// pair of ops, itself tested against Candle and central differences).
+pub fn elu_conv_equals_unfused(
+    n: usize,
+    c: usize,
+    o: usize,
+    (h, w): (usize, usize),
+    k: usize,
+) -> Result<()> {
+    use sm_objectives::safe_ops::{elu, elu_conv2d};
+    for dtype in [DType::F64, DType::F32] {
+        let x = (pattern(n, c * h * w, 0.3)
+            .reshape((n, c, w, h))?
+            .transpose(2, 3)?
+            * 2.0)?
+            .to_dtype(dtype)?;
+        let w = (pattern(1, o * c * k * k, 1.7).reshape((o, c, k, k))? * (1.5 / c as f64))?
+            .to_dtype(dtype)?;
+        let b = pattern(1, o, 2.3).reshape(o)?.to_dtype(dtype)?;
+        for padding in 0..k {
+            for with_bias in [false, true] {
+                let (xv, wv, bv) = (
+                    Var::from_tensor(&x)?,
+                    Var::from_tensor(&w)?,
+                    Var::from_tensor(&b)?,
+                );
+                let bias = with_bias.then_some(bv.as_tensor());
+                let fused = elu_conv2d(xv.as_tensor(), wv.as_tensor(), bias, padding)?;
+                let unfused = conv2d(&elu(xv.as_tensor())?, wv.as_tensor(), bias, padding)?;
+                let what = format!("{dtype:?} p={padding} bias={with_bias}");
+                assert!(same_values(&fused, &unfused)?, "{what}: values differ");
+                let weights = pattern(1, fused.elem_count(), 0.9)
+                    .reshape(fused.dims())?
+                    .to_dtype(dtype)?;
+                let g1 = (fused * &weights)?.sum_all()?.backward()?;
+                let g2 = (unfused * &weights)?.sum_all()?.backward()?;
+                let vars = [("x", &xv), ("w", &wv), ("b", &bv)];
+                for (name, var) in vars.into_iter().take(if with_bias { 3 } else { 2 }) {
+                    let a = g1.get(var.as_tensor()).expect("gradient");
+                    let c = g2.get(var.as_tensor()).expect("gradient");
+                    assert!(max_abs_of(c)? > 0.0, "{what}: vacuous d/d{name}");
+                    assert!(same_values(a, c)?, "{what}: d/d{name} differs");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The custom ops behind `safe_ops::elu_conv2d`: `conv2d(elu(x), w) (+ b)` as one op, for the
+//! pre-activation residual blocks of the ResNet EBM (FD-SM App. C.2), where every 3x3
+//! convolution reads an ELU of the block's activations.
+//!
+//! Forward, the ELU is applied where the convolution lays its input out anyway: in the
+//! Winograd layers inside the channels-last copy of each sample (in cache, `winograd.rs`),
+//! elsewhere into a temporary. No activation-sized `elu(x)` tensor enters the graph, so
+//! Candle's backward pass does not create, clear and accumulate its gradient.
+//!
+//! Backward there are two paths, chosen when the op is built:
+//! - Where gradients may be differentiated again (Candle's higher-order mode, see
+//!   [`crate::autodiff`]), the backward pass is the one of `conv2d(elu(x))` built from
+//!   differentiable ops ([`super::elu`], the convolution's input and kernel gradients, the ELU's
+//!   derivative op), so every order of derivative stays correct.
+//! - Otherwise (first-order training, e.g. the FD objectives) it is computed directly into
+//!   fresh tensors: the input gradient as a convolution with the flipped kernel whose result
+//!   is multiplied by `elu'(x)` in place, the kernel gradient with the ELU applied inside its
+//!   layout again. Candle detaches every gradient in that mode, so nothing differentiates
+//!   them.
+//!
+//! Both paths, and the forward pass, evaluate the same formulas as `conv2d(&elu(x), ..)`
+//! (`fused::elu_value`, `fused::elu_scaled_slope`) with the same kernels, so values and
+//! gradients are those of the unfused ops to the bit.
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::conv::{conv_geometry, input_grad, kernel_grad};
+use super::conv_cpu::{self, Element, Geometry};
+use super::fused::{elu_scaled_slope, elu_slope_op, ChannelSum};
+use super::simd::vectorised;
+use super::storage::elements;
+
+/// Elements per task of the in-place ELU slope.
+const SLOPE_CHUNK: usize = 1 << 14;
+
+/// `conv(elu(x), w)`; `first_order` selects the direct backward pass (see the module docs).
+pub(super) struct EluConv {
+    pub(super) padding: usize,
+    pub(super) first_order: bool,
+}
+
+/// `conv(elu(x), w) + b`.
+pub(super) struct EluBiasedConv {
+    pub(super) padding: usize,
+    pub(super) first_order: bool,
+}
+
+/// The forward values for contiguous `x` and `w` (and a bias per output channel).
+fn forward<T: Element>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+    let mut out = conv_cpu::forward_elu(g, x, w);
+    if let Some(b) = b {
+        let (ho, wo) = g.out_hw();
+        conv_cpu::add_bias(&mut out, b, ho * wo);
+    }
+    out
+}
+
+impl CustomOp2 for EluConv {
+    fn name(&self) -> &'static str {
+        "elu-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = conv_geometry(l1, l2, self.padding)?;
+        let (ho, wo) = g.out_hw();
+        let out = on_float2!(s1, l1, s2, l2, "elu conv2d", |x, w| forward(
+            &g, &x, &w, None
+        ));
+        Ok((out, Shape::from((g.n, g.o, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = gradients(x, w, grad, self.padding, self.first_order)?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+impl CustomOp3 for EluBiasedConv {
+    fn name(&self) -> &'static str {
+        "elu-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = conv_geometry(l1, l2, self.padding)?;
+        let (ho, wo) = g.out_hw();
+        if l3.dims() != [g.o] {
+            bail!(
+                "elu conv2d: a bias of shape [{}] expected, got {:?}",
+                g.o,
+                l3.dims()
+            )
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                let (x, w, b) = (elements(x, l1), elements(w, l2), elements(b, l3));
+                CpuStorage::F32(forward(&g, &x, &w, Some(&b)))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                let (x, w, b) = (elements(x, l1), elements(w, l2), elements(b, l3));
+                CpuStorage::F64(forward(&g, &x, &w, Some(&b)))
+            }
+            (x, w, b) => bail!(
+                "elu conv2d: input, kernel and bias must all be f32 or all f64, got {:?}, {:?} and {:?}",
+                candle_core::backend::BackendStorage::dtype(x),
+                candle_core::backend::BackendStorage::dtype(w),
+                candle_core::backend::BackendStorage::dtype(b)
+            ),
+        };
+        Ok((out, Shape::from((g.n, g.o, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = gradients(x, w, grad, self.padding, self.first_order)?;
+        let gb = grad.apply_op1(ChannelSum)?;
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+/// The input and kernel gradients of `conv(elu(x), w)` at output gradient `grad`.
+fn gradients(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    padding: usize,
+    first_order: bool,
+) -> Result<(Tensor, Tensor)> {
+    if !first_order {
+        // Differentiable: the backward pass of `conv2d(elu(x))` in ops.
+        let k = w.dim(2)?;
+        let e = super::elu(x)?;
+        let ge = input_grad(grad, w, padding)?;
+        return Ok((elu_slope_op(&ge, x)?, kernel_grad(&e, grad, padding, k)?));
+    }
+    let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+    let (n, c, h, wd) = x.dims4()?;
+    let (o, _, k, _) = w.dims4()?;
+    let g = Geometry {
+        n,
+        c,
+        h,
+        w: wd,
+        o,
+        k,
+        p: padding,
+    };
+    if grad.dims() != [n, o, g.out_hw().0, g.out_hw().1] {
+        bail!(
+            "elu conv2d backward: output gradient {:?} for input {:?} and kernel {:?}",
+            grad.dims(),
+            x.dims(),
+            w.dims()
+        )
+    }
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let (gs, gl) = grad.storage_and_layout();
+    let dev = Device::Cpu;
+    match (&*xs, &*ws, &*gs) {
+        (
+            candle_core::Storage::Cpu(CpuStorage::F32(xd)),
+            candle_core::Storage::Cpu(CpuStorage::F32(wd)),
+            candle_core::Storage::Cpu(CpuStorage::F32(gd)),
+        ) => {
+            let (gx, gw) = direct(&g, &elements(xd, xl), &elements(wd, wl), &elements(gd, gl));
+            Ok((
+                Tensor::from_vec(gx, x.shape(), &dev)?,
+                Tensor::from_vec(gw, w.shape(), &dev)?,
+            ))
+        }
+        (
+            candle_core::Storage::Cpu(CpuStorage::F64(xd)),
+            candle_core::Storage::Cpu(CpuStorage::F64(wd)),
+            candle_core::Storage::Cpu(CpuStorage::F64(gd)),
+        ) => {
+            let (gx, gw) = direct(&g, &elements(xd, xl), &elements(wd, wl), &elements(gd, gl));
+            Ok((
+                Tensor::from_vec(gx, x.shape(), &dev)?,
+                Tensor::from_vec(gw, w.shape(), &dev)?,
+            ))
+        }
+        _ => bail!(
+            "elu conv2d backward: CPU tensors of one dtype, f32 or f64, expected, got {:?}, {:?} and {:?}",
+            x.dtype(),
+            w.dtype(),
+            grad.dtype()
+        ),
+    }
+}
+
+/// The first-order gradients computed directly: `(elu'(x) * conv_T(grad, w), kernel gradient
+/// of conv at elu(x))`, the values of [`input_grad`] followed by the ELU's slope and of
+/// [`kernel_grad`] at `elu(x)`.
+fn direct<T: Element>(g: &Geometry, x: &[T], w: &[T], grad: &[T]) -> (Vec<T>, Vec<T>) {
+    let (ho, wo) = g.out_hw();
+    // The flipped, transposed kernel `[C, O, K, K]` and the geometry of the input gradient's
+    // convolution over the output gradient (padding `K - 1 - p` restores the input size).
+    let k2 = g.k * g.k;
+    let mut w_flip = vec![T::ZERO; g.c * g.o * k2];
+    for o in 0..g.o {
+        for c in 0..g.c {
+            for t in 0..k2 {
+                w_flip[(c * g.o + o) * k2 + t] = w[(o * g.c + c) * k2 + (k2 - 1 - t)];
+            }
+        }
+    }
+    let gi = Geometry {
+        n: g.n,
+        c: g.o,
+        h: ho,
+        w: wo,
+        o: g.c,
+        k: g.k,
+        p: g.k - 1 - g.p,
+    };
+    let mut gx = conv_cpu::forward(&gi, grad, &w_flip);
+    gx.par_chunks_mut(SLOPE_CHUNK)
+        .zip(x.par_chunks(SLOPE_CHUNK))
+        .for_each(|(gx, x)| {
+            vectorised(|| {
+                for (d, &v) in gx.iter_mut().zip(x) {
+                    *d = elu_scaled_slope(*d, v);
+                }
+            })
+        });
+    let gw = conv_cpu::kernel_grad_elu(g, x, grad);
+    (gx, gw)
+}
