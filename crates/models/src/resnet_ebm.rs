@@ -6,12 +6,13 @@
 //! Only ops whose higher-order backward is correct in Candle are used (the convolution, average
 //! pooling and stable softplus of `sm_objectives::safe_ops`, ELU), so SM, SSM and DSM can
 //! differentiate through its input gradient. The convolution is `safe_ops::conv2d`, whose
-//! input gradient avoids Candle's slow `conv_transpose2d` on the CPU.
+//! input gradient avoids Candle's slow `conv_transpose2d` on the CPU; with ELU, each block's
+//! `conv(elu(h))` is one op (`safe_ops::elu_conv2d`).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
-use sm_objectives::safe_ops::{avg_pool2d, conv2d, elu, shifted_softplus};
+use sm_objectives::safe_ops::{avg_pool2d, conv2d, elu, elu_conv2d, shifted_softplus};
 use sm_objectives::LogDensity;
 
 /// The nonlinearity of the residual blocks.
@@ -116,6 +117,15 @@ impl Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(x, &self.weight, self.bias.as_ref(), self.padding)
     }
+
+    /// `self.forward(&act.apply(x))`; with ELU as one op (`safe_ops::elu_conv2d`: the same
+    /// values and derivatives, no `elu(x)` tensor in the graph).
+    fn forward_after(&self, act: Activation, x: &Tensor) -> Result<Tensor> {
+        match act {
+            Activation::Elu => elu_conv2d(x, &self.weight, self.bias.as_ref(), self.padding),
+            Activation::ShiftedSoftplus => self.forward(&act.apply(x)?),
+        }
+    }
 }
 
 /// A conv layer with PyTorch's default initialisation (weights and bias `U(-1/sqrt(fan_in),
@@ -174,7 +184,7 @@ impl Block {
     fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let h = self
             .conv2
-            .forward(&act.apply(&self.conv1.forward(&act.apply(x)?)?)?)?;
+            .forward_after(act, &self.conv1.forward_after(act, x)?)?;
         if self.down {
             avg_pool2d(&h, 2)? + self.shortcut.forward(&avg_pool2d(x, 2)?)?
         } else {
