@@ -396,6 +396,33 @@ pub(super) fn forward_elu<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Ve
     forward(g, &super::fused::Activation::Elu.values(x), weight)
 }
 
+/// [`forward`] with every output `y` multiplied by `elu'(z)` for the matching element of `z`
+/// (`[N, O, Ho, Wo]`): the input gradient of a convolution of `elu(z)`, computed as a
+/// convolution of the output gradient. In the Winograd layers the slope is applied to each
+/// sample as it is written, elsewhere in one parallel pass after.
+pub(super) fn forward_elu_slope<T: Element>(
+    g: &Geometry,
+    x: &[T],
+    weight: &[T],
+    z: &[T],
+) -> Vec<T> {
+    if let Some(variant) = super::winograd::plan(g) {
+        return super::winograd::forward_elu_slope(g, variant, x, weight, z);
+    }
+    let mut out = forward(g, x, weight);
+    assert_eq!(out.len(), z.len(), "slope values of the output's size");
+    out.par_chunks_mut(SUM_CHUNK)
+        .zip(z.par_chunks(SUM_CHUNK))
+        .for_each(|(out, z)| {
+            super::simd::vectorised(|| {
+                for (y, &z) in out.iter_mut().zip(z) {
+                    *y = super::fused::elu_scaled_slope(*y, z);
+                }
+            })
+        });
+    out
+}
+
 /// [`kernel_grad`] at input `elu(x)`, the ELU applied as in [`forward_elu`].
 pub(super) fn kernel_grad_elu<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
     if let Some(variant) = super::winograd::plan(g) {

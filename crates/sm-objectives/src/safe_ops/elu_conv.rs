@@ -13,9 +13,9 @@
 //!   differentiable ops ([`super::elu`], the convolution's input and kernel gradients, the ELU's
 //!   derivative op), so every order of derivative stays correct.
 //! - Otherwise (first-order training, e.g. the FD objectives) it is computed directly into
-//!   fresh tensors: the input gradient as a convolution with the flipped kernel whose result
-//!   is multiplied by `elu'(x)` in place, the kernel gradient with the ELU applied inside its
-//!   layout again. Candle detaches every gradient in that mode, so nothing differentiates
+//!   fresh tensors: the input gradient as a convolution with the flipped kernel whose outputs
+//!   are multiplied by `elu'(x)` as they are written (Winograd layers) or in one pass after,
+//!   the kernel gradient with the ELU applied inside its layout again. Candle detaches every gradient in that mode, so nothing differentiates
 //!   them.
 //!
 //! Both paths, and the forward pass, evaluate the same formulas as `conv2d(&elu(x), ..)`
@@ -23,16 +23,11 @@
 //! gradients are those of the unfused ops to the bit.
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::conv::{conv_geometry, input_grad, kernel_grad};
 use super::conv_cpu::{self, Element, Geometry};
-use super::fused::{elu_scaled_slope, elu_slope_op, ChannelSum};
-use super::simd::vectorised;
+use super::fused::{elu_slope_op, ChannelSum};
 use super::storage::elements;
-
-/// Elements per task of the in-place ELU slope.
-const SLOPE_CHUNK: usize = 1 << 14;
 
 /// `conv(elu(x), w)`; `first_order` selects the direct backward pass (see the module docs).
 pub(super) struct EluConv {
@@ -240,16 +235,7 @@ fn direct<T: Element>(g: &Geometry, x: &[T], w: &[T], grad: &[T]) -> (Vec<T>, Ve
         k: g.k,
         p: g.k - 1 - g.p,
     };
-    let mut gx = conv_cpu::forward(&gi, grad, &w_flip);
-    gx.par_chunks_mut(SLOPE_CHUNK)
-        .zip(x.par_chunks(SLOPE_CHUNK))
-        .for_each(|(gx, x)| {
-            vectorised(|| {
-                for (d, &v) in gx.iter_mut().zip(x) {
-                    *d = elu_scaled_slope(*d, v);
-                }
-            })
-        });
+    let gx = conv_cpu::forward_elu_slope(&gi, grad, &w_flip, x);
     let gw = conv_cpu::kernel_grad_elu(g, x, grad);
     (gx, gw)
 }

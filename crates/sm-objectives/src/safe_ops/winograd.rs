@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use super::buffers::par_build;
 use super::conv_cpu::{matmul_into, sized, sum_parts, transpose, Element, Geometry, Mat};
-use super::fused::elu_value;
+use super::fused::{elu_scaled_slope, elu_value};
 use super::simd::{vectorised, Kernel};
 use super::{conv_algorithm, ConvAlgorithm};
 
@@ -511,6 +511,9 @@ impl<W: Transforms, T: Element> Kernel for InputTiles<'_, W, T> {
 struct OutputTiles<'a, W, T> {
     t: &'a Tiling<W>,
     m: &'a [T],
+    /// Where given, each output `y` becomes `y elu'(z)` for the matching element `z` of these
+    /// values (as long as `dst`): the input gradient of a convolution of `elu(z)`.
+    slope: Option<&'a [T]>,
     dst: &'a mut [T],
     work: &'a mut [T],
 }
@@ -520,7 +523,13 @@ impl<W: Transforms, T: Element> Kernel for OutputTiles<'_, W, T> {
 
     #[inline(always)]
     fn run(self) {
-        let Self { t, m, dst, work } = self;
+        let Self {
+            t,
+            m,
+            slope,
+            dst,
+            work,
+        } = self;
         let (o_n, a_n, m_n) = (t.o, W::A, W::M);
         let tiles = dst.len() / t.out_len() * t.per_sample();
         let (_, tmp, yhwc) = t.split_work(work);
@@ -544,6 +553,13 @@ impl<W: Transforms, T: Element> Kernel for OutputTiles<'_, W, T> {
             // The valid `Ho x Wo` part of the tiled map, back to channels first.
             let hw = t.ho * t.wo;
             transpose(yhwc, (hw, o_n), |q| t.tiled_offset(q), y_s, |o| o * hw);
+            if let Some(z) = slope {
+                // In cache, right after the transpose wrote it.
+                let z = &z[s * t.out_len()..][..t.out_len()];
+                for (y, &z) in y_s.iter_mut().zip(z) {
+                    *y = elu_scaled_slope(*y, z);
+                }
+            }
         }
     }
 }
@@ -599,8 +615,23 @@ impl<W: Transforms, T: Element> Kernel for GradientTiles<'_, W, T> {
 /// the values of `conv_cpu::forward`. `x` and `weight` are contiguous.
 pub(super) fn forward<T: Element>(g: &Geometry, variant: Variant, x: &[T], weight: &[T]) -> Vec<T> {
     match variant {
-        Variant::F2 => forward_with::<F2, T>(g, x, false, weight),
-        Variant::F4 => forward_with::<F4, T>(g, x, false, weight),
+        Variant::F2 => forward_with::<F2, T>(g, (x, false), weight, None),
+        Variant::F4 => forward_with::<F4, T>(g, (x, false), weight, None),
+    }
+}
+
+/// [`forward`] with every output `y` multiplied by `elu'(z)` for the matching element of `z`
+/// (`[N, O, Ho, Wo]`), in cache as each sample is written.
+pub(super) fn forward_elu_slope<T: Element>(
+    g: &Geometry,
+    variant: Variant,
+    x: &[T],
+    weight: &[T],
+    z: &[T],
+) -> Vec<T> {
+    match variant {
+        Variant::F2 => forward_with::<F2, T>(g, (x, false), weight, Some(z)),
+        Variant::F4 => forward_with::<F4, T>(g, (x, false), weight, Some(z)),
     }
 }
 
@@ -612,22 +643,32 @@ pub(super) fn forward_elu<T: Element>(
     weight: &[T],
 ) -> Vec<T> {
     match variant {
-        Variant::F2 => forward_with::<F2, T>(g, x, true, weight),
-        Variant::F4 => forward_with::<F4, T>(g, x, true, weight),
+        Variant::F2 => forward_with::<F2, T>(g, (x, true), weight, None),
+        Variant::F4 => forward_with::<F4, T>(g, (x, true), weight, None),
     }
 }
 
+/// The convolution of `x` (of `elu(x)` where `elu`), each output multiplied by the ELU's
+/// slope at the matching element of `slope` where given.
 fn forward_with<W: Transforms, T: Element>(
     g: &Geometry,
-    x: &[T],
-    elu: bool,
+    (x, elu): (&[T], bool),
     weight: &[T],
+    slope: Option<&[T]>,
 ) -> Vec<T> {
     let t = Tiling::<W>::new(g);
     let samples = t.chunk_samples(g.n);
     let u = transform_kernel::<W, T>(g, weight);
+    if let Some(z) = slope {
+        assert_eq!(
+            z.len(),
+            g.n * t.out_len(),
+            "slope values of the output's size"
+        );
+    }
     par_build(g.n * t.out_len(), samples * t.out_len(), 1, |i, dst| {
         let x = &x[i * samples * t.in_len()..][..dst.len() / t.out_len() * t.in_len()];
+        let slope = slope.map(|z| &z[i * samples * t.out_len()..][..dst.len()]);
         let tiles = x.len() / t.in_len() * t.per_sample();
         chunk_buffers(&t, tiles, |v, m, work| {
             vectorised(InputTiles {
@@ -659,6 +700,7 @@ fn forward_with<W: Transforms, T: Element>(
             vectorised(OutputTiles {
                 t: &t,
                 m,
+                slope,
                 dst,
                 work,
             });
