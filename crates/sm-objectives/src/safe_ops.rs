@@ -218,6 +218,51 @@ pub fn elu_conv2d(
     }
 }
 
+/// `elu_conv2d(x, weight, None, padding) + residual` as one op: the last convolution of a
+/// pre-activation residual block with its skip connection added (the block's other biases
+/// folded into the residual by the caller). The sum is made as each sample's outputs are
+/// written, and Candle's backward pass no longer creates and accumulates a gradient for the
+/// convolution's output alone. Values and derivatives are those of the two ops; on other
+/// devices and dtypes it is that sum.
+///
+/// # Shapes
+/// * `x`, `weight`: as [`conv2d`]; `residual`: the output's shape, `[N, C_out, H_out, W_out]`
+/// * returns `[N, C_out, H_out, W_out]`
+///
+/// # Errors
+/// As [`conv2d`], and a residual of another shape or dtype.
+pub fn elu_conv2d_add(
+    x: &Tensor,
+    weight: &Tensor,
+    residual: &Tensor,
+    padding: usize,
+) -> Result<Tensor> {
+    check_conv_args(x, weight, None, padding)?;
+    let (n, _, h, w) = x.dims4()?;
+    let (o, _, k, _) = weight.dims4()?;
+    let out = [n, o, h + 2 * padding + 1 - k, w + 2 * padding + 1 - k];
+    if residual.dims() != out || residual.dtype() != x.dtype() {
+        bail!(
+            "elu_conv2d_add: a {:?} residual of shape {out:?} expected, got {:?} of shape {:?}",
+            x.dtype(),
+            residual.dtype(),
+            residual.dims()
+        )
+    }
+    if !fused_path(x) || !residual.device().is_cpu() {
+        return elu_conv2d(x, weight, None, padding)? + residual;
+    }
+    let first_order = !crate::autodiff::higher_order_enabled();
+    x.apply_op3(
+        weight,
+        residual,
+        elu_conv::EluConvAdd {
+            padding,
+            first_order,
+        },
+    )
+}
+
 /// The argument checks of [`conv2d`] and [`elu_conv2d`].
 fn check_conv_args(
     x: &Tensor,

@@ -162,5 +162,8 @@ fn elu_conv_direct_backward_equals_the_unfused_ops() -> Result<()> {
     elu_conv_equals_unfused(10, 16, 16, (33, 34), 3)?; // several kernel-gradient groups
     elu_conv_equals_unfused(4, 6, 5, (3, 3), 3)?; // small maps
     elu_conv_equals_unfused(3, 3, 4, (7, 6), 3)?; // direct
-    elu_conv_equals_unfused(3, 5, 6, (9, 10), 1) // pointwise
+    elu_conv_equals_unfused(3, 5, 6, (9, 10), 1)?; // pointwise
+                                                   // With the residual sum: Winograd (sum in the output transform) and small maps.
+    elu_conv_add_equals_separate_sum(3, 16, 20, (9, 10), 3)?;
+    elu_conv_add_equals_separate_sum(4, 6, 5, (3, 3), 3)
 }

@@ -27,6 +27,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::buffers::{par_build, par_zeroed};
+pub(super) use super::winograd::Epilogue;
 
 /// The geometry of one convolution: `[N, C, H, W]` input, `[O, C, K, K]` kernel, padding `p`.
 #[derive(Debug, Clone, Copy)]
@@ -387,36 +388,43 @@ fn patches<T: Element>(g: &Geometry, planes: &[T], cols: &mut [T]) {
     }
 }
 
-/// [`forward`] of `elu(x)`: in the Winograd layers the ELU is applied inside the transforms'
-/// channels-last copy of each sample, elsewhere into a temporary first.
-pub(super) fn forward_elu<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
-    if let Some(variant) = super::winograd::plan(g) {
-        return super::winograd::forward_elu(g, variant, x, weight);
-    }
-    forward(g, &super::fused::Activation::Elu.values(x), weight)
-}
-
-/// [`forward`] with every output `y` multiplied by `elu'(z)` for the matching element of `z`
-/// (`[N, O, Ho, Wo]`): the input gradient of a convolution of `elu(z)`, computed as a
-/// convolution of the output gradient. In the Winograd layers the slope is applied to each
-/// sample as it is written, elsewhere in one parallel pass after.
-pub(super) fn forward_elu_slope<T: Element>(
+/// The convolution of `x`, or of `elu(x)` where `elu`, with the `epilogue` applied to its
+/// outputs (`y elu'(z)`: the input gradient of a convolution of `elu(z)`; `y + r`: a residual
+/// sum). In the Winograd layers the ELU is applied inside the transforms' channels-last copy of
+/// each sample and the epilogue to each sample as it is written (both in cache); elsewhere
+/// the ELU goes into a temporary first and the epilogue is one parallel pass after.
+pub(super) fn forward_ends<T: Element>(
     g: &Geometry,
-    x: &[T],
+    (x, elu): (&[T], bool),
     weight: &[T],
-    z: &[T],
+    epilogue: Epilogue<'_, T>,
 ) -> Vec<T> {
     if let Some(variant) = super::winograd::plan(g) {
-        return super::winograd::forward_elu_slope(g, variant, x, weight, z);
+        return super::winograd::forward_ends(g, variant, (x, elu), weight, epilogue);
     }
-    let mut out = forward(g, x, weight);
-    assert_eq!(out.len(), z.len(), "slope values of the output's size");
+    let mut out = if elu {
+        forward(g, &super::fused::Activation::Elu.values(x), weight)
+    } else {
+        forward(g, x, weight)
+    };
+    let Some(values) = epilogue.values() else {
+        return out;
+    };
+    assert_eq!(out.len(), values.len(), "epilogue of the output's size");
     out.par_chunks_mut(SUM_CHUNK)
-        .zip(z.par_chunks(SUM_CHUNK))
-        .for_each(|(out, z)| {
-            super::simd::vectorised(|| {
-                for (y, &z) in out.iter_mut().zip(z) {
-                    *y = super::fused::elu_scaled_slope(*y, z);
+        .zip(values.par_chunks(SUM_CHUNK))
+        .for_each(|(out, v)| {
+            super::simd::vectorised(|| match epilogue {
+                Epilogue::None => {}
+                Epilogue::EluSlope(_) => {
+                    for (y, &z) in out.iter_mut().zip(v) {
+                        *y = super::fused::elu_scaled_slope(*y, z);
+                    }
+                }
+                Epilogue::Add(_) => {
+                    for (y, &r) in out.iter_mut().zip(v) {
+                        *y = *y + r;
+                    }
                 }
             })
         });

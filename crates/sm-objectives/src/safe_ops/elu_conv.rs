@@ -25,7 +25,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use super::conv::{conv_geometry, input_grad, kernel_grad};
-use super::conv_cpu::{self, Element, Geometry};
+use super::conv_cpu::{self, Element, Epilogue, Geometry};
 use super::fused::{elu_slope_op, ChannelSum};
 use super::storage::elements;
 
@@ -43,7 +43,7 @@ pub(super) struct EluBiasedConv {
 
 /// The forward values for contiguous `x` and `w` (and a bias per output channel).
 fn forward<T: Element>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
-    let mut out = conv_cpu::forward_elu(g, x, w);
+    let mut out = conv_cpu::forward_ends(g, (x, true), w, Epilogue::None);
     if let Some(b) = b {
         let (ho, wo) = g.out_hw();
         conv_cpu::add_bias(&mut out, b, ho * wo);
@@ -235,7 +235,69 @@ fn direct<T: Element>(g: &Geometry, x: &[T], w: &[T], grad: &[T]) -> (Vec<T>, Ve
         k: g.k,
         p: g.k - 1 - g.p,
     };
-    let gx = conv_cpu::forward_elu_slope(&gi, grad, &w_flip, x);
+    let gx = conv_cpu::forward_ends(&gi, (grad, false), &w_flip, Epilogue::EluSlope(x));
     let gw = conv_cpu::kernel_grad_elu(g, x, grad);
     (gx, gw)
+}
+
+/// `conv(elu(x), w) + r` for a residual `r` of the output's shape.
+pub(super) struct EluConvAdd {
+    pub(super) padding: usize,
+    pub(super) first_order: bool,
+}
+
+impl CustomOp3 for EluConvAdd {
+    fn name(&self) -> &'static str {
+        "elu-conv2d-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = conv_geometry(l1, l2, self.padding)?;
+        let (ho, wo) = g.out_hw();
+        if l3.dims() != [g.n, g.o, ho, wo] {
+            bail!(
+                "elu conv2d add: a residual of the output's shape {:?} expected, got {:?}",
+                [g.n, g.o, ho, wo],
+                l3.dims()
+            )
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(r)) => {
+                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
+                CpuStorage::F32(conv_cpu::forward_ends(&g, (&x, true), &w, Epilogue::Add(&r)))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(r)) => {
+                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
+                CpuStorage::F64(conv_cpu::forward_ends(&g, (&x, true), &w, Epilogue::Add(&r)))
+            }
+            (x, w, r) => bail!(
+                "elu conv2d add: input, kernel and residual must all be f32 or all f64, got {:?}, {:?} and {:?}",
+                candle_core::backend::BackendStorage::dtype(x),
+                candle_core::backend::BackendStorage::dtype(w),
+                candle_core::backend::BackendStorage::dtype(r)
+            ),
+        };
+        Ok((out, Shape::from((g.n, g.o, ho, wo))))
+    }
+
+    /// The residual's gradient is the output gradient itself.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _r: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = gradients(x, w, grad, self.padding, self.first_order)?;
+        Ok((Some(gx), Some(gw), Some(grad.clone())))
+    }
 }

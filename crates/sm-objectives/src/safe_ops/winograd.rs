@@ -511,9 +511,8 @@ impl<W: Transforms, T: Element> Kernel for InputTiles<'_, W, T> {
 struct OutputTiles<'a, W, T> {
     t: &'a Tiling<W>,
     m: &'a [T],
-    /// Where given, each output `y` becomes `y elu'(z)` for the matching element `z` of these
-    /// values (as long as `dst`): the input gradient of a convolution of `elu(z)`.
-    slope: Option<&'a [T]>,
+    /// What is done to each sample's outputs once written (values as long as `dst`).
+    epilogue: Epilogue<'a, T>,
     dst: &'a mut [T],
     work: &'a mut [T],
 }
@@ -526,7 +525,7 @@ impl<W: Transforms, T: Element> Kernel for OutputTiles<'_, W, T> {
         let Self {
             t,
             m,
-            slope,
+            epilogue,
             dst,
             work,
         } = self;
@@ -553,13 +552,53 @@ impl<W: Transforms, T: Element> Kernel for OutputTiles<'_, W, T> {
             // The valid `Ho x Wo` part of the tiled map, back to channels first.
             let hw = t.ho * t.wo;
             transpose(yhwc, (hw, o_n), |q| t.tiled_offset(q), y_s, |o| o * hw);
-            if let Some(z) = slope {
-                // In cache, right after the transpose wrote it.
-                let z = &z[s * t.out_len()..][..t.out_len()];
-                for (y, &z) in y_s.iter_mut().zip(z) {
-                    *y = elu_scaled_slope(*y, z);
+            // In cache, right after the transpose wrote it.
+            match epilogue {
+                Epilogue::None => {}
+                Epilogue::EluSlope(z) => {
+                    let z = &z[s * t.out_len()..][..t.out_len()];
+                    for (y, &z) in y_s.iter_mut().zip(z) {
+                        *y = elu_scaled_slope(*y, z);
+                    }
+                }
+                Epilogue::Add(r) => {
+                    let r = &r[s * t.out_len()..][..t.out_len()];
+                    for (y, &r) in y_s.iter_mut().zip(r) {
+                        *y = *y + r;
+                    }
                 }
             }
+        }
+    }
+}
+
+/// What [`forward_ends`] does to each output `y` once computed, with the matching element of
+/// a tensor of the output's shape.
+#[derive(Clone, Copy)]
+pub(super) enum Epilogue<'a, T> {
+    /// Nothing.
+    None,
+    /// `y elu'(z)`: the input gradient of a convolution of `elu(z)`.
+    EluSlope(&'a [T]),
+    /// `y + r`: a residual sum.
+    Add(&'a [T]),
+}
+
+impl<'a, T> Epilogue<'a, T> {
+    /// The values it reads, if any.
+    pub(super) fn values(self) -> Option<&'a [T]> {
+        match self {
+            Epilogue::None => None,
+            Epilogue::EluSlope(v) | Epilogue::Add(v) => Some(v),
+        }
+    }
+
+    /// The same epilogue on `values()[at..at + len]`.
+    fn narrow(self, at: usize, len: usize) -> Self {
+        match self {
+            Epilogue::None => Epilogue::None,
+            Epilogue::EluSlope(v) => Epilogue::EluSlope(&v[at..][..len]),
+            Epilogue::Add(v) => Epilogue::Add(&v[at..][..len]),
         }
     }
 }
@@ -615,60 +654,46 @@ impl<W: Transforms, T: Element> Kernel for GradientTiles<'_, W, T> {
 /// the values of `conv_cpu::forward`. `x` and `weight` are contiguous.
 pub(super) fn forward<T: Element>(g: &Geometry, variant: Variant, x: &[T], weight: &[T]) -> Vec<T> {
     match variant {
-        Variant::F2 => forward_with::<F2, T>(g, (x, false), weight, None),
-        Variant::F4 => forward_with::<F4, T>(g, (x, false), weight, None),
+        Variant::F2 => forward_with::<F2, T>(g, (x, false), weight, Epilogue::None),
+        Variant::F4 => forward_with::<F4, T>(g, (x, false), weight, Epilogue::None),
     }
 }
 
-/// [`forward`] with every output `y` multiplied by `elu'(z)` for the matching element of `z`
-/// (`[N, O, Ho, Wo]`), in cache as each sample is written.
-pub(super) fn forward_elu_slope<T: Element>(
+/// The convolution of `x` (of `elu(x)` where `elu`), the `epilogue` applied to each sample's
+/// outputs as they are written (in cache).
+pub(super) fn forward_ends<T: Element>(
     g: &Geometry,
     variant: Variant,
-    x: &[T],
+    (x, elu): (&[T], bool),
     weight: &[T],
-    z: &[T],
+    epilogue: Epilogue<'_, T>,
 ) -> Vec<T> {
     match variant {
-        Variant::F2 => forward_with::<F2, T>(g, (x, false), weight, Some(z)),
-        Variant::F4 => forward_with::<F4, T>(g, (x, false), weight, Some(z)),
+        Variant::F2 => forward_with::<F2, T>(g, (x, elu), weight, epilogue),
+        Variant::F4 => forward_with::<F4, T>(g, (x, elu), weight, epilogue),
     }
 }
 
-/// [`forward`] of `elu(x)`, the ELU applied to each sample's channels-last copy.
-pub(super) fn forward_elu<T: Element>(
-    g: &Geometry,
-    variant: Variant,
-    x: &[T],
-    weight: &[T],
-) -> Vec<T> {
-    match variant {
-        Variant::F2 => forward_with::<F2, T>(g, (x, true), weight, None),
-        Variant::F4 => forward_with::<F4, T>(g, (x, true), weight, None),
-    }
-}
-
-/// The convolution of `x` (of `elu(x)` where `elu`), each output multiplied by the ELU's
-/// slope at the matching element of `slope` where given.
+/// [`forward_ends`] for the algorithm `W`.
 fn forward_with<W: Transforms, T: Element>(
     g: &Geometry,
     (x, elu): (&[T], bool),
     weight: &[T],
-    slope: Option<&[T]>,
+    epilogue: Epilogue<'_, T>,
 ) -> Vec<T> {
     let t = Tiling::<W>::new(g);
     let samples = t.chunk_samples(g.n);
     let u = transform_kernel::<W, T>(g, weight);
-    if let Some(z) = slope {
+    if let Some(values) = epilogue.values() {
         assert_eq!(
-            z.len(),
+            values.len(),
             g.n * t.out_len(),
-            "slope values of the output's size"
+            "epilogue of the output's size"
         );
     }
     par_build(g.n * t.out_len(), samples * t.out_len(), 1, |i, dst| {
         let x = &x[i * samples * t.in_len()..][..dst.len() / t.out_len() * t.in_len()];
-        let slope = slope.map(|z| &z[i * samples * t.out_len()..][..dst.len()]);
+        let epilogue = epilogue.narrow(i * samples * t.out_len(), dst.len());
         let tiles = x.len() / t.in_len() * t.per_sample();
         chunk_buffers(&t, tiles, |v, m, work| {
             vectorised(InputTiles {
@@ -700,7 +725,7 @@ fn forward_with<W: Transforms, T: Element>(
             vectorised(OutputTiles {
                 t: &t,
                 m,
-                slope,
+                epilogue,
                 dst,
                 work,
             });
