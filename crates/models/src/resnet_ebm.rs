@@ -7,12 +7,15 @@
 //! pooling and stable softplus of `sm_objectives::safe_ops`, ELU), so SM, SSM and DSM can
 //! differentiate through its input gradient. The convolution is `safe_ops::conv2d`, whose
 //! input gradient avoids Candle's slow `conv_transpose2d` on the CPU; with ELU, each block's
-//! `conv(elu(h))` is one op (`safe_ops::elu_conv2d`).
+//! `conv(elu(h))` is one op (`safe_ops::elu_conv2d`), and a block that keeps its resolution
+//! adds its skip connection inside its last convolution (`safe_ops::elu_conv2d_add`).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
-use sm_objectives::safe_ops::{avg_pool2d, conv2d, elu, elu_conv2d, shifted_softplus};
+use sm_objectives::safe_ops::{
+    avg_pool2d, conv2d, elu, elu_conv2d, elu_conv2d_add, shifted_softplus,
+};
 use sm_objectives::LogDensity;
 
 /// The nonlinearity of the residual blocks.
@@ -182,6 +185,16 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if let (false, Activation::Elu, Some(b2), Some(bs)) =
+            (self.down, act, &self.conv2.bias, &self.shortcut.bias)
+        {
+            // conv2's bias joins the shortcut's, and conv2 adds the shortcut as it writes its
+            // outputs: `conv2(elu(h)) + (shortcut(x) + b2)`, one op (`elu_conv2d_add`).
+            let h = self.conv1.forward_after(act, x)?;
+            let sc = &self.shortcut;
+            let s = conv2d(x, &sc.weight, Some(&(bs + b2)?), sc.padding)?;
+            return elu_conv2d_add(&h, &self.conv2.weight, &s, self.conv2.padding);
+        }
         let h = self
             .conv2
             .forward_after(act, &self.conv1.forward_after(act, x)?)?;
