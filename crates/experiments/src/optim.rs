@@ -66,9 +66,9 @@ impl Adam {
     /// One update with learning rate `lr`; variables without a gradient are left unchanged
     /// (their moments still decay, as in PyTorch when the gradient is zero).
     ///
-    /// On the CPU (f32 or f64, contiguous) each variable is updated in one multithreaded pass
-    /// ([`fused_update`]); elsewhere by Candle ops ([`composed_update`]). Both do the same
-    /// floating-point operations in the same order, so the results are identical.
+    /// On the CPU (f32 or f64, contiguous) each variable is updated in one multithreaded pass;
+    /// elsewhere by Candle ops. Both do the same floating-point operations in the same order,
+    /// so the results are identical.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.t += 1;
         let k = Coefficients::new(self.config, self.t, lr);
