@@ -263,6 +263,58 @@ pub fn elu_conv2d_add(
     )
 }
 
+/// `avg_pool2d(&elu_conv2d(x, weight, None, padding)?, k)? + residual` as one op: the last
+/// convolution of a downsampling pre-activation residual block, pooled, with its skip
+/// connection added (the block's biases folded into the residual by the caller, which the
+/// pooling's linearity allows). The convolution's full-resolution output is pooled as soon as
+/// it is computed and never enters the graph, so Candle's backward pass does not create and
+/// accumulate a gradient for it. Values and derivatives are those of the separate ops; on
+/// other devices and dtypes it is that expression.
+///
+/// # Shapes
+/// * `x`, `weight`: as [`conv2d`]; `residual`: `[N, C_out, H_out / k, W_out / k]` (floor)
+/// * returns `[N, C_out, H_out / k, W_out / k]`
+///
+/// # Errors
+/// As [`conv2d`], a pooling larger than the output, and a residual of another shape or dtype.
+pub fn elu_conv2d_pool_add(
+    x: &Tensor,
+    weight: &Tensor,
+    residual: &Tensor,
+    padding: usize,
+    k: usize,
+) -> Result<Tensor> {
+    check_conv_args(x, weight, None, padding)?;
+    let (n, _, h, w) = x.dims4()?;
+    let (o, _, kk, _) = weight.dims4()?;
+    let (ho, wo) = (h + 2 * padding + 1 - kk, w + 2 * padding + 1 - kk);
+    if k == 0 || ho < k || wo < k {
+        bail!("elu_conv2d_pool_add: a {k}x{k} pooling does not fit a {ho}x{wo} output")
+    }
+    let out = [n, o, ho / k, wo / k];
+    if residual.dims() != out || residual.dtype() != x.dtype() {
+        bail!(
+            "elu_conv2d_pool_add: a {:?} residual of shape {out:?} expected, got {:?} of shape {:?}",
+            x.dtype(),
+            residual.dtype(),
+            residual.dims()
+        )
+    }
+    if !fused_path(x) || !residual.device().is_cpu() {
+        return avg_pool2d(&elu_conv2d(x, weight, None, padding)?, k)? + residual;
+    }
+    let first_order = !crate::autodiff::higher_order_enabled();
+    x.apply_op3(
+        weight,
+        residual,
+        elu_conv::EluConvPoolAdd {
+            padding,
+            k,
+            first_order,
+        },
+    )
+}
+
 /// The argument checks of [`conv2d`] and [`elu_conv2d`].
 fn check_conv_args(
     x: &Tensor,

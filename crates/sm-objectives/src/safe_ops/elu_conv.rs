@@ -23,10 +23,11 @@
 //! gradients are those of the unfused ops to the bit.
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::conv::{conv_geometry, input_grad, kernel_grad};
 use super::conv_cpu::{self, Element, Epilogue, Geometry};
-use super::fused::{elu_slope_op, ChannelSum};
+use super::fused::{avg_pool_values, elu_slope_op, ChannelSum, PoolSpread};
 use super::storage::elements;
 
 /// `conv(elu(x), w)`; `first_order` selects the direct backward pass (see the module docs).
@@ -298,6 +299,112 @@ impl CustomOp3 for EluConvAdd {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (gx, gw) = gradients(x, w, grad, self.padding, self.first_order)?;
+        Ok((Some(gx), Some(gw), Some(grad.clone())))
+    }
+}
+
+/// `avg_pool2d(conv(elu(x), w), k) + r` for a residual `r` of the pooled output's shape: the
+/// last convolution of a downsampling block with its skip connection.
+pub(super) struct EluConvPoolAdd {
+    pub(super) padding: usize,
+    pub(super) k: usize,
+    pub(super) first_order: bool,
+}
+
+impl EluConvPoolAdd {
+    /// The convolution's geometry and its pooled output shape, checked.
+    fn shapes(&self, lx: &Layout, lw: &Layout) -> Result<(Geometry, [usize; 4])> {
+        let g = conv_geometry(lx, lw, self.padding)?;
+        let (ho, wo) = g.out_hw();
+        let k = self.k;
+        if k == 0 || ho < k || wo < k {
+            bail!("elu conv2d pool: a {k}x{k} pooling does not fit a {ho}x{wo} output")
+        }
+        Ok((g, [g.n, g.o, ho / k, wo / k]))
+    }
+}
+
+/// `avg_pool(conv(elu(x), w)) + r`.
+fn pooled_forward<T: Element>(g: &Geometry, k: usize, x: &[T], w: &[T], r: &[T]) -> Vec<T> {
+    let (ho, wo) = g.out_hw();
+    let y = conv_cpu::forward_ends(g, (x, true), w, Epilogue::None);
+    let mut out = avg_pool_values(&y, k, ho, wo);
+    drop(y);
+    out.par_chunks_mut(1 << 14)
+        .zip(r.par_chunks(1 << 14))
+        .for_each(|(out, r)| {
+            for (o, &r) in out.iter_mut().zip(r) {
+                *o = *o + r;
+            }
+        });
+    out
+}
+
+impl CustomOp3 for EluConvPoolAdd {
+    fn name(&self) -> &'static str {
+        "elu-conv2d-pool-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, pooled) = self.shapes(l1, l2)?;
+        if l3.dims() != pooled {
+            bail!(
+                "elu conv2d pool add: a residual of the pooled output's shape {pooled:?} expected, got {:?}",
+                l3.dims()
+            )
+        }
+        let k = self.k;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(r)) => {
+                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
+                CpuStorage::F32(pooled_forward(&g, k, &x, &w, &r))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(r)) => {
+                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
+                CpuStorage::F64(pooled_forward(&g, k, &x, &w, &r))
+            }
+            (x, w, r) => bail!(
+                "elu conv2d pool add: input, kernel and residual must all be f32 or all f64, got {:?}, {:?} and {:?}",
+                candle_core::backend::BackendStorage::dtype(x),
+                candle_core::backend::BackendStorage::dtype(w),
+                candle_core::backend::BackendStorage::dtype(r)
+            ),
+        };
+        Ok((out, Shape::from(pooled.to_vec())))
+    }
+
+    /// The pooled gradient spread back over the convolution's output (the pooling's adjoint,
+    /// a differentiable op), then the gradients of `conv(elu(x), w)`; the residual's gradient
+    /// is the output gradient itself.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _r: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, wd) = x.dims4()?;
+        let k_conv = w.dim(2)?;
+        let (ho, wo) = (
+            h + 2 * self.padding + 1 - k_conv,
+            wd + 2 * self.padding + 1 - k_conv,
+        );
+        let spread = PoolSpread {
+            k: self.k,
+            h: ho,
+            w: wo,
+        };
+        let dy = grad.contiguous()?.apply_op1(spread)?;
+        let (gx, gw) = gradients(x, w, &dy, self.padding, self.first_order)?;
         Ok((Some(gx), Some(gw), Some(grad.clone())))
     }
 }

@@ -537,6 +537,50 @@ impl CustomOp1 for ChannelBroadcast {
     }
 }
 
+/// The values of [`AvgPool`] for the `[.., H, W]` maps `x`.
+pub(super) fn avg_pool_values<T: Float>(x: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
+    let (ho, wo) = (h / k, w / k);
+    let scale = T::ONE / T::from_usize(k * k);
+    par_build(
+        x.len() / (h * w) * ho * wo,
+        ho * wo,
+        PAR_MIN / (h * w),
+        |i, out| {
+            let plane = &x[i * h * w..][..h * w];
+            for y in 0..ho {
+                let row = &mut out[y * wo..][..wo];
+                for a in 0..k {
+                    let src = &plane[(y * k + a) * w..][..wo * k];
+                    for (o, window) in row.iter_mut().zip(src.chunks_exact(k)) {
+                        *o = window.iter().fold(*o, |s, &v| s + v);
+                    }
+                }
+                for o in row.iter_mut() {
+                    *o = *o * scale;
+                }
+            }
+        },
+    )
+}
+
+/// The values of [`PoolSpread`] for the `[.., H/k, W/k]` maps `g`, into `[.., H, W]` maps.
+pub(super) fn pool_spread_values<T: Float>(g: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
+    let (ho, wo) = (h / k, w / k);
+    let scale = T::ONE / T::from_usize(k * k);
+    // Zeros stay in the rows and columns the pooling dropped.
+    let planes = g.len() / (ho * wo).max(1);
+    par_build(planes * h * w, h * w, PAR_MIN / (h * w).max(1), |i, out| {
+        let plane = &g[i * ho * wo..][..ho * wo];
+        for y in 0..ho * k {
+            let src = &plane[(y / k) * wo..][..wo];
+            let row = &mut out[y * w..][..wo * k];
+            for (window, &v) in row.chunks_exact_mut(k).zip(src) {
+                window.fill(v * scale);
+            }
+        }
+    })
+}
+
 /// Average pooling, kernel = stride = `k`, floor mode: `[N, C, H, W] -> [N, C, H/k, W/k]`.
 pub(super) struct AvgPool {
     pub(super) k: usize,
@@ -562,31 +606,7 @@ impl CustomOp1 for AvgPool {
             bail!("avg_pool2d: kernel {k} does not fit an input of height {h} and width {w}")
         }
         let (ho, wo) = (h / k, w / k);
-        fn run<T: Float>(x: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
-            let (ho, wo) = (h / k, w / k);
-            let scale = T::ONE / T::from_usize(k * k);
-            par_build(
-                x.len() / (h * w) * ho * wo,
-                ho * wo,
-                PAR_MIN / (h * w),
-                |i, out| {
-                    let plane = &x[i * h * w..][..h * w];
-                    for y in 0..ho {
-                        let row = &mut out[y * wo..][..wo];
-                        for a in 0..k {
-                            let src = &plane[(y * k + a) * w..][..wo * k];
-                            for (o, window) in row.iter_mut().zip(src.chunks_exact(k)) {
-                                *o = window.iter().fold(*o, |s, &v| s + v);
-                            }
-                        }
-                        for o in row.iter_mut() {
-                            *o = *o * scale;
-                        }
-                    }
-                },
-            )
-        }
-        let out = on_float!(s, l, "avg_pool2d", |x| run(&x, k, h, w));
+        let out = on_float!(s, l, "avg_pool2d", |x| avg_pool_values(&x, k, h, w));
         Ok((out, Shape::from((n, c, ho, wo))))
     }
 
@@ -607,23 +627,9 @@ impl CustomOp1 for PoolSpread {
         if k == 0 || h / k != ho || w / k != wo {
             bail!("avg_pool2d adjoint: a {ho}x{wo} map is not the {k}x{k} pooling of {h}x{w}")
         }
-        fn run<T: Float>(g: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
-            let (ho, wo) = (h / k, w / k);
-            let scale = T::ONE / T::from_usize(k * k);
-            // Zeros stay in the rows and columns the pooling dropped.
-            let planes = g.len() / (ho * wo).max(1);
-            par_build(planes * h * w, h * w, PAR_MIN / (h * w).max(1), |i, out| {
-                let plane = &g[i * ho * wo..][..ho * wo];
-                for y in 0..ho * k {
-                    let src = &plane[(y / k) * wo..][..wo];
-                    let row = &mut out[y * w..][..wo * k];
-                    for (window, &v) in row.chunks_exact_mut(k).zip(src) {
-                        window.fill(v * scale);
-                    }
-                }
-            })
-        }
-        let out = on_float!(s, l, "avg_pool2d adjoint", |g| run(&g, k, h, w));
+        let out = on_float!(s, l, "avg_pool2d adjoint", |g| pool_spread_values(
+            &g, k, h, w
+        ));
         Ok((out, Shape::from((n, c, h, w))))
     }
 
