@@ -7,14 +7,15 @@
 //! pooling and stable softplus of `sm_objectives::safe_ops`, ELU), so SM, SSM and DSM can
 //! differentiate through its input gradient. The convolution is `safe_ops::conv2d`, whose
 //! input gradient avoids Candle's slow `conv_transpose2d` on the CPU; with ELU, each block's
-//! `conv(elu(h))` is one op (`safe_ops::elu_conv2d`), and a block that keeps its resolution
-//! adds its skip connection inside its last convolution (`safe_ops::elu_conv2d_add`).
+//! `conv(elu(h))` is one op (`safe_ops::elu_conv2d`), and each block adds its skip connection
+//! inside its last convolution, after pooling there in a downsampling block
+//! (`safe_ops::elu_conv2d_add`, `safe_ops::elu_conv2d_pool_add`).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 use sm_objectives::safe_ops::{
-    avg_pool2d, conv2d, elu, elu_conv2d, elu_conv2d_add, shifted_softplus,
+    avg_pool2d, conv2d, elu, elu_conv2d, elu_conv2d_add, elu_conv2d_pool_add, shifted_softplus,
 };
 use sm_objectives::LogDensity;
 
@@ -185,15 +186,20 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        if let (false, Activation::Elu, Some(b2), Some(bs)) =
-            (self.down, act, &self.conv2.bias, &self.shortcut.bias)
+        if let (Activation::Elu, Some(b2), Some(bs)) = (act, &self.conv2.bias, &self.shortcut.bias)
         {
-            // conv2's bias joins the shortcut's, and conv2 adds the shortcut as it writes its
-            // outputs: `conv2(elu(h)) + (shortcut(x) + b2)`, one op (`elu_conv2d_add`).
+            // conv2's bias joins the shortcut's (pooling is linear), and conv2 pools its output
+            // (downsampling blocks) and adds the shortcut in the same op.
             let h = self.conv1.forward_after(act, x)?;
-            let sc = &self.shortcut;
-            let s = conv2d(x, &sc.weight, Some(&(bs + b2)?), sc.padding)?;
-            return elu_conv2d_add(&h, &self.conv2.weight, &s, self.conv2.padding);
+            let (sc, c2) = (&self.shortcut, &self.conv2);
+            let b = (bs + b2)?;
+            return if self.down {
+                let s = conv2d(&avg_pool2d(x, 2)?, &sc.weight, Some(&b), sc.padding)?;
+                elu_conv2d_pool_add(&h, &c2.weight, &s, c2.padding, 2)
+            } else {
+                let s = conv2d(x, &sc.weight, Some(&b), sc.padding)?;
+                elu_conv2d_add(&h, &c2.weight, &s, c2.padding)
+            };
         }
         let h = self
             .conv2
