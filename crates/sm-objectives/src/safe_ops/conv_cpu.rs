@@ -407,8 +407,14 @@ pub(super) fn forward_ends<T: Element>(
     } else {
         forward(g, x, weight)
     };
+    apply_epilogue(&mut out, epilogue);
+    out
+}
+
+/// `epilogue` applied to every element of `out` (as long as its values), in one parallel pass.
+pub(super) fn apply_epilogue<T: Element>(out: &mut [T], epilogue: Epilogue<'_, T>) {
     let Some(values) = epilogue.values() else {
-        return out;
+        return;
     };
     assert_eq!(out.len(), values.len(), "epilogue of the output's size");
     out.par_chunks_mut(SUM_CHUNK)
@@ -428,13 +434,12 @@ pub(super) fn forward_ends<T: Element>(
                 }
             })
         });
-    out
 }
 
-/// [`kernel_grad`] at input `elu(x)`, the ELU applied as in [`forward_elu`].
+/// [`kernel_grad`] at input `elu(x)`, the ELU applied as in [`forward_ends`].
 pub(super) fn kernel_grad_elu<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
     if let Some(variant) = super::winograd::plan(g) {
-        return super::winograd::kernel_grad_elu(g, variant, x, grad);
+        return super::winograd::kernel_grad(g, variant, (x, true), grad);
     }
     kernel_grad(g, &super::fused::Activation::Elu.values(x), grad)
 }
@@ -443,7 +448,7 @@ pub(super) fn kernel_grad_elu<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> 
 /// as in every deep-learning library). `x` and `weight` are contiguous.
 pub(super) fn forward<T: Element>(g: &Geometry, x: &[T], weight: &[T]) -> Vec<T> {
     if let Some(variant) = super::winograd::plan(g) {
-        return super::winograd::forward(g, variant, x, weight);
+        return super::winograd::forward_ends(g, variant, (x, false), weight, Epilogue::None);
     }
     if super::small_map::applies(g) {
         return super::small_map::forward(g, x, weight);
@@ -573,7 +578,7 @@ const KERNEL_GRAD_CHUNK: usize = 4;
 /// `grad` (`[N, O, Ho, Wo]`), both contiguous; returns `[O, C, K, K]`.
 pub(super) fn kernel_grad<T: Element>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
     if let Some(variant) = super::winograd::plan(g) {
-        return super::winograd::kernel_grad(g, variant, x, grad);
+        return super::winograd::kernel_grad(g, variant, (x, false), grad);
     }
     if super::small_map::applies(g) {
         return super::small_map::kernel_grad(g, x, grad);

@@ -15,15 +15,14 @@
 //! - Otherwise (first-order training, e.g. the FD objectives) it is computed directly into
 //!   fresh tensors: the input gradient as a convolution with the flipped kernel whose outputs
 //!   are multiplied by `elu'(x)` as they are written (Winograd layers) or in one pass after,
-//!   the kernel gradient with the ELU applied inside its layout again. Candle detaches every gradient in that mode, so nothing differentiates
-//!   them.
+//!   the kernel gradient with the ELU applied inside its layout again. Candle detaches every
+//!   gradient in that mode, so nothing differentiates them.
 //!
 //! Both paths, and the forward pass, evaluate the same formulas as `conv2d(&elu(x), ..)`
 //! (`fused::elu_value`, `fused::elu_scaled_slope`) with the same kernels, so values and
 //! gradients are those of the unfused ops to the bit.
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::conv::{conv_geometry, input_grad, kernel_grad};
 use super::conv_cpu::{self, Element, Epilogue, Geometry};
@@ -330,13 +329,7 @@ fn pooled_forward<T: Element>(g: &Geometry, k: usize, x: &[T], w: &[T], r: &[T])
     let y = conv_cpu::forward_ends(g, (x, true), w, Epilogue::None);
     let mut out = avg_pool_values(&y, k, ho, wo);
     drop(y);
-    out.par_chunks_mut(1 << 14)
-        .zip(r.par_chunks(1 << 14))
-        .for_each(|(out, r)| {
-            for (o, &r) in out.iter_mut().zip(r) {
-                *o = *o + r;
-            }
-        });
+    conv_cpu::apply_epilogue(&mut out, Epilogue::Add(r));
     out
 }
 

@@ -650,17 +650,10 @@ impl<W: Transforms, T: Element> Kernel for GradientTiles<'_, W, T> {
     }
 }
 
-/// The convolution `[N, C, H, W] * [O, C, 3, 3] -> [N, O, Ho, Wo]` (stride 1, padding `g.p`),
-/// the values of `conv_cpu::forward`. `x` and `weight` are contiguous.
-pub(super) fn forward<T: Element>(g: &Geometry, variant: Variant, x: &[T], weight: &[T]) -> Vec<T> {
-    match variant {
-        Variant::F2 => forward_with::<F2, T>(g, (x, false), weight, Epilogue::None),
-        Variant::F4 => forward_with::<F4, T>(g, (x, false), weight, Epilogue::None),
-    }
-}
-
-/// The convolution of `x` (of `elu(x)` where `elu`), the `epilogue` applied to each sample's
-/// outputs as they are written (in cache).
+/// The convolution `[N, C, H, W] * [O, C, 3, 3] -> [N, O, Ho, Wo]` (stride 1, padding `g.p`)
+/// of `x`, or of `elu(x)` where `elu`, the values of `conv_cpu::forward`, with the `epilogue`
+/// applied to each sample's outputs as they are written (in cache). `x` and `weight` are
+/// contiguous.
 pub(super) fn forward_ends<T: Element>(
     g: &Geometry,
     variant: Variant,
@@ -733,39 +726,26 @@ fn forward_with<W: Transforms, T: Element>(
     })
 }
 
-/// The kernel gradient `[O, C, 3, 3]` of the convolution of `x` (`[N, C, H, W]`) given the
+/// The kernel gradient `[O, C, 3, 3]` of the convolution of `x` (`[N, C, H, W]`), or of
+/// `elu(x)` where `elu` (applied to each sample's channels-last copy), given the
 /// output gradient `grad` (`[N, O, Ho, Wo]`), the values of `conv_cpu::kernel_grad`: per chunk
 /// of samples `dU[xi] = V[xi]^T @ M'[xi]` (`A^2` products `[C, tiles] @ [tiles, O]`), the
 /// chunks summed in a fixed order, then `dg = G^T dU G` per channel pair.
 pub(super) fn kernel_grad<T: Element>(
     g: &Geometry,
     variant: Variant,
-    x: &[T],
+    (x, elu): (&[T], bool),
     grad: &[T],
 ) -> Vec<T> {
     match variant {
-        Variant::F2 => kernel_grad_with::<F2, T>(g, x, false, grad),
-        Variant::F4 => kernel_grad_with::<F4, T>(g, x, false, grad),
-    }
-}
-
-/// [`kernel_grad`] at input `elu(x)`, the ELU applied as in [`forward_elu`].
-pub(super) fn kernel_grad_elu<T: Element>(
-    g: &Geometry,
-    variant: Variant,
-    x: &[T],
-    grad: &[T],
-) -> Vec<T> {
-    match variant {
-        Variant::F2 => kernel_grad_with::<F2, T>(g, x, true, grad),
-        Variant::F4 => kernel_grad_with::<F4, T>(g, x, true, grad),
+        Variant::F2 => kernel_grad_with::<F2, T>(g, (x, elu), grad),
+        Variant::F4 => kernel_grad_with::<F4, T>(g, (x, elu), grad),
     }
 }
 
 fn kernel_grad_with<W: Transforms, T: Element>(
     g: &Geometry,
-    x: &[T],
-    elu: bool,
+    (x, elu): (&[T], bool),
     grad: &[T],
 ) -> Vec<T> {
     let t = Tiling::<W>::new(g);
