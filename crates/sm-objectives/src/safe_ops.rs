@@ -611,21 +611,18 @@ mod conv {
                     l3.dims()
                 )
             }
-            let plane = ho * wo;
-            let out = match (s1, s2, s3) {
-                (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                    CpuStorage::F32(biased(&g, (x, l1), (w, l2), (b, l3), plane))
+            let out = on_float3!(
+                (s1, l1),
+                (s2, l2),
+                (s3, l3),
+                "conv2d",
+                "input, kernel and bias",
+                |x, w, b| {
+                    let mut out = conv_cpu::forward(&g, &x, &w);
+                    conv_cpu::add_bias(&mut out, &b, ho * wo);
+                    out
                 }
-                (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                    CpuStorage::F64(biased(&g, (x, l1), (w, l2), (b, l3), plane))
-                }
-                (x, w, b) => bail!(
-                    "conv2d: input, kernel and bias must all be f32 or all f64, got {:?}, {:?} and {:?}",
-                    candle_core::backend::BackendStorage::dtype(x),
-                    candle_core::backend::BackendStorage::dtype(w),
-                    candle_core::backend::BackendStorage::dtype(b)
-                ),
-            };
+            );
             Ok((out, Shape::from((g.n, o, ho, wo))))
         }
 
@@ -643,21 +640,6 @@ mod conv {
             let gb = grad.apply_op1(ChannelSum)?;
             Ok((Some(gx), Some(gw), Some(gb)))
         }
-    }
-
-    /// The convolution of `x` with `w`, plus `b` per output channel (`plane` positions each).
-    fn biased<T: conv_cpu::Element>(
-        g: &Geometry,
-        (x, lx): (&[T], &Layout),
-        (w, lw): (&[T], &Layout),
-        (b, lb): (&[T], &Layout),
-        plane: usize,
-    ) -> Vec<T> {
-        use super::storage::elements;
-        let b = elements(b, lb);
-        let mut out = conv_cpu::forward(g, &elements(x, lx), &elements(w, lw));
-        conv_cpu::add_bias(&mut out, &b, plane);
-        out
     }
 
     impl CustomOp2 for KernelGrad {

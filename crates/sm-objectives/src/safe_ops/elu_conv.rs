@@ -22,7 +22,10 @@
 //! (`fused::elu_value`, `fused::elu_scaled_slope`) with the same kernels, so values and
 //! gradients are those of the unfused ops to the bit.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor,
+    WithDType,
+};
 
 use super::conv::{conv_geometry, input_grad, kernel_grad};
 use super::conv_cpu::{self, Element, Epilogue, Geometry};
@@ -106,22 +109,14 @@ impl CustomOp3 for EluBiasedConv {
                 l3.dims()
             )
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (x, w, b) = (elements(x, l1), elements(w, l2), elements(b, l3));
-                CpuStorage::F32(forward(&g, &x, &w, Some(&b)))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                let (x, w, b) = (elements(x, l1), elements(w, l2), elements(b, l3));
-                CpuStorage::F64(forward(&g, &x, &w, Some(&b)))
-            }
-            (x, w, b) => bail!(
-                "elu conv2d: input, kernel and bias must all be f32 or all f64, got {:?}, {:?} and {:?}",
-                candle_core::backend::BackendStorage::dtype(x),
-                candle_core::backend::BackendStorage::dtype(w),
-                candle_core::backend::BackendStorage::dtype(b)
-            ),
-        };
+        let out = on_float3!(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            "elu conv2d",
+            "input, kernel and bias",
+            |x, w, b| forward(&g, &x, &w, Some(&b))
+        );
         Ok((out, Shape::from((g.n, g.o, ho, wo))))
     }
 
@@ -174,40 +169,36 @@ fn gradients(
             w.dims()
         )
     }
-    let (xs, xl) = x.storage_and_layout();
-    let (ws, wl) = w.storage_and_layout();
-    let (gs, gl) = grad.storage_and_layout();
-    let dev = Device::Cpu;
-    match (&*xs, &*ws, &*gs) {
-        (
-            candle_core::Storage::Cpu(CpuStorage::F32(xd)),
-            candle_core::Storage::Cpu(CpuStorage::F32(wd)),
-            candle_core::Storage::Cpu(CpuStorage::F32(gd)),
-        ) => {
-            let (gx, gw) = direct(&g, &elements(xd, xl), &elements(wd, wl), &elements(gd, gl));
-            Ok((
-                Tensor::from_vec(gx, x.shape(), &dev)?,
-                Tensor::from_vec(gw, w.shape(), &dev)?,
-            ))
-        }
-        (
-            candle_core::Storage::Cpu(CpuStorage::F64(xd)),
-            candle_core::Storage::Cpu(CpuStorage::F64(wd)),
-            candle_core::Storage::Cpu(CpuStorage::F64(gd)),
-        ) => {
-            let (gx, gw) = direct(&g, &elements(xd, xl), &elements(wd, wl), &elements(gd, gl));
-            Ok((
-                Tensor::from_vec(gx, x.shape(), &dev)?,
-                Tensor::from_vec(gw, w.shape(), &dev)?,
-            ))
-        }
-        _ => bail!(
-            "elu conv2d backward: CPU tensors of one dtype, f32 or f64, expected, got {:?}, {:?} and {:?}",
-            x.dtype(),
-            w.dtype(),
-            grad.dtype()
-        ),
+    match x.dtype() {
+        DType::F32 => direct_tensors::<f32>(&g, &x, &w, &grad),
+        DType::F64 => direct_tensors::<f64>(&g, &x, &w, &grad),
+        dtype => bail!("elu conv2d backward: f32 or f64 expected, got {dtype:?}"),
     }
+}
+
+/// [`direct`] on the CPU storages of contiguous `x`, `w` and `grad` of element type `T`, as
+/// fresh tensors.
+fn direct_tensors<T: Element + WithDType>(
+    g: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (gx, gw) = {
+        let guards = [x, w, grad].map(|t| t.storage_and_layout());
+        let mut slices = Vec::with_capacity(3);
+        for (storage, layout) in &guards {
+            let Storage::Cpu(cpu) = &**storage else {
+                bail!("elu conv2d backward: CPU tensors expected")
+            };
+            slices.push(elements(cpu.as_slice::<T>()?, layout));
+        }
+        direct(g, &slices[0], &slices[1], &slices[2])
+    };
+    Ok((
+        Tensor::from_vec(gx, x.shape(), &Device::Cpu)?,
+        Tensor::from_vec(gw, w.shape(), &Device::Cpu)?,
+    ))
 }
 
 /// The first-order gradients computed directly: `(elu'(x) * conv_T(grad, w), kernel gradient
@@ -269,22 +260,14 @@ impl CustomOp3 for EluConvAdd {
                 l3.dims()
             )
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(r)) => {
-                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
-                CpuStorage::F32(conv_cpu::forward_ends(&g, (&x, true), &w, Epilogue::Add(&r)))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(r)) => {
-                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
-                CpuStorage::F64(conv_cpu::forward_ends(&g, (&x, true), &w, Epilogue::Add(&r)))
-            }
-            (x, w, r) => bail!(
-                "elu conv2d add: input, kernel and residual must all be f32 or all f64, got {:?}, {:?} and {:?}",
-                candle_core::backend::BackendStorage::dtype(x),
-                candle_core::backend::BackendStorage::dtype(w),
-                candle_core::backend::BackendStorage::dtype(r)
-            ),
-        };
+        let out = on_float3!(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            "elu conv2d add",
+            "input, kernel and residual",
+            |x, w, r| conv_cpu::forward_ends(&g, (&x, true), &w, Epilogue::Add(&r))
+        );
         Ok((out, Shape::from((g.n, g.o, ho, wo))))
     }
 
@@ -354,23 +337,14 @@ impl CustomOp3 for EluConvPoolAdd {
                 l3.dims()
             )
         }
-        let k = self.k;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(r)) => {
-                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
-                CpuStorage::F32(pooled_forward(&g, k, &x, &w, &r))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(r)) => {
-                let (x, w, r) = (elements(x, l1), elements(w, l2), elements(r, l3));
-                CpuStorage::F64(pooled_forward(&g, k, &x, &w, &r))
-            }
-            (x, w, r) => bail!(
-                "elu conv2d pool add: input, kernel and residual must all be f32 or all f64, got {:?}, {:?} and {:?}",
-                candle_core::backend::BackendStorage::dtype(x),
-                candle_core::backend::BackendStorage::dtype(w),
-                candle_core::backend::BackendStorage::dtype(r)
-            ),
-        };
+        let out = on_float3!(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            "elu conv2d pool add",
+            "input, kernel and residual",
+            |x, w, r| pooled_forward(&g, self.k, &x, &w, &r)
+        );
         Ok((out, Shape::from(pooled.to_vec())))
     }
 

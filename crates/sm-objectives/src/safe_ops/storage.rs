@@ -76,3 +76,47 @@ macro_rules! on_float2 {
         }
     };
 }
+
+/// Applies a generic kernel to three f32 or three f64 storages (`$what` names them in the
+/// error, e.g. "input, kernel and bias").
+macro_rules! on_float3 {
+    (
+        ($s1:expr, $l1:expr), ($s2:expr, $l2:expr), ($s3:expr, $l3:expr),
+        $name:expr, $what:expr, |$a:ident, $b:ident, $c:ident| $body:expr
+    ) => {
+        match ($s1, $s2, $s3) {
+            (
+                candle_core::CpuStorage::F32(d1),
+                candle_core::CpuStorage::F32(d2),
+                candle_core::CpuStorage::F32(d3),
+            ) => {
+                let ($a, $b, $c) = (
+                    $crate::safe_ops::storage::elements(d1, $l1),
+                    $crate::safe_ops::storage::elements(d2, $l2),
+                    $crate::safe_ops::storage::elements(d3, $l3),
+                );
+                candle_core::CpuStorage::F32($body)
+            }
+            (
+                candle_core::CpuStorage::F64(d1),
+                candle_core::CpuStorage::F64(d2),
+                candle_core::CpuStorage::F64(d3),
+            ) => {
+                let ($a, $b, $c) = (
+                    $crate::safe_ops::storage::elements(d1, $l1),
+                    $crate::safe_ops::storage::elements(d2, $l2),
+                    $crate::safe_ops::storage::elements(d3, $l3),
+                );
+                candle_core::CpuStorage::F64($body)
+            }
+            (a, b, c) => candle_core::bail!(
+                "{}: {} must all be f32 or all f64, got {:?}, {:?} and {:?}",
+                $name,
+                $what,
+                candle_core::backend::BackendStorage::dtype(a),
+                candle_core::backend::BackendStorage::dtype(b),
+                candle_core::backend::BackendStorage::dtype(c)
+            ),
+        }
+    };
+}
