@@ -225,8 +225,8 @@ fn elu_conv_differentiates_like_the_unfused_ops() -> Result<()> {
     assert!(enable_higher_order());
     elu_conv_equals_unfused(3, 16, 20, (9, 10), 3)?;
     elu_conv_equals_unfused(4, 6, 5, (3, 3), 3)?;
-    elu_conv_add_equals_separate_sum(3, 16, 20, (9, 10), 3)?;
-    elu_conv_pool_add_equals_separate_ops(3, 16, 20, (9, 9), 3)?;
+    elu_conv_residual_equals_separate_ops(3, 16, 20, (9, 10), 3, None)?;
+    elu_conv_residual_equals_separate_ops(3, 16, 20, (9, 9), 3, Some(2))?;
     for (n, c, o, (h, w)) in [(2, 16, 16, (9, 9)), (2, 3, 4, (3, 3))] {
         let x = (pattern(n, c * h * w, 0.4).reshape((n, c, h, w))? * 2.0)?;
         let wt = (pattern(1, o * c * 9, 1.1).reshape((o, c, 3, 3))? * (1.5 / c as f64))?;

@@ -383,23 +383,34 @@ pub fn elu_conv_equals_unfused(
     Ok(())
 }
 
-/// `elu_conv2d_add(x, w, r)` against `elu_conv2d(x, w, None) + r` (the oracle: the op it
-/// fuses, itself checked against the unfused ops), at every padding, in f64 and f32: equal
-/// values and equal gradients in the input, the kernel and the residual.
-pub fn elu_conv_add_equals_separate_sum(
+/// The residual forms against the ops they fuse (the oracle; `elu_conv2d` itself is checked
+/// against the unfused ops above): `elu_conv2d_add(x, w, r, p)` against
+/// `elu_conv2d(x, w, None, p) + r`, or with `pool = Some(k)`, `elu_conv2d_pool_add(x, w, r, p,
+/// k)` against `avg_pool2d(&elu_conv2d(x, w, None, p), k) + r` (odd output sides included,
+/// where the pooling drops a row and a column). At every padding, in f64 and f32: equal values
+/// and equal gradients in the input, the kernel and the residual.
+pub fn elu_conv_residual_equals_separate_ops(
     n: usize,
     c: usize,
     o: usize,
     (h, w): (usize, usize),
     k: usize,
+    pool: Option<usize>,
 ) -> Result<()> {
-    use sm_objectives::safe_ops::{elu_conv2d, elu_conv2d_add};
+    use sm_objectives::safe_ops::{avg_pool2d, elu_conv2d, elu_conv2d_add, elu_conv2d_pool_add};
+    let separate_conv = |x: &Tensor, w: &Tensor, padding: usize| -> Result<Tensor> {
+        let y = elu_conv2d(x, w, None, padding)?;
+        match pool {
+            Some(pk) => avg_pool2d(&y, pk),
+            None => Ok(y),
+        }
+    };
     for dtype in [DType::F64, DType::F32] {
         let x = (pattern(n, c * h * w, 0.7).reshape((n, c, h, w))? * 2.0)?.to_dtype(dtype)?;
         let w = (pattern(1, o * c * k * k, 1.3).reshape((o, c, k, k))? * (1.5 / c as f64))?
             .to_dtype(dtype)?;
         for padding in 0..k {
-            let out_dims = elu_conv2d(&x, &w, None, padding)?.dims().to_vec();
+            let out_dims = separate_conv(&x, &w, padding)?.dims().to_vec();
             let r = pattern(1, out_dims.iter().product(), 1.9)
                 .reshape(out_dims.as_slice())?
                 .to_dtype(dtype)?;
@@ -408,62 +419,15 @@ pub fn elu_conv_add_equals_separate_sum(
                 Var::from_tensor(&w)?,
                 Var::from_tensor(&r)?,
             );
-            let fused = elu_conv2d_add(xv.as_tensor(), wv.as_tensor(), rv.as_tensor(), padding)?;
-            let separate =
-                (elu_conv2d(xv.as_tensor(), wv.as_tensor(), None, padding)? + rv.as_tensor())?;
-            let what = format!("{dtype:?} p={padding}");
+            let (xt, wt, rt) = (xv.as_tensor(), wv.as_tensor(), rv.as_tensor());
+            let fused = match pool {
+                Some(pk) => elu_conv2d_pool_add(xt, wt, rt, padding, pk)?,
+                None => elu_conv2d_add(xt, wt, rt, padding)?,
+            };
+            let separate = (separate_conv(xt, wt, padding)? + rt)?;
+            let what = format!("{dtype:?} p={padding} pool={pool:?}");
             assert!(same_values(&fused, &separate)?, "{what}: values differ");
             let weights = pattern(1, fused.elem_count(), 0.6)
-                .reshape(fused.dims())?
-                .to_dtype(dtype)?;
-            let g1 = (fused * &weights)?.sum_all()?.backward()?;
-            let g2 = (separate * &weights)?.sum_all()?.backward()?;
-            for (name, var) in [("x", &xv), ("w", &wv), ("r", &rv)] {
-                let a = g1.get(var.as_tensor()).expect("gradient");
-                let c = g2.get(var.as_tensor()).expect("gradient");
-                assert!(max_abs_of(c)? > 0.0, "{what}: vacuous d/d{name}");
-                assert!(same_values(a, c)?, "{what}: d/d{name} differs");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `elu_conv2d_pool_add(x, w, r, p, 2)` against `avg_pool2d(&elu_conv2d(x, w, None, p), 2) + r`
-/// (the oracle: the ops it fuses), at every padding (odd output sides included, where the
-/// pooling drops a row and a column), in f64 and f32: equal values and equal gradients in the
-/// input, the kernel and the residual.
-pub fn elu_conv_pool_add_equals_separate_ops(
-    n: usize,
-    c: usize,
-    o: usize,
-    (h, w): (usize, usize),
-    k: usize,
-) -> Result<()> {
-    use sm_objectives::safe_ops::{avg_pool2d, elu_conv2d, elu_conv2d_pool_add};
-    for dtype in [DType::F64, DType::F32] {
-        let x = (pattern(n, c * h * w, 0.5).reshape((n, c, h, w))? * 2.0)?.to_dtype(dtype)?;
-        let w = (pattern(1, o * c * k * k, 1.1).reshape((o, c, k, k))? * (1.5 / c as f64))?
-            .to_dtype(dtype)?;
-        for padding in 0..k {
-            let pooled = avg_pool2d(&elu_conv2d(&x, &w, None, padding)?, 2)?;
-            let r = pattern(1, pooled.elem_count(), 2.1)
-                .reshape(pooled.dims())?
-                .to_dtype(dtype)?;
-            let (xv, wv, rv) = (
-                Var::from_tensor(&x)?,
-                Var::from_tensor(&w)?,
-                Var::from_tensor(&r)?,
-            );
-            let fused =
-                elu_conv2d_pool_add(xv.as_tensor(), wv.as_tensor(), rv.as_tensor(), padding, 2)?;
-            let separate = (avg_pool2d(
-                &elu_conv2d(xv.as_tensor(), wv.as_tensor(), None, padding)?,
-                2,
-            )? + rv.as_tensor())?;
-            let what = format!("{dtype:?} p={padding}");
-            assert!(same_values(&fused, &separate)?, "{what}: values differ");
-            let weights = pattern(1, fused.elem_count(), 0.4)
                 .reshape(fused.dims())?
                 .to_dtype(dtype)?;
             let g1 = (fused * &weights)?.sum_all()?.backward()?;
