@@ -179,8 +179,9 @@ pub fn conv2d(
 /// the Winograd layers the ELU is applied inside the convolution's own copy of each sample,
 /// and Candle's backward pass no longer creates, clears and accumulates a gradient for it.
 /// When Candle's higher-order mode is off ([`crate::autodiff::higher_order_enabled`], checked
-/// when the op is built) the backward pass is computed directly, with the ELU's slope applied
-/// in place (see `safe_ops/elu_conv.rs`); with it on, it is built from differentiable ops.
+/// when the op is built) the backward pass is computed directly, the ELU's slope applied to
+/// the input gradient as it is written (see `safe_ops/elu_conv.rs`); with it on, it is built
+/// from differentiable ops.
 /// On other devices and dtypes it is `conv2d(&elu(x)?, ..)`.
 ///
 /// # Shapes
