@@ -538,38 +538,83 @@ impl CustomOp1 for ChannelBroadcast {
 }
 
 /// The values of [`AvgPool`] for the `[.., H, W]` maps `x`.
+#[allow(unsafe_code)]
 pub(super) fn avg_pool_values<T: Float>(x: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
     let (ho, wo) = (h / k, w / k);
     let scale = T::ONE / T::from_usize(k * k);
-    par_build(
-        x.len() / (h * w) * ho * wo,
-        ho * wo,
-        PAR_MIN / (h * w),
-        |i, out| {
-            let plane = &x[i * h * w..][..h * w];
-            for y in 0..ho {
-                let row = &mut out[y * wo..][..wo];
-                for a in 0..k {
-                    let src = &plane[(y * k + a) * w..][..wo * k];
-                    for (o, window) in row.iter_mut().zip(src.chunks_exact(k)) {
-                        *o = window.iter().fold(*o, |s, &v| s + v);
+    let planes = x.len() / (h * w).max(1);
+    let min_planes = PAR_MIN / (h * w).max(1);
+    if k == 2 && wo > 0 {
+        // The network's only pooling: the window's four values summed in the order of the
+        // general loop below (row by row, left to right, from zero), as one loop over the output
+        // row that the compiler vectorises (two interleaved loads per input row).
+        // SAFETY: every output row, hence every element of the plane, is written once.
+        return unsafe {
+            par_build_uninit(planes * ho * wo, ho * wo, min_planes, |i, out| {
+                let plane = &x[i * h * w..][..h * w];
+                vectorised(|| {
+                    for (y, row) in out.chunks_exact_mut(wo).enumerate() {
+                        let r0 = &plane[2 * y * w..][..2 * wo];
+                        let r1 = &plane[(2 * y + 1) * w..][..2 * wo];
+                        for ((o, a), b) in row
+                            .iter_mut()
+                            .zip(r0.chunks_exact(2))
+                            .zip(r1.chunks_exact(2))
+                        {
+                            o.write((T::ZERO + a[0] + a[1] + b[0] + b[1]) * scale);
+                        }
                     }
-                }
-                for o in row.iter_mut() {
-                    *o = *o * scale;
+                });
+            })
+        };
+    }
+    par_build(planes * ho * wo, ho * wo, min_planes, |i, out| {
+        let plane = &x[i * h * w..][..h * w];
+        for y in 0..ho {
+            let row = &mut out[y * wo..][..wo];
+            for a in 0..k {
+                let src = &plane[(y * k + a) * w..][..wo * k];
+                for (o, window) in row.iter_mut().zip(src.chunks_exact(k)) {
+                    *o = window.iter().fold(*o, |s, &v| s + v);
                 }
             }
-        },
-    )
+            for o in row.iter_mut() {
+                *o = *o * scale;
+            }
+        }
+    })
 }
 
 /// The values of [`PoolSpread`] for the `[.., H/k, W/k]` maps `g`, into `[.., H, W]` maps.
+#[allow(unsafe_code)]
 pub(super) fn pool_spread_values<T: Float>(g: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
     let (ho, wo) = (h / k, w / k);
     let scale = T::ONE / T::from_usize(k * k);
-    // Zeros stay in the rows and columns the pooling dropped.
     let planes = g.len() / (ho * wo).max(1);
-    par_build(planes * h * w, h * w, PAR_MIN / (h * w).max(1), |i, out| {
+    let min_planes = PAR_MIN / (h * w).max(1);
+    if k == 2 && h >= 2 && w >= 2 && h % 2 == 0 && w % 2 == 0 {
+        // The windows tile the plane: each pair of output rows is one input row written twice,
+        // every value twice side by side (a loop the compiler vectorises).
+        // SAFETY: every row of the plane, hence every element, is written once.
+        return unsafe {
+            par_build_uninit(planes * h * w, h * w, min_planes, |i, out| {
+                let plane = &g[i * ho * wo..][..ho * wo];
+                vectorised(|| {
+                    for (src, rows) in plane.chunks_exact(wo).zip(out.chunks_exact_mut(2 * w)) {
+                        let (top, bottom) = rows.split_at_mut(w);
+                        for (pair, &v) in top.chunks_exact_mut(2).zip(src) {
+                            let v = v * scale;
+                            pair[0].write(v);
+                            pair[1].write(v);
+                        }
+                        bottom.copy_from_slice(top);
+                    }
+                });
+            })
+        };
+    }
+    // Zeros stay in the rows and columns the pooling dropped.
+    par_build(planes * h * w, h * w, min_planes, |i, out| {
         let plane = &g[i * ho * wo..][..ho * wo];
         for y in 0..ho * k {
             let src = &plane[(y / k) * wo..][..wo];
