@@ -28,7 +28,7 @@ use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
-use super::buffers::par_build;
+use super::buffers::{par_build, par_build_uninit};
 use super::conv_cpu::{matmul_into, sized, sum_parts, transpose, Element, Geometry, Mat};
 use super::fused::{elu_scaled_slope, elu_value};
 use super::simd::{vectorised, Kernel};
@@ -413,22 +413,28 @@ fn two_sided<'x, T: Element>(
 
 /// `U = G g G^T` for every kernel `g = w[o, c]`, as `[A^2, C, O]` (component-major, output
 /// channels innermost).
+#[allow(unsafe_code)]
 fn transform_kernel<W: Transforms, T: Element>(g: &Geometry, weight: &[T]) -> Vec<T> {
     let (o_n, c_n, a_n) = (g.o, g.c, W::A);
-    // In parallel over the rows `i` of the transform (components `A i .. A i + A`).
-    par_build(a_n * a_n * o_n * c_n, a_n * c_n * o_n, 1, |i, u| {
-        for o in 0..o_n {
+    // In parallel over the rows `i` of the transform (components `A i .. A i + A`); output
+    // channels innermost, so that each of the row's `A` components is written in order (the
+    // kernels' reads, `9 C` elements apart, come back to the same cache lines for the next `c`).
+    // SAFETY: each row's chunk is `A` blocks `[C, O]`, every element written once below.
+    unsafe {
+        par_build_uninit(a_n * a_n * o_n * c_n, a_n * c_n * o_n, 1, |i, u| {
             for c in 0..c_n {
-                let w = &weight[(o * c_n + c) * 9..][..9];
-                // Row `i` of the columns of `G g` (A x 3), then of `(G g) G^T` (A x A).
-                let col = |j: usize| W::kernel_side([w[j], w[3 + j], w[6 + j]])[i];
-                let row = W::kernel_side([col(0), col(1), col(2)]);
-                for (j, &v) in row[..a_n].iter().enumerate() {
-                    u[(j * c_n + c) * o_n + o] = v;
+                for o in 0..o_n {
+                    let w = &weight[(o * c_n + c) * 9..][..9];
+                    // Row `i` of the columns of `G g` (A x 3), then of `(G g) G^T` (A x A).
+                    let col = |j: usize| W::kernel_side([w[j], w[3 + j], w[6 + j]])[i];
+                    let row = W::kernel_side([col(0), col(1), col(2)]);
+                    for (j, &v) in row[..a_n].iter().enumerate() {
+                        u[(j * c_n + c) * o_n + o].write(v);
+                    }
                 }
             }
-        }
-    })
+        })
+    }
 }
 
 /// The three buffers of a chunk: transformed inputs `[A^2, tiles, C]`, transformed outputs (or
@@ -825,24 +831,33 @@ fn chunk_kernel_grad<W: Transforms, T: Element>(
 /// `dg = G^T dU G` for every channel pair of `du` (`[A^2, C, O]`), as `[O, C, 3, 3]`.
 fn untransform_kernel_grad<W: Transforms, T: Element>(t: &Tiling<W>, du: &[T]) -> Vec<T> {
     let (c_n, o_n, a_n) = (t.c, t.o, W::A);
-    par_build(o_n * c_n * 9, c_n * 9, 1, |o, dg| {
+    // Blocks of `OUT_BLOCK` output channels per task, channels innermost: the block's values of
+    // one component of `dU` share a cache line.
+    par_build(o_n * c_n * 9, OUT_BLOCK * c_n * 9, 1, |b, block| {
         for c in 0..c_n {
-            let at = |i: usize, j: usize| du[((i * a_n + j) * c_n + c) * o_n + o];
-            // Columns of `G^T dU` (3 x A; zeros beyond A), then rows of `(G^T dU) G` (3 x 3).
-            let cols: [[T; 3]; MAX_A] = std::array::from_fn(|j| {
-                W::kernel_adjoint(&std::array::from_fn(|i| {
-                    if i < a_n && j < a_n {
-                        at(i, j)
-                    } else {
-                        T::ZERO
-                    }
-                }))
-            });
-            let out = &mut dg[c * 9..][..9];
-            for a in 0..3 {
-                let row = W::kernel_adjoint(&std::array::from_fn(|j| cols[j][a]));
-                out[a * 3..][..3].copy_from_slice(&row);
+            for (ob, dg) in block.chunks_exact_mut(c_n * 9).enumerate() {
+                let o = b * OUT_BLOCK + ob;
+                let at = |i: usize, j: usize| du[((i * a_n + j) * c_n + c) * o_n + o];
+                // Columns of `G^T dU` (3 x A; zeros beyond A), then rows of `(G^T dU) G` (3 x 3).
+                let cols: [[T; 3]; MAX_A] = std::array::from_fn(|j| {
+                    W::kernel_adjoint(&std::array::from_fn(|i| {
+                        if i < a_n && j < a_n {
+                            at(i, j)
+                        } else {
+                            T::ZERO
+                        }
+                    }))
+                });
+                let out = &mut dg[c * 9..][..9];
+                for a in 0..3 {
+                    let row = W::kernel_adjoint(&std::array::from_fn(|j| cols[j][a]));
+                    out[a * 3..][..3].copy_from_slice(&row);
+                }
             }
         }
     })
 }
+
+/// Output channels per task of [`untransform_kernel_grad`]: sixteen f32 values fill a cache
+/// line of `dU`.
+const OUT_BLOCK: usize = 16;
