@@ -468,7 +468,9 @@ mod conv {
     //! and its kernel gradient, each with a backward pass built from these ops and the fused
     //! per-channel sum, so that derivatives of every order exist.
 
-    use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+    use candle_core::{
+        bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+    };
 
     use super::conv_cpu::{self, Geometry};
     use super::fused::ChannelSum;
@@ -489,22 +491,35 @@ mod conv {
         k: usize,
     }
 
-    /// `[a, b, K, K]` with both spatial axes reversed, from `narrow` and `cat` only.
-    fn flip_spatial(w: &Tensor) -> Result<Tensor> {
-        let k = w.dim(2)?;
-        if k == 1 {
-            return Ok(w.clone());
+    /// `[O, C, K, K] -> [C, O, K, K]` with both spatial axes reversed (the kernel of a
+    /// convolution's input gradient), one pass. A permutation of the elements that is its own
+    /// inverse, hence its own adjoint: the backward pass applies the op to the gradient, so
+    /// derivatives of every order exist.
+    struct FlipTranspose;
+
+    impl CustomOp1 for FlipTranspose {
+        fn name(&self) -> &'static str {
+            "conv2d-kernel-flip"
         }
-        let rows: Vec<Tensor> = (0..k)
-            .rev()
-            .map(|i| w.narrow(2, i, 1))
-            .collect::<Result<_>>()?;
-        let w = Tensor::cat(&rows, 2)?;
-        let cols: Vec<Tensor> = (0..k)
-            .rev()
-            .map(|i| w.narrow(3, i, 1))
-            .collect::<Result<_>>()?;
-        Tensor::cat(&cols, 3)
+
+        fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+            let (o, c, k, k2) = l.shape().dims4()?;
+            if k != k2 {
+                bail!(
+                    "conv2d kernel flip: a square kernel expected, got {:?}",
+                    l.dims()
+                )
+            }
+            let out = on_float!(s, l, "conv2d kernel flip", |w| conv_cpu::flip_transpose(
+                &w,
+                (o, c, k)
+            ));
+            Ok((out, Shape::from((c, o, k, k))))
+        }
+
+        fn bwd(&self, _w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+            Ok(Some(grad.apply_op1(FlipTranspose)?))
+        }
     }
 
     fn conv(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
@@ -516,7 +531,7 @@ mod conv {
     /// size (stride 1).
     pub(super) fn input_grad(g: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
         let k = w.dim(2)?;
-        let w_flip = flip_spatial(w)?.transpose(0, 1)?.contiguous()?;
+        let w_flip = w.apply_op1(FlipTranspose)?;
         conv(&g.contiguous()?, &w_flip, k - 1 - padding)
     }
 

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::buffers::{par_build, par_zeroed};
+use super::buffers::{par_build, par_build_uninit, par_zeroed};
 pub(super) use super::winograd::Epilogue;
 
 /// The geometry of one convolution: `[N, C, H, W]` input, `[O, C, K, K]` kernel, padding `p`.
@@ -385,6 +385,30 @@ fn patches<T: Element>(g: &Geometry, planes: &[T], cols: &mut [T]) {
                     .copy_from_slice(&planes[c * plane + a * stride + b..][..wide]);
             }
         }
+    }
+}
+
+/// The kernel of a convolution's input gradient: `w[o, c, a, b]` (`[O, C, K, K]`) to
+/// `[C, O, K, K]` with both spatial axes reversed, `w'[c, o, K-1-a, K-1-b]`. One parallel pass
+/// in blocks of input channels, each block written in order (reversing both axes reverses the
+/// `K^2` taps of each kernel).
+#[allow(unsafe_code)]
+pub(super) fn flip_transpose<T: Element>(w: &[T], (o_n, c_n, k): (usize, usize, usize)) -> Vec<T> {
+    let k2 = k * k;
+    let per_c = o_n * k2;
+    /// Elements per task: small kernels stay on one thread.
+    const MIN_TASK: usize = 1 << 15;
+    // SAFETY: the chunk of input channel `c` is `O` kernels of `K^2` taps, each tap written once
+    // (the source is sliced to `K^2` elements, so a short `w` panics instead).
+    unsafe {
+        par_build_uninit(c_n * per_c, per_c, MIN_TASK / per_c.max(1), |c, dst| {
+            for (o, out) in dst.chunks_exact_mut(k2).enumerate() {
+                let src = &w[(o * c_n + c) * k2..][..k2];
+                for (d, &v) in out.iter_mut().zip(src.iter().rev()) {
+                    d.write(v);
+                }
+            }
+        })
     }
 }
 

@@ -208,15 +208,7 @@ fn direct<T: Element>(g: &Geometry, x: &[T], w: &[T], grad: &[T]) -> (Vec<T>, Ve
     let (ho, wo) = g.out_hw();
     // The flipped, transposed kernel `[C, O, K, K]` and the geometry of the input gradient's
     // convolution over the output gradient (padding `K - 1 - p` restores the input size).
-    let k2 = g.k * g.k;
-    let mut w_flip = vec![T::ZERO; g.c * g.o * k2];
-    for o in 0..g.o {
-        for c in 0..g.c {
-            for t in 0..k2 {
-                w_flip[(c * g.o + o) * k2 + t] = w[(o * g.c + c) * k2 + (k2 - 1 - t)];
-            }
-        }
-    }
+    let w_flip = conv_cpu::flip_transpose(w, (g.o, g.c, g.k));
     let gi = Geometry {
         n: g.n,
         c: g.o,
