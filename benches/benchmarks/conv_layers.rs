@@ -1,7 +1,11 @@
 //! Criterion benchmarks of `sm_objectives::safe_ops::conv2d` against Candle's `conv2d` on the
 //! 3x3 layers of the step benchmark's ResNet EBM (width 32, 28 x 28 inputs: the maps are
 //! 28, 14, 7 and 3 pixels wide), batch 64: the forward pass alone and forward plus backward
-//! (input and kernel gradients), the two things every training step does per layer.
+//! (input and kernel gradients), the two things every training step does per layer. The
+//! `elu_conv3x3` group times the op the network's residual blocks actually run,
+//! `safe_ops::elu_conv2d_add` (ELU, convolution and skip connection in one op), whose backward
+//! pass is computed directly outside Candle's higher-order mode (first-order training: the FD
+//! objectives and MLE).
 //!
 //! Environment: `FDSM_BENCH_BATCH` (images per call, default 64).
 
@@ -65,5 +69,33 @@ fn conv_layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv_layers);
+fn elu_conv_layers(c: &mut Criterion) {
+    experiments::allocator::tune_for_training();
+    let dev = Device::Cpu;
+    let n = batch();
+    let mut group = c.benchmark_group("elu_conv3x3");
+    group.sample_size(10);
+    for (cin, cout, size) in LAYERS {
+        let id = format!("{cin}to{cout}@{size}");
+        let x =
+            Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, cin, size, size), &dev).expect("input"))
+                .expect("var");
+        let w =
+            Var::from_tensor(&Tensor::randn(0f32, 0.05, (cout, cin, 3, 3), &dev).expect("kernel"))
+                .expect("var");
+        let r = Tensor::randn(0f32, 1.0, (n, cout, size, size), &dev).expect("residual");
+        group.bench_function(BenchmarkId::new("forward", &id), |b| {
+            b.iter(|| safe_ops::elu_conv2d_add(&x, &w, &r, 1).expect("conv"))
+        });
+        group.bench_function(BenchmarkId::new("backward", &id), |b| {
+            b.iter(|| {
+                let y = safe_ops::elu_conv2d_add(&x, &w, &r, 1).expect("conv");
+                y.sum_all().and_then(|s| s.backward()).expect("backward")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv_layers, elu_conv_layers);
 criterion_main!(benches);
