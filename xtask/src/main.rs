@@ -29,7 +29,7 @@ enum Cmd {
         /// Data directory (default: $FDSM_DATA_DIR, else the user cache directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Extra base URL to try first, as <URL>/<dataset>/<file> (repeatable).
+        /// Extra base URL to try first: files are fetched from {URL}/{dataset}/{file} (repeatable).
         #[arg(long)]
         mirror: Vec<String>,
         /// Further attempts per URL after a network error.
@@ -67,10 +67,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, then the test suite
-    /// (`cargo test --workspace --release`).
+    /// Run what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc` with
+    /// warnings as errors, then the test suite (`cargo test --workspace --release`).
     Ci {
-        /// Skip the format and lint checks and only run the tests.
+        /// Skip the format, lint and doc checks and only run the tests.
         #[arg(long)]
         tests_only: bool,
     },
@@ -193,15 +193,26 @@ fn ci(tests_only: bool) -> Result<()> {
             "-D",
             "warnings",
         ])?;
+        // Broken intra-doc links and stray HTML in doc comments.
+        cargo_with(
+            &["doc", "--workspace", "--no-deps", "--quiet"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )?;
     }
     cargo(TEST_ARGS)
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with(args, &[])
+}
+
+/// `cargo args`, with extra environment variables `env`, failing on a non-zero exit.
+fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("+ cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("could not start `{cargo}`"))?;
     if !status.success() {
