@@ -555,6 +555,18 @@ mod conv {
         Ok(g)
     }
 
+    /// Checks that the bias of layout `lb` has one value per output channel (`o`); `name` is
+    /// the op's, for the error.
+    pub(super) fn check_bias(lb: &Layout, o: usize, name: &str) -> Result<()> {
+        if lb.dims() != [o] {
+            bail!(
+                "{name}: a bias of shape [{o}] expected, got {:?}",
+                lb.dims()
+            )
+        }
+        Ok(())
+    }
+
     fn geometry(x: &Layout, o: usize, k: usize, padding: usize) -> Result<Geometry> {
         let (n, c, h, w) = x.shape().dims4()?;
         if padding >= k || h + 2 * padding < k || w + 2 * padding < k {
@@ -621,23 +633,14 @@ mod conv {
         ) -> Result<(CpuStorage, Shape)> {
             let g = conv_geometry(l1, l2, self.padding)?;
             let (o, (ho, wo)) = (g.o, g.out_hw());
-            if l3.dims() != [o] {
-                bail!(
-                    "conv2d: a bias of shape [{o}] expected, got {:?}",
-                    l3.dims()
-                )
-            }
+            check_bias(l3, o, "conv2d")?;
             let out = on_float3!(
                 (s1, l1),
                 (s2, l2),
                 (s3, l3),
                 "conv2d",
                 "input, kernel and bias",
-                |x, w, b| {
-                    let mut out = conv_cpu::forward(&g, &x, &w);
-                    conv_cpu::add_bias(&mut out, &b, ho * wo);
-                    out
-                }
+                |x, w, b| conv_cpu::forward_biased(&g, (&x, false), &w, Some(&b))
             );
             Ok((out, Shape::from((g.n, o, ho, wo))))
         }

@@ -435,6 +435,22 @@ pub(super) fn forward_ends<T: Element>(
     out
 }
 
+/// [`forward_ends`] without an epilogue, plus a bias per output channel where given: the
+/// forward values of `conv2d` and `elu_conv2d`, biased or not.
+pub(super) fn forward_biased<T: Element>(
+    g: &Geometry,
+    x_elu: (&[T], bool),
+    weight: &[T],
+    bias: Option<&[T]>,
+) -> Vec<T> {
+    let mut out = forward_ends(g, x_elu, weight, Epilogue::None);
+    if let Some(b) = bias {
+        let (ho, wo) = g.out_hw();
+        add_bias(&mut out, b, ho * wo);
+    }
+    out
+}
+
 /// `epilogue` applied to every element of `out` (as long as its values), in one parallel pass.
 pub(super) fn apply_epilogue<T: Element>(out: &mut [T], epilogue: Epilogue<'_, T>) {
     let Some(values) = epilogue.values() else {

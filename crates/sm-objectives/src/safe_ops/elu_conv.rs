@@ -27,7 +27,7 @@ use candle_core::{
     WithDType,
 };
 
-use super::conv::{conv_geometry, input_grad, kernel_grad};
+use super::conv::{check_bias, conv_geometry, input_grad, kernel_grad};
 use super::conv_cpu::{self, Element, Epilogue, Geometry};
 use super::fused::{avg_pool_values, elu_slope_op, ChannelSum, PoolSpread};
 use super::storage::elements;
@@ -44,16 +44,6 @@ pub(super) struct EluBiasedConv {
     pub(super) first_order: bool,
 }
 
-/// The forward values for contiguous `x` and `w` (and a bias per output channel).
-fn forward<T: Element>(g: &Geometry, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
-    let mut out = conv_cpu::forward_ends(g, (x, true), w, Epilogue::None);
-    if let Some(b) = b {
-        let (ho, wo) = g.out_hw();
-        conv_cpu::add_bias(&mut out, b, ho * wo);
-    }
-    out
-}
-
 impl CustomOp2 for EluConv {
     fn name(&self) -> &'static str {
         "elu-conv2d"
@@ -68,9 +58,9 @@ impl CustomOp2 for EluConv {
     ) -> Result<(CpuStorage, Shape)> {
         let g = conv_geometry(l1, l2, self.padding)?;
         let (ho, wo) = g.out_hw();
-        let out = on_float2!(s1, l1, s2, l2, "elu conv2d", |x, w| forward(
-            &g, &x, &w, None
-        ));
+        let out = on_float2!(s1, l1, s2, l2, "elu conv2d", |x, w| {
+            conv_cpu::forward_biased(&g, (&x, true), &w, None)
+        });
         Ok((out, Shape::from((g.n, g.o, ho, wo))))
     }
 
@@ -102,20 +92,14 @@ impl CustomOp3 for EluBiasedConv {
     ) -> Result<(CpuStorage, Shape)> {
         let g = conv_geometry(l1, l2, self.padding)?;
         let (ho, wo) = g.out_hw();
-        if l3.dims() != [g.o] {
-            bail!(
-                "elu conv2d: a bias of shape [{}] expected, got {:?}",
-                g.o,
-                l3.dims()
-            )
-        }
+        check_bias(l3, g.o, "elu conv2d")?;
         let out = on_float3!(
             (s1, l1),
             (s2, l2),
             (s3, l3),
             "elu conv2d",
             "input, kernel and bias",
-            |x, w, b| forward(&g, &x, &w, Some(&b))
+            |x, w, b| conv_cpu::forward_biased(&g, (&x, true), &w, Some(&b))
         );
         Ok((out, Shape::from((g.n, g.o, ho, wo))))
     }
