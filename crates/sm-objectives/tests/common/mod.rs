@@ -275,6 +275,21 @@ pub fn max_abs_of(t: &Tensor) -> Result<f64> {
     t.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
 
+/// A `[n, c, h, w]` f64 batch of pattern values times `scale`, laid out as the transpose of a
+/// `[n, c, w, h]` tensor (so not contiguous).
+fn transposed_batch(n: usize, c: usize, (h, w): (usize, usize), scale: f64) -> Result<Tensor> {
+    pattern(n, c * h * w, 0.3)
+        .reshape((n, c, w, h))?
+        .transpose(2, 3)?
+        * scale
+}
+
+/// An `[o, c, k, k]` f64 kernel of pattern values (phase `phase`) scaled by `1.5 / c`, so the
+/// outputs stay of order one whatever the channel count.
+fn test_kernel(o: usize, c: usize, k: usize, phase: f64) -> Result<Tensor> {
+    pattern(1, o * c * k * k, phase).reshape((o, c, k, k))? * (1.5 / c as f64)
+}
+
 /// `conv2d` of a `[n, c, h, w]` batch (transposed from `[n, c, w, h]`, so not contiguous) with
 /// an `[o, c, k, k]` kernel, at every padding below `k`, in f64 and f32: values and first
 /// derivatives in the input and in the kernel equal Candle's `conv2d`.
@@ -286,12 +301,8 @@ pub fn agrees_with_candle(
     k: usize,
 ) -> Result<()> {
     for dtype in [DType::F64, DType::F32] {
-        let x = pattern(n, c * h * w, 0.3)
-            .reshape((n, c, w, h))?
-            .transpose(2, 3)?
-            .to_dtype(dtype)?;
-        let w = (pattern(1, o * c * k * k, 1.7).reshape((o, c, k, k))? * (1.5 / c as f64))?
-            .to_dtype(dtype)?;
+        let x = transposed_batch(n, c, (h, w), 1.0)?.to_dtype(dtype)?;
+        let w = test_kernel(o, c, k, 1.7)?.to_dtype(dtype)?;
         let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
         for padding in 0..k {
             let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
@@ -345,13 +356,8 @@ pub fn elu_conv_equals_unfused(
 ) -> Result<()> {
     use sm_objectives::safe_ops::{elu, elu_conv2d};
     for dtype in [DType::F64, DType::F32] {
-        let x = (pattern(n, c * h * w, 0.3)
-            .reshape((n, c, w, h))?
-            .transpose(2, 3)?
-            * 2.0)?
-            .to_dtype(dtype)?;
-        let w = (pattern(1, o * c * k * k, 1.7).reshape((o, c, k, k))? * (1.5 / c as f64))?
-            .to_dtype(dtype)?;
+        let x = transposed_batch(n, c, (h, w), 2.0)?.to_dtype(dtype)?;
+        let w = test_kernel(o, c, k, 1.7)?.to_dtype(dtype)?;
         let b = pattern(1, o, 2.3).reshape(o)?.to_dtype(dtype)?;
         for padding in 0..k {
             for with_bias in [false, true] {
@@ -407,8 +413,7 @@ pub fn elu_conv_residual_equals_separate_ops(
     };
     for dtype in [DType::F64, DType::F32] {
         let x = (pattern(n, c * h * w, 0.7).reshape((n, c, h, w))? * 2.0)?.to_dtype(dtype)?;
-        let w = (pattern(1, o * c * k * k, 1.3).reshape((o, c, k, k))? * (1.5 / c as f64))?
-            .to_dtype(dtype)?;
+        let w = test_kernel(o, c, k, 1.3)?.to_dtype(dtype)?;
         for padding in 0..k {
             let out_dims = separate_conv(&x, &w, padding)?.dims().to_vec();
             let r = pattern(1, out_dims.iter().product(), 1.9)
