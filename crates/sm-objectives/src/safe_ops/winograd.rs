@@ -25,6 +25,7 @@
 //! `[m Th, m Tw, O]` buffers the same way.
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -416,24 +417,61 @@ fn two_sided<'x, T: Element>(
 #[allow(unsafe_code)]
 fn transform_kernel<W: Transforms, T: Element>(g: &Geometry, weight: &[T]) -> Vec<T> {
     let (o_n, c_n, a_n) = (g.o, g.c, W::A);
-    // In parallel over the rows `i` of the transform (components `A i .. A i + A`); output
-    // channels innermost, so that each of the row's `A` components is written in order (the
-    // kernels' reads, `9 C` elements apart, come back to the same cache lines for the next `c`).
-    // SAFETY: each row's chunk is `A` blocks `[C, O]`, every element written once below.
+    // The taps turned around to `[C, 9, O]`: each tap of one input channel is a contiguous
+    // vector over the output channels, and every step below one elementwise loop over them.
+    let mut taps = vec![T::ZERO; 9 * c_n * o_n];
+    transpose(
+        weight,
+        (o_n, 9 * c_n),
+        |o| o * 9 * c_n,
+        &mut taps,
+        |j| j * o_n,
+    );
+    let taps = &taps;
+    // In parallel over the rows `i` of the transform (components `A i .. A i + A`).
+    // SAFETY: each row's chunk is `A` blocks `[C, O]`; for every input channel `c` the loop
+    // below writes the whole `[c * O, (c + 1) * O)` range of each block.
     unsafe {
         par_build_uninit(a_n * a_n * o_n * c_n, a_n * c_n * o_n, 1, |i, u| {
+            let mut cols = vec![T::ZERO; 3 * o_n];
             for c in 0..c_n {
-                for o in 0..o_n {
-                    let w = &weight[(o * c_n + c) * 9..][..9];
+                let tap = |k: usize| &taps[(c * 9 + k) * o_n..][..o_n];
+                vectorised(|| {
                     // Row `i` of the columns of `G g` (A x 3), then of `(G g) G^T` (A x A).
-                    let col = |j: usize| W::kernel_side([w[j], w[3 + j], w[6 + j]])[i];
-                    let row = W::kernel_side([col(0), col(1), col(2)]);
-                    for (j, &v) in row[..a_n].iter().enumerate() {
-                        u[(j * c_n + c) * o_n + o].write(v);
+                    for (l, col) in cols.chunks_exact_mut(o_n).enumerate() {
+                        let (t0, t1, t2) = (tap(l), tap(3 + l), tap(6 + l));
+                        let side = |o: usize| W::kernel_side([t0[o], t1[o], t2[o]]);
+                        fill_component(i, col, side, |v| v);
                     }
-                }
+                    let (c0, c1, c2) = (&cols[..o_n], &cols[o_n..2 * o_n], &cols[2 * o_n..]);
+                    for (j, row) in u.chunks_exact_mut(c_n * o_n).enumerate() {
+                        let row = &mut row[c * o_n..][..o_n];
+                        let side = |o: usize| W::kernel_side([c0[o], c1[o], c2[o]]);
+                        fill_component(j, row, side, MaybeUninit::new);
+                    }
+                });
             }
         })
+    }
+}
+
+/// `out[t] = put(f(t)[k])`, with the component `k` chosen outside the loop, so that each loop
+/// computes one component and vectorises (an index into the array inside the loop keeps it
+/// scalar).
+#[inline(always)]
+fn fill_component<T: Copy, S>(
+    k: usize,
+    out: &mut [S],
+    f: impl Fn(usize) -> [T; MAX_A],
+    put: impl Fn(T) -> S,
+) {
+    match k {
+        0 => fill(out, |t| put(f(t)[0])),
+        1 => fill(out, |t| put(f(t)[1])),
+        2 => fill(out, |t| put(f(t)[2])),
+        3 => fill(out, |t| put(f(t)[3])),
+        4 => fill(out, |t| put(f(t)[4])),
+        _ => fill(out, |t| put(f(t)[5])),
     }
 }
 
