@@ -335,12 +335,7 @@ impl CustomOp3 for EluConvPoolAdd {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, _, h, wd) = x.dims4()?;
-        let k_conv = w.dim(2)?;
-        let (ho, wo) = (
-            h + 2 * self.padding + 1 - k_conv,
-            wd + 2 * self.padding + 1 - k_conv,
-        );
+        let (ho, wo) = conv_geometry(x.layout(), w.layout(), self.padding)?.out_hw();
         let spread = PoolSpread {
             k: self.k,
             h: ho,
