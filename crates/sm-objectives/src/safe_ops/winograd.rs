@@ -427,7 +427,6 @@ fn transform_kernel<W: Transforms, T: Element>(g: &Geometry, weight: &[T]) -> Ve
         &mut taps,
         |j| j * o_n,
     );
-    let taps = &taps;
     // In parallel over the rows `i` of the transform (components `A i .. A i + A`).
     // SAFETY: each row's chunk is `A` blocks `[C, O]`; for every input channel `c` the loop
     // below writes the whole `[c * O, (c + 1) * O)` range of each block.
