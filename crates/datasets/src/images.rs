@@ -50,8 +50,9 @@ impl IdxDataset {
 /// four published `*-ubyte.gz` files), checking the IDX headers, image size, counts and labels.
 ///
 /// # Errors
-/// [`DataError::Missing`](crate::DataError::Missing) with instructions when a file is absent; [`DataError::Gzip`](crate::DataError::Gzip) /
-/// [`DataError::Format`](crate::DataError::Format) for corrupt files.
+/// [`DataError::Missing`](crate::DataError::Missing) with instructions when a file is absent;
+/// [`DataError::Gzip`](crate::DataError::Gzip) / [`DataError::Format`](crate::DataError::Format)
+/// for corrupt files.
 pub fn load_idx_dataset(
     data_dir: &Path,
     which: IdxDataset,
@@ -126,8 +127,8 @@ pub const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 /// order.
 ///
 /// # Errors
-/// [`DataError::Format`](crate::DataError::Format) when the length is not a positive multiple of the record size or a
-/// label is outside `0..10`.
+/// [`DataError::Format`](crate::DataError::Format) when the length is not a positive multiple of
+/// the record size or a label is outside `0..10`.
 pub fn parse_cifar_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
         return Err(format_err(
@@ -199,8 +200,8 @@ pub fn load_cifar10(data_dir: &Path, device: &Device) -> Result<ImageSplits> {
 /// `1..=10` with `10` meaning the digit 0) into `(pixels [N, 3, 32, 32], labels 0..10)`.
 ///
 /// # Errors
-/// [`DataError::Format`](crate::DataError::Format) when `X` or `y` is missing, has the wrong shape or type, or a label is
-/// outside `1..=10`.
+/// [`DataError::Format`](crate::DataError::Format) when `X` or `y` is missing, has the wrong
+/// shape or type, or a label is outside `1..=10`.
 pub fn parse_svhn(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let arrays = parse_mat(bytes, path)?;
     let get = |name: &str| {
@@ -292,7 +293,8 @@ pub const FREY_SHAPE: (usize, usize) = (28, 20);
 /// Parses `frey_rawface.mat` (variable `ff`, `uint8`, `560 x 1965`) into 1965 row-major images.
 ///
 /// # Errors
-/// [`DataError::Format`](crate::DataError::Format) when `ff` is missing or has the wrong shape or type.
+/// [`DataError::Format`](crate::DataError::Format) when `ff` is missing or has the wrong shape
+/// or type.
 pub fn parse_frey(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
     let arrays = parse_mat(bytes, path)?;
     let ff = arrays

@@ -163,7 +163,8 @@ fn elu_conv_direct_backward_equals_the_unfused_ops() -> Result<()> {
     elu_conv_equals_unfused(4, 6, 5, (3, 3), 3)?; // small maps
     elu_conv_equals_unfused(3, 3, 4, (7, 6), 3)?; // direct
     elu_conv_equals_unfused(3, 5, 6, (9, 10), 1)?; // pointwise
-                                                   // With the residual sum: Winograd (sum in the output transform) and small maps.
+
+    // With the residual sum: Winograd (sum in the output transform) and small maps.
     elu_conv_residual_equals_separate_ops(3, 16, 20, (9, 10), 3, None)?;
     elu_conv_residual_equals_separate_ops(4, 6, 5, (3, 3), 3, None)?;
     // Pooled: Winograd (odd 7x7 output at padding 0) and the direct path.
