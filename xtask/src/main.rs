@@ -104,16 +104,7 @@ fn run_experiment(bin: &str, args: &[String]) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
-    let mut full = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "experiments",
-        "--bin",
-        bin,
-        "--",
-    ];
+    let mut full = vec!["run", "--release", "-p", "experiments", "--bin", bin, "--"];
     if args.iter().any(|a| a == "--help" || a == "-h") {
         full.push("run");
         full.push("--help");
@@ -122,7 +113,8 @@ fn run_experiment(bin: &str, args: &[String]) -> Result<()> {
         full.extend(args.iter().map(String::as_str));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
+    // The build's own progress goes to the terminal: a first call compiles for minutes.
+    let status = inner_cargo(&cargo)
         .current_dir(root)
         .args(&full)
         .status()
@@ -131,6 +123,37 @@ fn run_experiment(bin: &str, args: &[String]) -> Result<()> {
         bail!("`cargo {}` failed with {status}", full.join(" "));
     }
     Ok(())
+}
+
+/// A `cargo` command for a nested build, without the variables that `cargo run` set for this
+/// task (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...). Build scripts of dependencies watch some of
+/// them, so passing them on made every nested build (and the next plain `cargo` command after
+/// it) recompile about sixty crates.
+fn inner_cargo(cargo: &str) -> Command {
+    let mut cmd = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if is_set_by_cargo_run(key) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Whether `key` is one of the variables Cargo sets for the program it runs (rather than one a
+/// user sets to configure Cargo, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_set_by_cargo_run(key: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&key) || key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_BIN_EXE_")
 }
 
 fn download(
@@ -181,10 +204,20 @@ fn download(
 /// The test command of README.md. Kept in one place so that README, `.ci/run` and this task agree.
 const TEST_ARGS: &[&str] = &["test", "--workspace", "--release"];
 
-fn ci(tests_only: bool) -> Result<()> {
-    if !tests_only {
-        cargo(&["fmt", "--all", "--check"])?;
-        cargo(&[
+/// One check of CI: its name, the `cargo` arguments, extra environment variables.
+type Check = (
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
+
+/// What CI runs before the tests, in order: the one list `cargo xtask ci` and `.ci/run` (which
+/// calls it) share.
+const CI_CHECKS: &[Check] = &[
+    ("format", &["fmt", "--all", "--check"], &[]),
+    (
+        "lints",
+        &[
             "clippy",
             "--workspace",
             "--all-targets",
@@ -192,13 +225,25 @@ fn ci(tests_only: bool) -> Result<()> {
             "--",
             "-D",
             "warnings",
-        ])?;
-        // Broken intra-doc links and stray HTML in doc comments.
-        cargo_with(
-            &["doc", "--workspace", "--no-deps", "--quiet"],
-            &[("RUSTDOCFLAGS", "-D warnings")],
-        )?;
+        ],
+        &[],
+    ),
+    // Broken intra-doc links and stray HTML in doc comments.
+    (
+        "rustdoc",
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    ),
+];
+
+fn ci(tests_only: bool) -> Result<()> {
+    if !tests_only {
+        for (what, args, env) in CI_CHECKS {
+            eprintln!("== {what}");
+            cargo_with(args, env)?;
+        }
     }
+    eprintln!("== tests (README.md)");
     cargo(TEST_ARGS)
 }
 
@@ -210,7 +255,7 @@ fn cargo(args: &[&str]) -> Result<()> {
 fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("+ cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
+    let status = inner_cargo(&cargo)
         .args(args)
         .envs(env.iter().copied())
         .status()

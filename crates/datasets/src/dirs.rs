@@ -36,3 +36,45 @@ fn user_cache_dir() -> Option<PathBuf> {
     }
     env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
 }
+
+/// The environment variable that turns a missing dataset file into a test failure: when it is
+/// set to a non-empty value other than `0`, [`data_for_tests`] refuses to let a test skip.
+/// CI sets it wherever the genuine data is present.
+pub const REQUIRE_DATA_ENV: &str = "FDSM_REQUIRE_DATA";
+
+/// Whether [`REQUIRE_DATA_ENV`] is set (to a non-empty value other than `0`).
+pub fn data_required() -> bool {
+    std::env::var_os(REQUIRE_DATA_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The data directory a test should read `needed` (a path relative to it) from:
+/// [`DATA_DIR_ENV`], else `fallback`. `Ok(None)` (after printing why on stderr) when the file
+/// is absent and [`REQUIRE_DATA_ENV`] is unset, so the test can skip; an error naming the file,
+/// the directory and the variable when it is absent although [`REQUIRE_DATA_ENV`] is set.
+///
+/// # Errors
+/// [`crate::DataError::Missing`] when the file is required and absent.
+pub fn data_for_tests(needed: &str, fallback: &Path) -> Result<Option<PathBuf>, crate::DataError> {
+    let dir = std::env::var_os(DATA_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fallback.to_path_buf());
+    if dir.join(needed).exists() {
+        return Ok(Some(dir));
+    }
+    if data_required() {
+        return Err(crate::DataError::Missing {
+            dataset: "test data",
+            path: dir.join(needed),
+            hint: format!(
+                "{REQUIRE_DATA_ENV} is set, so tests that need it fail instead of skipping: \
+                 point {DATA_DIR_ENV} at a directory that holds it (`cargo xtask download all`)"
+            ),
+        });
+    }
+    eprintln!(
+        "skipped: {needed} is not in {} (set {DATA_DIR_ENV}; {REQUIRE_DATA_ENV}=1 makes this a failure)",
+        dir.display()
+    );
+    Ok(None)
+}

@@ -32,7 +32,7 @@ mod synthetic;
 pub mod uci;
 
 pub use batch::Batcher;
-pub use dirs::{resolve_data_dir, DATA_DIR_ENV};
+pub use dirs::{data_for_tests, data_required, resolve_data_dir, DATA_DIR_ENV, REQUIRE_DATA_ENV};
 pub use error::{DataError, Result};
 pub use images::{
     cifar10_files, load_cifar10, load_frey_face, load_idx_dataset, load_svhn, parse_cifar_batch,

@@ -7,27 +7,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 /// The directory holding the genuine dataset copies, or `None` after printing why the calling
-/// test is skipped.
+/// test is skipped; a panic naming the missing file when `FDSM_REQUIRE_DATA` is set (as in CI).
 pub fn shared_data(needed: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os(datasets::DATA_DIR_ENV) {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-            if !fallback.is_dir() {
-                eprintln!(
-                    "skipped: {} is not set and ../shared/data does not exist",
-                    datasets::DATA_DIR_ENV
-                );
-                return None;
-            }
-            fallback
-        }
-    };
-    if !dir.join(needed).exists() {
-        eprintln!("skipped: {} is absent from {}", needed, dir.display());
-        return None;
-    }
-    Some(dir)
+    let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    datasets::data_for_tests(needed, &fallback).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
