@@ -6,7 +6,7 @@ backward (input and kernel gradients), so the per-layer numbers of docs/performa
 put side by side. Median of `--reps` calls after three warm-up calls, in ms.
 
     python benches/torch_conv_layers.py --batch 192 --threads 2
-    FDSM_BENCH_BATCH=192 cargo bench --bench conv_layers -- safe_ops
+    FDSM_BENCH_BATCH=192 cargo bench --bench conv_layers -- layers
 """
 
 import argparse

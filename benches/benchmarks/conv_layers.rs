@@ -1,9 +1,9 @@
-//! Criterion benchmarks of `sm_objectives::safe_ops::conv2d` against Candle's `conv2d` on the
+//! Criterion benchmarks of `layers::conv2d` against Candle's `conv2d` on the
 //! 3x3 layers of the step benchmark's ResNet EBM (width 32, 28 x 28 inputs: the maps are
 //! 28, 14, 7 and 3 pixels wide), batch 64: the forward pass alone and forward plus backward
 //! (input and kernel gradients), the two things every training step does per layer. The
 //! `elu_conv3x3` group times the op the network's residual blocks actually run,
-//! `safe_ops::elu_conv2d_add` (ELU, convolution and skip connection in one op), whose backward
+//! `layers::elu_conv2d` with a residual (ELU, convolution and skip connection in one op), whose backward
 //! pass is computed directly outside Candle's higher-order mode (first-order training: the FD
 //! objectives and MLE).
 //!
@@ -13,7 +13,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use sm_objectives::safe_ops;
+use layers::{Conv2dConfig, Residual};
 
 /// `(channels in, channels out, map size)` of the network's distinct 3x3 layers.
 const LAYERS: [(usize, usize, usize); 5] = [
@@ -47,15 +47,15 @@ fn conv_layers(c: &mut Criterion) {
             Var::from_tensor(&Tensor::randn(0f32, 0.05, (cout, cin, 3, 3), &dev).expect("kernel"))
                 .expect("var");
         let xv = Var::from_tensor(&x).expect("var");
-        group.bench_function(BenchmarkId::new("forward/safe_ops", &id), |b| {
-            b.iter(|| safe_ops::conv2d(&x, &w, None, 1).expect("conv"))
+        group.bench_function(BenchmarkId::new("forward/layers", &id), |b| {
+            b.iter(|| layers::conv2d(&x, &w, None, &Conv2dConfig::padded(1)).expect("conv"))
         });
         group.bench_function(BenchmarkId::new("forward/candle", &id), |b| {
             b.iter(|| x.conv2d(&w, 1, 1, 1, 1).expect("conv"))
         });
-        group.bench_function(BenchmarkId::new("backward/safe_ops", &id), |b| {
+        group.bench_function(BenchmarkId::new("backward/layers", &id), |b| {
             b.iter(|| {
-                let y = safe_ops::conv2d(&xv, &w, None, 1).expect("conv");
+                let y = layers::conv2d(&xv, &w, None, &Conv2dConfig::padded(1)).expect("conv");
                 y.sum_all().and_then(|s| s.backward()).expect("backward")
             })
         });
@@ -84,14 +84,17 @@ fn elu_conv_layers(c: &mut Criterion) {
             Var::from_tensor(&Tensor::randn(0f32, 0.05, (cout, cin, 3, 3), &dev).expect("kernel"))
                 .expect("var");
         let r = Tensor::randn(0f32, 1.0, (n, cout, size, size), &dev).expect("residual");
-        group.bench_function(BenchmarkId::new("forward", &id), |b| {
-            b.iter(|| safe_ops::elu_conv2d_add(&x, &w, &r, 1).expect("conv"))
-        });
+        let cfg = Conv2dConfig::padded(1);
+        let op = || {
+            let residual = Residual {
+                tensor: &r,
+                pool: None,
+            };
+            layers::elu_conv2d(&x, &w, None, Some(residual), &cfg).expect("conv")
+        };
+        group.bench_function(BenchmarkId::new("forward", &id), |b| b.iter(op));
         group.bench_function(BenchmarkId::new("backward", &id), |b| {
-            b.iter(|| {
-                let y = safe_ops::elu_conv2d_add(&x, &w, &r, 1).expect("conv");
-                y.sum_all().and_then(|s| s.backward()).expect("backward")
-            })
+            b.iter(|| op().sum_all().and_then(|s| s.backward()).expect("backward"))
         });
     }
     group.finish();

@@ -233,7 +233,7 @@ struct RowState {
 }
 
 impl TrainState for RowState {
-    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
         let mut t = self.q_adam.state_tensors("q/")?;
         if let Some((_, _, snapshot)) = &self.best {
             t.extend(
@@ -246,7 +246,7 @@ impl TrainState for RowState {
         Ok(t)
     }
 
-    fn json(&self) -> Result<serde_json::Value> {
+    fn json(&self) -> train::Result<serde_json::Value> {
         Ok(serde_json::json!({
             "validation": self.validation,
             "best": self.best.as_ref().map(|b| (b.0, b.1)),
@@ -257,14 +257,14 @@ impl TrainState for RowState {
         &mut self,
         tensors: &HashMap<String, Tensor>,
         json: &serde_json::Value,
-    ) -> Result<()> {
+    ) -> train::Result<()> {
         #[derive(Deserialize)]
         struct Saved {
             validation: Vec<(u64, f64)>,
             best: Option<(f64, u64)>,
         }
         let saved: Saved = serde_json::from_value(json.clone())
-            .map_err(|e| ExpError::Config(format!("bad saved validation curve: {e}")))?;
+            .map_err(|e| train::TrainError::Config(format!("bad saved validation curve: {e}")))?;
         self.q_adam.load_state("q/", tensors)?;
         self.best = match saved.best {
             Some((value, step)) => {
@@ -273,10 +273,12 @@ impl TrainState for RowState {
                     .iter()
                     .map(|n| {
                         tensors.get(&format!("best/{n}")).cloned().ok_or_else(|| {
-                            ExpError::Config(format!("no snapshot of `{n}` at the best step"))
+                            train::TrainError::Config(format!(
+                                "no snapshot of `{n}` at the best step"
+                            ))
                         })
                     })
-                    .collect::<Result<_>>()?;
+                    .collect::<train::Result<_>>()?;
                 Some((value, step, snapshot))
             }
             None => None,
@@ -326,7 +328,7 @@ pub fn run_row(
             Row::Dsm => dsm(&m, &x, &z, cfg.sigma, Reduction::Mean),
             Row::Bidsm(n) => {
                 lower_updates(&m, &qw, &qb, &x, &cfg.bism, &mut noise, |g| {
-                    st.q_adam.step(g, cfg.lower_adam_lr)
+                    st.q_adam.step_with_lr(g, cfg.lower_adam_lr)
                 })?;
                 let q0 = BernoulliPosterior::from_tensors(
                     qw.as_tensor().clone(),

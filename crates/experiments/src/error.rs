@@ -13,6 +13,9 @@ pub enum ExpError {
     /// A dataset could not be loaded.
     #[error(transparent)]
     Data(#[from] datasets::DataError),
+    /// Training, sampling or evaluation failed (divergence, a checkpoint of another run, ...).
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -30,16 +33,6 @@ pub enum ExpError {
         /// The underlying error.
         #[source]
         source: serde_json::Error,
-    },
-    /// Training produced a non-finite or exploding loss or gradient.
-    #[error("training diverged at step {step}: {what}. {kept}")]
-    Diverged {
-        /// The step whose loss or gradient was bad.
-        step: u64,
-        /// What was bad.
-        what: String,
-        /// Which checkpoint is intact.
-        kept: String,
     },
     /// A checkpoint is unreadable or belongs to another model.
     #[error("checkpoint {path}: {problem}")]

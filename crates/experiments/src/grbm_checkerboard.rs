@@ -316,13 +316,13 @@ struct MethodState {
 }
 
 impl TrainState for MethodState {
-    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
         let mut t = self.q_adam.state_tensors("q/")?;
         t.push(("pcd_chains".into(), self.chains.clone()));
         Ok(t)
     }
 
-    fn json(&self) -> Result<serde_json::Value> {
+    fn json(&self) -> train::Result<serde_json::Value> {
         Ok(serde_json::json!(self.curve))
     }
 
@@ -330,15 +330,17 @@ impl TrainState for MethodState {
         &mut self,
         tensors: &HashMap<String, Tensor>,
         json: &serde_json::Value,
-    ) -> Result<()> {
+    ) -> train::Result<()> {
         self.q_adam.load_state("q/", tensors)?;
         let chains = tensors
             .get("pcd_chains")
             .filter(|c| c.dims() == self.chains.dims())
-            .ok_or_else(|| ExpError::Config("no PCD chains of the batch's shape".into()))?;
+            .ok_or_else(|| {
+                train::TrainError::Config("no PCD chains of the batch's shape".into())
+            })?;
         self.chains = chains.clone();
         self.curve = serde_json::from_value(json.clone())
-            .map_err(|e| ExpError::Config(format!("bad saved curve: {e}")))?;
+            .map_err(|e| train::TrainError::Config(format!("bad saved curve: {e}")))?;
         Ok(())
     }
 }
@@ -387,7 +389,7 @@ pub fn train_method(
         if method.uses_posterior() {
             // Lower level: K Adam steps on q with the model fixed.
             lower_updates(&m, &qw, &qb, &x, &cfg.bism, &mut noise, |g| {
-                st.q_adam.step(g, cfg.lower_adam_lr)
+                st.q_adam.step_with_lr(g, cfg.lower_adam_lr)
             })?;
         }
         let q_now =

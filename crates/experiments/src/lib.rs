@@ -1,29 +1,26 @@
 //! `experiments`: the library behind the binaries that reproduce the FD score-matching papers'
-//! tables and figures: a checkpointing trainer ([`trainer`], [`optim`], [`checkpoint`]),
-//! evaluation ([`eval`]), annealed Langevin sampling ([`langevin`]), figures ([`plot`]),
-//! reports ([`report`]), limited child processes ([`child`]) and the experiments themselves
-//! ([`table2`], [`order_scaling`], [`step_bench`], [`grbm_checkerboard`], [`bism_table1`]).
+//! tables and figures: figures ([`plot`]), reports ([`report`]), limited child processes
+//! ([`child`]), data and model set-up ([`setup`]) and the experiments themselves ([`table2`],
+//! [`order_scaling`], [`step_bench`], [`grbm_checkerboard`], [`bism_table1`]). Training,
+//! sampling and evaluation come from the `train` crate (re-exported here as [`trainer`],
+//! [`optim`], [`checkpoint`], [`eval`], [`langevin`]).
 
 pub mod allocator;
 pub mod bism_table1;
-pub mod checkpoint;
 pub mod child;
 pub mod cli;
 mod error;
-pub mod eval;
 pub mod grbm_checkerboard;
-pub mod langevin;
 pub mod memory;
-pub mod optim;
 pub mod order_scaling;
 pub mod plot;
 pub mod report;
 pub mod setup;
 pub mod step_bench;
 pub mod table2;
-pub mod trainer;
 
 pub use error::{ExpError, Result};
+pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
 
 /// How to run an experiment, besides its settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,15 +33,6 @@ pub struct RunControl {
     /// Pause every training run once this many of its steps are complete (checkpointed, to be
     /// continued with `resume`), e.g. to fit a job into a scheduler's time limit.
     pub stop_after: Option<u64>,
-}
-
-/// The seed of the noise drawn at training step `step`: a pure function of `(seed, step)`, so a
-/// resumed run draws exactly the noise it would have drawn (SplitMix64 finaliser).
-pub fn step_seed(seed: u64, step: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The 1-based steps after which a run of `iters` steps evaluates, `points` times evenly

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use layers::ConvAlgorithm;
 use models::{Grbm, GrbmConfig, ResNetEbm, ResNetEbmConfig};
 use serde::{Deserialize, Serialize};
-use sm_objectives::safe_ops::{set_conv_algorithm, ConvAlgorithm};
 use sm_objectives::NoiseSource;
 
 use crate::error::Result;
@@ -18,8 +18,8 @@ use crate::optim::{AdamConfig, LrSchedule};
 use crate::trainer::TrainOptions;
 use crate::RunControl;
 
-/// The convolution algorithms a run uses on the CPU (`sm_objectives::safe_ops::ConvAlgorithm`),
-/// part of its saved configuration: `fastest` (Winograd F(4x4, 3x3) where it pays off),
+/// The `--conv` choice of the binaries: the convolution algorithms a run uses on the CPU
+/// ([`ConvAlgorithm`], saved in the model's configuration): `fastest` (Winograd F(4x4, 3x3) where it pays off),
 /// `accurate` (F(2x2, 3x3) only, rounding like the direct convolution) or `direct`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -34,18 +34,13 @@ pub enum ConvKernels {
 }
 
 impl ConvKernels {
-    /// The `safe_ops` algorithm.
+    /// The `layers` algorithm.
     pub fn algorithm(self) -> ConvAlgorithm {
         match self {
             Self::Fastest => ConvAlgorithm::Fastest,
             Self::Accurate => ConvAlgorithm::Accurate,
             Self::Direct => ConvAlgorithm::Direct,
         }
-    }
-
-    /// Makes it the algorithm of every later convolution in this process.
-    pub fn install(self) {
-        set_conv_algorithm(self.algorithm());
     }
 }
 
@@ -220,7 +215,7 @@ pub fn grbm_train_options(
         schedule: LrSchedule::Constant,
         adam: GRBM_ADAM,
         clip: None,
-        checkpoint,
+        checkpoint: Some(checkpoint),
         checkpoint_every,
         resume: control.resume,
         stop_after: control.stop_after,

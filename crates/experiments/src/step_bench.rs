@@ -24,7 +24,6 @@ use crate::optim::{Adam, AdamConfig};
 use crate::report::{
     environment, markdown_table, read_json, write_atomic, write_json, Environment,
 };
-use crate::setup::ConvKernels;
 use crate::{memory, setup, step_seed};
 
 /// A timed training step.
@@ -176,9 +175,6 @@ pub struct StepBenchConfig {
     pub objectives: Vec<Objective>,
     /// Wall-clock limit per objective, seconds.
     pub time_limit_s: f64,
-    /// Convolution algorithms.
-    #[serde(default)]
-    pub conv: ConvKernels,
 }
 
 impl Default for StepBenchConfig {
@@ -198,7 +194,6 @@ impl Default for StepBenchConfig {
             seed: 0,
             objectives: Objective::ALL.to_vec(),
             time_limit_s: 900.0,
-            conv: ConvKernels::default(),
         }
     }
 }
@@ -260,7 +255,6 @@ pub fn measure(cfg: &StepBenchConfig, objective: Objective) -> Result<StepResult
     if objective.gradient_based() {
         sm_objectives::autodiff::ensure_higher_order()?;
     }
-    cfg.conv.install();
     let (vm, net) = setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
     let (_, vars) = crate::trainer::named_vars(&vm);
     let params: usize = vars.iter().map(|v| v.elem_count()).sum();
@@ -318,7 +312,7 @@ pub fn measure(cfg: &StepBenchConfig, objective: Objective) -> Result<StepResult
             }
         };
         let grads = loss.backward()?;
-        adam.step(&grads, cfg.lr)?;
+        adam.step_with_lr(&grads, cfg.lr)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         Ok((t.elapsed().as_secs_f64() * 1e3, value))
     };
@@ -484,7 +478,7 @@ pub fn markdown(r: &StepBenchResults) -> String {
         c.batch,
         c.sigma,
         c.eps,
-        c.conv.algorithm().name(),
+        c.model.conv_algorithm.name(),
         c.steps,
         c.warmup,
         r.environment.cpu,

@@ -5,8 +5,8 @@
 //! `sm_objectives::ssm` apply directly.
 
 use candle_core::{bail, Result, Tensor};
+use layers::softplus;
 use models::Grbm;
-use sm_objectives::safe_ops::softplus;
 use sm_objectives::{LogDensity, NoiseSource};
 
 /// The contrastive-divergence surrogate `mean F(v_data) - mean F(v_model)` with `v_model`

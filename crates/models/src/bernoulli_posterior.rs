@@ -8,7 +8,7 @@
 
 use candle_core::{bail, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
-use sm_objectives::safe_ops::softplus;
+use layers::softplus;
 use sm_objectives::NoiseSource;
 
 /// `q(h | v)`: `[B, D] -> ` probabilities of `H` binary units. Weight names: `weight`

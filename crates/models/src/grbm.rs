@@ -9,8 +9,8 @@
 
 use candle_core::{bail, DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
+use layers::softplus;
 use serde::{Deserialize, Serialize};
-use sm_objectives::safe_ops::softplus;
 use sm_objectives::{JointLogDensity, LogDensity, NoiseSource};
 
 /// Sizes of a [`Grbm`].

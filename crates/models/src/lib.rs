@@ -9,7 +9,7 @@
 //! * [`GaussianPosterior`]: a diagonal-Gaussian `q(h | v)` for continuous latent variables.
 //!
 //! Models use only ops whose higher-order backward is correct in Candle; `tests/forbidden_ops.rs`
-//! fails if one of `sm_objectives::safe_ops::FORBIDDEN_OPS` appears in this crate.
+//! fails if one of `layers::FORBIDDEN_OPS` appears in this crate.
 
 mod bernoulli_posterior;
 mod gaussian_posterior;

@@ -3,20 +3,20 @@
 //! block halves the resolution by 2x2 average pooling, no normalisation, and a generalised
 //! quadratic head `E = (w1.h + b1)(w2.h + b2) + w3.(h*h) + b3` on the flattened features.
 //!
-//! Only ops whose higher-order backward is correct in Candle are used (the convolution, average
-//! pooling and stable softplus of `sm_objectives::safe_ops`, ELU), so SM, SSM and DSM can
-//! differentiate through its input gradient. The convolution is `safe_ops::conv2d`, whose
-//! input gradient avoids Candle's slow `conv_transpose2d` on the CPU; with ELU, each block's
-//! `conv(elu(h))` is one op (`safe_ops::elu_conv2d`), and each block adds its skip connection
-//! inside its last convolution, after pooling there in a downsampling block
-//! (`safe_ops::elu_conv2d_add`, `safe_ops::elu_conv2d_pool_add`).
+//! Built from the `layers` crate, whose ops differentiate correctly at every order, so SM, SSM
+//! and DSM can differentiate through its input gradient. The convolutions are
+//! [`layers::Conv2d`]s, whose input gradient avoids Candle's slow `conv_transpose2d` on the
+//! CPU; with ELU, each block's `conv(elu(h))` is one op ([`layers::elu_conv2d`]), and each block
+//! adds its skip connection inside its last convolution, after pooling there in a downsampling
+//! block (a [`layers::Residual`]). The convolution algorithm is part of the config.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
-use serde::{Deserialize, Serialize};
-use sm_objectives::safe_ops::{
-    avg_pool2d, conv2d, elu, elu_conv2d, elu_conv2d_add, elu_conv2d_pool_add, shifted_softplus,
+use layers::{
+    avg_pool2d, conv2d, conv2d_layer, conv2d_no_bias, elu, shifted_softplus, Conv2d, Conv2dConfig,
+    ConvAlgorithm, Residual,
 };
+use serde::{Deserialize, Serialize};
 use sm_objectives::LogDensity;
 
 /// The nonlinearity of the residual blocks.
@@ -53,6 +53,10 @@ pub struct ResNetEbmConfig {
     pub blocks_per_stage: [usize; 3],
     /// Block nonlinearity.
     pub activation: Activation,
+    /// Which algorithms the 3x3 convolutions may use on the CPU (same values up to rounding;
+    /// see [`ConvAlgorithm`]). Absent in configs written before it existed: the fastest.
+    #[serde(default)]
+    pub conv_algorithm: ConvAlgorithm,
 }
 
 impl ResNetEbmConfig {
@@ -64,6 +68,7 @@ impl ResNetEbmConfig {
             width,
             blocks_per_stage: [3, 3, 3],
             activation: Activation::Elu,
+            conv_algorithm: ConvAlgorithm::Fastest,
         }
     }
 
@@ -109,48 +114,31 @@ impl ResNetEbmConfig {
     }
 }
 
-/// A stride-1 "same" convolution (`padding = k / 2`) with optional bias.
-#[derive(Debug, Clone)]
-struct Conv2d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    padding: usize,
-}
-
-impl Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, self.bias.as_ref(), self.padding)
-    }
-
-    /// `self.forward(&act.apply(x))`; with ELU as one op (`safe_ops::elu_conv2d`: the same
-    /// values and derivatives, no `elu(x)` tensor in the graph).
-    fn forward_after(&self, act: Activation, x: &Tensor) -> Result<Tensor> {
-        match act {
-            Activation::Elu => elu_conv2d(x, &self.weight, self.bias.as_ref(), self.padding),
-            Activation::ShiftedSoftplus => self.forward(&act.apply(x)?),
-        }
+/// `conv.forward(&act.apply(x))`; with ELU as one op ([`layers::elu_conv2d`]: the same values
+/// and derivatives, no `elu(x)` tensor in the graph).
+fn forward_after(conv: &Conv2d, act: Activation, x: &Tensor) -> Result<Tensor> {
+    match act {
+        Activation::Elu => conv.forward_elu(x, None),
+        Activation::ShiftedSoftplus => conv.forward(&act.apply(x)?),
     }
 }
 
-/// A conv layer with PyTorch's default initialisation (weights and bias `U(-1/sqrt(fan_in),
-/// 1/sqrt(fan_in))`), as the reference code uses.
-fn conv(cin: usize, cout: usize, k: usize, bias: bool, vb: VarBuilder) -> Result<Conv2d> {
-    let bound = 1.0 / ((cin * k * k) as f64).sqrt();
-    let init = Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    let weight = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
-    let bias = if bias {
-        Some(vb.get_with_hints(cout, "bias", init)?)
+/// A stride-1 "same" convolution (`padding = k / 2`) with PyTorch's default initialisation
+/// (weights and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), as the reference code uses.
+fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    bias: bool,
+    algo: ConvAlgorithm,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig::padded(k / 2).with_algorithm(algo);
+    if bias {
+        conv2d_layer(cin, cout, k, cfg, vb)
     } else {
-        None
-    };
-    Ok(Conv2d {
-        weight,
-        bias,
-        padding: k / 2,
-    })
+        conv2d_no_bias(cin, cout, k, cfg, vb)
+    }
 }
 
 fn linear(fan_in: usize, vb: VarBuilder) -> Result<Linear> {
@@ -176,34 +164,46 @@ struct Block {
 }
 
 impl Block {
-    fn new(cin: usize, cout: usize, down: bool, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        down: bool,
+        algo: ConvAlgorithm,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
-            conv1: conv(cin, cin, 3, false, vb.pp("conv1"))?,
-            conv2: conv(cin, cout, 3, true, vb.pp("conv2"))?,
-            shortcut: conv(cin, cout, 1, true, vb.pp("shortcut"))?,
+            conv1: conv(cin, cin, 3, false, algo, vb.pp("conv1"))?,
+            conv2: conv(cin, cout, 3, true, algo, vb.pp("conv2"))?,
+            shortcut: conv(cin, cout, 1, true, algo, vb.pp("shortcut"))?,
             down,
         })
     }
 
     fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        if let (Activation::Elu, Some(b2), Some(bs)) = (act, &self.conv2.bias, &self.shortcut.bias)
+        if let (Activation::Elu, Some(b2), Some(bs)) =
+            (act, self.conv2.bias(), self.shortcut.bias())
         {
             // conv2's bias joins the shortcut's (pooling is linear), and conv2 pools its output
             // (downsampling blocks) and adds the shortcut in the same op.
-            let h = self.conv1.forward_after(act, x)?;
-            let (sc, c2) = (&self.shortcut, &self.conv2);
+            let h = forward_after(&self.conv1, act, x)?;
+            let sc = &self.shortcut;
             let b = (bs + b2)?;
-            return if self.down {
-                let s = conv2d(&avg_pool2d(x, 2)?, &sc.weight, Some(&b), sc.padding)?;
-                elu_conv2d_pool_add(&h, &c2.weight, &s, c2.padding, 2)
+            let (input, pool) = if self.down {
+                (avg_pool2d(x, 2)?, Some(2))
             } else {
-                let s = conv2d(x, &sc.weight, Some(&b), sc.padding)?;
-                elu_conv2d_add(&h, &c2.weight, &s, c2.padding)
+                (x.clone(), None)
             };
+            let s = conv2d(&input, sc.weight(), Some(&b), sc.config())?;
+            let residual = Residual { tensor: &s, pool };
+            return layers::elu_conv2d(
+                &h,
+                self.conv2.weight(),
+                None,
+                Some(residual),
+                self.conv2.config(),
+            );
         }
-        let h = self
-            .conv2
-            .forward_after(act, &self.conv1.forward_after(act, x)?)?;
+        let h = forward_after(&self.conv2, act, &forward_after(&self.conv1, act, x)?)?;
         if self.down {
             avg_pool2d(&h, 2)? + self.shortcut.forward(&avg_pool2d(x, 2)?)?
         } else {
@@ -240,7 +240,8 @@ impl ResNetEbm {
             candle_core::bail!("invalid ResNet EBM config {config:?}: width, channels and blocks must be >= 1 and the image at least 8 pixels")
         }
         let n = config.width;
-        let stem = conv(config.in_channels, n, 3, true, vb.pp("stem"))?;
+        let algo = config.conv_algorithm;
+        let stem = conv(config.in_channels, n, 3, true, algo, vb.pp("stem"))?;
         let mut blocks = Vec::new();
         let mut cin = n;
         for (s, &count) in config.blocks_per_stage.iter().enumerate() {
@@ -250,6 +251,7 @@ impl ResNetEbm {
                     cin,
                     cout,
                     i == 0,
+                    algo,
                     vb.pp(format!("stage{}.block{i}", s + 1)),
                 )?);
                 cin = cout;

@@ -1,10 +1,10 @@
 //! Guards the models against Candle ops whose higher-order backward is broken (see
-//! `sm_objectives::safe_ops::FORBIDDEN_OPS`): scans every source file of this crate and fails
+//! `layers::FORBIDDEN_OPS`): scans every source file of this crate and fails
 //! on a call to one of them outside comments.
 
 use std::path::{Path, PathBuf};
 
-use sm_objectives::safe_ops::FORBIDDEN_OPS;
+use layers::FORBIDDEN_OPS;
 
 /// Every `(file, line number, pattern, reason)` where a forbidden op is called.
 fn violations(source: &str, file: &Path) -> Vec<String> {
@@ -43,11 +43,7 @@ fn the_scanner_detects_forbidden_calls() {
     let found = violations(sample, Path::new("sample.rs"));
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(violations("// x.max_pool2d(2)", Path::new("c.rs")).is_empty());
-    assert!(violations(
-        "let y = sm_objectives::safe_ops::avg_pool2d(&x, 2)?;",
-        Path::new("ok.rs")
-    )
-    .is_empty());
+    assert!(violations("let y = layers::avg_pool2d(&x, 2)?;", Path::new("ok.rs")).is_empty());
     assert_eq!(
         violations("let y = x.avg_pool2d(2)?;", Path::new("bad.rs")).len(),
         1

@@ -101,6 +101,7 @@ fn second_derivatives_through_the_network_are_correct() {
             width: 2,
             blocks_per_stage: [1, 2, 1],
             activation,
+            conv_algorithm: Default::default(),
         };
         let (vm, net) = build(&cfg, DType::F64);
         // Seeded weights, input and direction (Candle's CPU generator cannot be seeded): with
@@ -236,13 +237,14 @@ fn forward_macs_of_the_peer_network_by_hand() {
 /// rounding.
 #[test]
 fn energy_equals_the_network_written_with_plain_ops() {
-    use sm_objectives::safe_ops::{avg_pool2d, conv2d, elu};
+    use layers::{avg_pool2d, conv2d, elu, Conv2dConfig};
     let cfg = ResNetEbmConfig {
         in_channels: 1,
         image_size: 16,
         width: 8,
         blocks_per_stage: [2, 2, 1],
         activation: Activation::Elu,
+        conv_algorithm: Default::default(),
     };
     let (vm, net) = build(&cfg, DType::F64);
     let mut noise = NoiseSource::new(5);
@@ -260,7 +262,8 @@ fn energy_equals_the_network_written_with_plain_ops() {
     let reference = |x: &Tensor| -> candle_core::Result<Tensor> {
         let conv = |x: &Tensor, name: &str, bias: bool, padding: usize| {
             let b = bias.then(|| get(&format!("{name}.bias")));
-            conv2d(x, &get(&format!("{name}.weight")), b.as_ref(), padding)
+            let cfg = Conv2dConfig::padded(padding);
+            conv2d(x, &get(&format!("{name}.weight")), b.as_ref(), &cfg)
         };
         let mut h = conv(x, "stem", true, 1)?;
         for (s, &count) in cfg.blocks_per_stage.iter().enumerate() {

@@ -14,53 +14,11 @@
 //! FD objectives need only first-order gradients and do not require it; it costs them 2.5-3.4x
 //! memory (measured with Candle 0.11.1), so leave it off for FD-only training.
 
-use std::cell::Cell;
-
-use candle_core::{bail, DType, Device, Result, Tensor, Var};
+use candle_core::{bail, DType, Result, Tensor, Var};
+pub use layers::grad_mode::{enable_higher_order, higher_order_enabled, HIGHER_ORDER_ENV};
 
 use crate::model::LogDensity;
 use crate::validate;
-
-/// The environment variable Candle reads to keep gradients attached to their graph.
-pub const HIGHER_ORDER_ENV: &str = "CANDLE_GRAD_DO_NOT_DETACH";
-
-thread_local! {
-    static HIGHER_ORDER_OK: Cell<Option<bool>> = const { Cell::new(None) };
-}
-
-/// Whether Candle computes correct second derivatives on this thread.
-///
-/// Runs a one-time self-check per thread: `d^2/dx^2 exp(sin x)` at `x = 0.7` by two nested
-/// backward passes must equal `(cos^2 x - sin x) exp(sin x)`. A composition is needed: with a
-/// single op, Candle's backward multiplies the detached upstream gradient by a tracked factor and
-/// happens to give the right answer even with detaching on. The answer is cached, since Candle
-/// fixes the mode per thread.
-pub fn higher_order_enabled() -> bool {
-    HIGHER_ORDER_OK.with(|cell| {
-        if let Some(ok) = cell.get() {
-            return ok;
-        }
-        let ok = second_derivative_self_check().unwrap_or(false);
-        cell.set(Some(ok));
-        ok
-    })
-}
-
-fn second_derivative_self_check() -> Result<bool> {
-    let x0 = 0.7f64;
-    let x = Var::new(&[x0], &Device::Cpu)?;
-    let y = x.as_tensor().sin()?.exp()?.sum_all()?;
-    let first = match y.backward()?.remove(x.as_tensor()) {
-        Some(g) => g.sum_all()?,
-        None => return Ok(false),
-    };
-    let second = match first.backward()?.remove(x.as_tensor()) {
-        Some(g) => g.sum_all()?.to_scalar::<f64>()?,
-        None => return Ok(false),
-    };
-    let expected = (x0.cos().powi(2) - x0.sin()) * x0.sin().exp();
-    Ok((second - expected).abs() < 1e-12)
-}
 
 /// Fails with an explanation unless [`higher_order_enabled`].
 pub fn ensure_higher_order() -> Result<()> {
@@ -74,22 +32,6 @@ pub fn ensure_higher_order() -> Result<()> {
          main, before any thread runs Candle code). The finite-difference objectives (fd_*) do \
          not need it."
     )
-}
-
-/// Sets [`HIGHER_ORDER_ENV`] for this process and reports whether this thread now computes
-/// correct second derivatives.
-///
-/// Call it at the start of `main` (or of a test) before any Candle backward pass has run on the
-/// calling thread and before other threads read the environment: Candle reads the variable
-/// once per thread, so threads that already ran a backward pass keep their mode.
-pub fn enable_higher_order() -> bool {
-    if std::env::var(HIGHER_ORDER_ENV)
-        .map(|v| v.is_empty() || v == "0")
-        .unwrap_or(true)
-    {
-        std::env::set_var(HIGHER_ORDER_ENV, "1");
-    }
-    higher_order_enabled()
 }
 
 /// The input gradient of a log-density, kept attached to the graph in higher-order mode.

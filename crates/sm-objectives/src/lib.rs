@@ -64,7 +64,6 @@ mod levels;
 mod model;
 pub mod noise;
 mod reduction;
-pub mod safe_ops;
 mod validate;
 
 pub use fd::{

@@ -148,26 +148,3 @@ fn gradient_based_objectives_refuse_without_higher_order_mode() -> Result<()> {
     directional_derivative(&mlp, &x, &proj.v, 1)?;
     Ok(())
 }
-
-/// Without the higher-order mode `elu_conv2d` takes its direct backward pass: values and
-/// first derivatives equal those of `conv2d(&elu(x))` exactly, on every convolution path
-/// (Winograd F(4x4, 3x3) and F(2x2, 3x3), the small-map path, the direct one, 1x1 kernels).
-#[test]
-fn elu_conv_direct_backward_equals_the_unfused_ops() -> Result<()> {
-    if mode_is_off().is_none() {
-        return Ok(());
-    }
-    elu_conv_equals_unfused(3, 16, 20, (9, 10), 3)?; // F(4x4, 3x3)
-    elu_conv_equals_unfused(2, 16, 16, (8, 8), 3)?; // F(2x2, 3x3) at padding 0
-    elu_conv_equals_unfused(10, 16, 16, (33, 34), 3)?; // several kernel-gradient groups
-    elu_conv_equals_unfused(4, 6, 5, (3, 3), 3)?; // small maps
-    elu_conv_equals_unfused(3, 3, 4, (7, 6), 3)?; // direct
-    elu_conv_equals_unfused(3, 5, 6, (9, 10), 1)?; // pointwise
-
-    // With the residual sum: Winograd (sum in the output transform) and small maps.
-    elu_conv_residual_equals_separate_ops(3, 16, 20, (9, 10), 3, None)?;
-    elu_conv_residual_equals_separate_ops(4, 6, 5, (3, 3), 3, None)?;
-    // Pooled: Winograd (odd 7x7 output at padding 0) and the direct path.
-    elu_conv_residual_equals_separate_ops(3, 16, 20, (9, 9), 3, Some(2))?;
-    elu_conv_residual_equals_separate_ops(2, 3, 4, (8, 6), 3, Some(2))
-}

@@ -87,7 +87,7 @@ fn main() -> Result<()> {
             cfg.steps = a.steps;
             cfg.warmup = a.warmup;
             cfg.time_limit_s = a.time_limit_s;
-            cfg.conv = a.conv;
+            cfg.model.conv_algorithm = a.conv.algorithm();
             if let Some(list) = &a.objectives {
                 cfg.objectives = list
                     .iter()

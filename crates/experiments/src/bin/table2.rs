@@ -127,7 +127,7 @@ fn main() -> Result<()> {
             if let Some(b) = a.batch {
                 cfg.batch = b;
             }
-            cfg.conv = a.conv;
+            cfg.model.conv_algorithm = a.conv.algorithm();
             if let Some(rows) = &a.rows {
                 cfg.rows = rows
                     .iter()

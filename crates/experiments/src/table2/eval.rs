@@ -34,7 +34,6 @@ pub struct EvalReport {
 /// Data, checkpoint and I/O errors; higher-order mode off.
 pub fn eval_row(cfg: &Table2Config, row: Row, data_dir: &Path, out: &Path) -> Result<EvalReport> {
     sm_objectives::autodiff::ensure_higher_order()?;
-    cfg.conv.install();
     let dir = row_dir(out, row);
     let train: TrainReport = read_json(&dir.join("train.json"))?;
     let test = crate::setup::mnist32(data_dir, false)?;

@@ -28,7 +28,6 @@ use crate::eval::SmEstimate;
 use crate::langevin::LangevinSchedule;
 use crate::optim::AdamConfig;
 use crate::report::Environment;
-use crate::setup::ConvKernels;
 
 /// A row of Table 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,9 +199,6 @@ pub struct Table2Config {
     pub seed: u64,
     /// Rows to run.
     pub rows: Vec<Row>,
-    /// Convolution algorithms of training and evaluation.
-    #[serde(default)]
-    pub conv: ConvKernels,
 }
 
 impl Table2Config {
@@ -231,7 +227,6 @@ impl Table2Config {
             samples: 64,
             langevin: LangevinSchedule::paper(),
             checkpoint_every: 1000,
-            conv: ConvKernels::default(),
             seed: 0,
             rows: Row::ALL.to_vec(),
         }
@@ -263,7 +258,6 @@ impl Table2Config {
                 denoise: 0.1,
             },
             checkpoint_every: 50,
-            conv: ConvKernels::default(),
             ..Self::paper()
         }
     }

@@ -25,21 +25,22 @@ use super::{row_dir, Row, Table2Config};
 struct Snapshots(Vec<(u64, f64, PathBuf)>);
 
 impl TrainState for Snapshots {
-    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
         Ok(Vec::new())
     }
 
-    fn json(&self) -> Result<serde_json::Value> {
-        serde_json::to_value(&self.0).map_err(|e| ExpError::Config(format!("snapshot list: {e}")))
+    fn json(&self) -> train::Result<serde_json::Value> {
+        serde_json::to_value(&self.0)
+            .map_err(|e| train::TrainError::Config(format!("snapshot list: {e}")))
     }
 
     fn restore(
         &mut self,
         _: &std::collections::HashMap<String, Tensor>,
         json: &serde_json::Value,
-    ) -> Result<()> {
+    ) -> train::Result<()> {
         self.0 = serde_json::from_value(json.clone())
-            .map_err(|e| ExpError::Config(format!("snapshot list: {e}")))?;
+            .map_err(|e| train::TrainError::Config(format!("snapshot list: {e}")))?;
         Ok(())
     }
 }
@@ -77,7 +78,6 @@ pub fn train_row(
     control: RunControl,
 ) -> Result<TrainReport> {
     cfg.validate()?;
-    cfg.conv.install();
     let dir = row_dir(out, row);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let higher_order = sm_objectives::autodiff::higher_order_enabled();
@@ -110,7 +110,7 @@ pub fn train_row(
         schedule: LrSchedule::Cosine,
         adam: cfg.adam,
         clip: cfg.clip,
-        checkpoint: dir.join("checkpoint.safetensors"),
+        checkpoint: Some(dir.join("checkpoint.safetensors")),
         checkpoint_every: cfg.checkpoint_every,
         resume: control.resume,
         stop_after: control.stop_after,

@@ -1,0 +1,51 @@
+//! `layers`: Candle ops and layers whose derivatives are correct at every order, for models
+//! trained by score matching (FD-SM, Pang et al. 2020; the objectives differentiate through
+//! the model's input gradient, and the exact ones through its Hessian).
+//!
+//! Measured with Candle 0.11.1, the backward passes of `max_pool2d` (wrong even at first
+//! order), `upsample_nearest2d` (overwrites instead of accumulating when its input has another
+//! consumer), `gather` (fails at second order), `avg_pool2d` with kernel != stride,
+//! `upsample_bilinear2d`, the fused `softmax_last_dim` / `LayerNorm` / `RmsNorm` kernels (no
+//! gradient at all, silently) and `conv1d` beyond first order are unusable here
+//! ([`FORBIDDEN_OPS`]). Everything in this crate is either composed of reshapes, slices,
+//! reductions, matrix products and elementwise ops whose derivatives Candle builds from
+//! differentiable ops, or a custom op with its own CPU kernel whose backward pass is again
+//! built from such ops (see `kernels/`), tested to the third derivative.
+//!
+//! | what | functional op | layer |
+//! | --- | --- | --- |
+//! | convolution (padding, stride, dilation) | [`conv2d`] | [`Conv2d`], [`conv2d_layer`] |
+//! | convolution of `elu(x)`, skip connection and pooling fused in | [`elu_conv2d`] | [`Conv2d::forward_elu`] |
+//! | average pooling | [`avg_pool2d`], [`avg_pool2d_padded`] | [`AvgPool2d`] |
+//! | bilinear upsampling | [`upsample_bilinear2d`] | |
+//! | activations | [`elu`], [`softplus`], [`shifted_softplus`] | |
+//! | normalisation | [`group_norm`], [`instance_norm`] | |
+//! | per-channel bias | [`bias_add`] | |
+//! | fully connected | (candle-nn's, matrix products) | [`Linear`], [`linear()`] |
+//!
+//! On the CPU (f32, f64) the convolutions, activations, bias and pooling run on kernels of
+//! their own (`kernels/`: matrix products over patches, Winograd F(4x4, 3x3) / F(2x2, 3x3),
+//! fused multithreaded passes); the convolution's algorithm is a field of its
+//! [`Conv2dConfig`] ([`ConvAlgorithm`]). Elsewhere the same values come from Candle's own ops.
+//! [`grad_mode`] tells whether Candle keeps gradients differentiable on this thread.
+
+mod activation;
+mod bias;
+mod conv;
+mod forbidden;
+pub mod grad_mode;
+mod kernels;
+mod norm;
+mod pool;
+mod upsample;
+
+pub use activation::{elu, shifted_softplus, softplus};
+pub use bias::bias_add;
+pub use candle_nn::{linear, Linear};
+pub use conv::{
+    conv2d, conv2d_layer, conv2d_no_bias, elu_conv2d, Conv2d, Conv2dConfig, ConvAlgorithm, Residual,
+};
+pub use forbidden::FORBIDDEN_OPS;
+pub use norm::{group_norm, instance_norm};
+pub use pool::{avg_pool2d, avg_pool2d_padded, AvgPool2d};
+pub use upsample::upsample_bilinear2d;

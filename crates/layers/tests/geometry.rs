@@ -1,0 +1,169 @@
+//! The geometry beyond stride-1 convolutions that score networks such as NCSN's RefineNet need:
+//! strided and dilated convolutions, padded stride-1 average pooling and bilinear upsampling.
+//! Values against Candle's own forward ops (or a direct formula), second derivatives
+//! (Hessian-vector products by nested autodiff) against central differences of the gradient.
+
+mod common;
+
+use candle_core::{DType, Module, Result, Tensor};
+use common::*;
+use layers::grad_mode::enable_higher_order;
+use layers::{
+    avg_pool2d_padded, conv2d, softplus, upsample_bilinear2d, AvgPool2d, Conv2d, Conv2dConfig,
+};
+
+fn close(a: &Tensor, b: &Tensor, tol: f64) -> Result<f64> {
+    assert_eq!(a.dims(), b.dims());
+    let err = max_abs_of(&(a - b)?)?;
+    assert!(err < tol * (1.0 + max_abs_of(b)?), "error {err}");
+    Ok(err)
+}
+
+#[test]
+fn strided_and_dilated_convolutions_equal_candles() -> Result<()> {
+    let x = pattern(2, 3 * 11 * 10, 0.3).reshape((2, 3, 11, 10))?;
+    let w = (pattern(1, 4 * 3 * 9, 1.7).reshape((4, 3, 3, 3))? * 0.4)?;
+    let b = pattern(1, 4, 2.2).reshape(4)?;
+    for (padding, stride, dilation) in [(1, 2, 1), (0, 3, 1), (2, 1, 2), (3, 2, 2), (1, 1, 1)] {
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            dilation,
+            ..Conv2dConfig::default()
+        };
+        let ours = conv2d(&x, &w, Some(&b), &cfg)?;
+        let theirs = x
+            .conv2d(&w, padding, stride, dilation, 1)?
+            .broadcast_add(&b.reshape((1, 4, 1, 1))?)?;
+        let (h, wd) = cfg.output_size((11, 10), 3);
+        assert_eq!(ours.dims(), [2, 4, h, wd], "{cfg:?}");
+        close(&ours, &theirs, 1e-12)?;
+        // The layer is the same op.
+        let layer = Conv2d::new(w.clone(), Some(b.clone()), cfg);
+        assert!(same_values(&layer.forward(&x)?, &ours)?);
+    }
+    let zero_stride = Conv2dConfig {
+        stride: 0,
+        ..Conv2dConfig::default()
+    };
+    let err = conv2d(&x, &w, None, &zero_stride).unwrap_err().to_string();
+    assert!(err.contains("stride"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn strided_and_dilated_convolutions_have_correct_second_derivatives() -> Result<()> {
+    assert!(enable_higher_order());
+    let x = pattern(2, 2 * 9 * 9, 0.3).reshape((2, 2, 9, 9))?;
+    let v = pattern(2, 2 * 9 * 9, 4.1).reshape((2, 2, 9, 9))?;
+    let w = (pattern(1, 3 * 2 * 9, 1.7).reshape((3, 2, 3, 3))? * 0.5)?;
+    for (padding, stride, dilation) in [(1, 2, 1), (2, 1, 2), (2, 2, 2)] {
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            dilation,
+            ..Conv2dConfig::default()
+        };
+        let name = format!("conv2d {cfg:?}");
+        check_hvp(
+            &name,
+            |x| softplus(&conv2d(x, &w, None, &cfg)?)?.powf(3.0),
+            &x,
+            &v,
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn padded_average_pooling_equals_window_means() -> Result<()> {
+    // NCSN's RefineNet pools 5x5 with stride 1 and padding 2; zeros count in the mean.
+    let x = pattern(1, 2 * 6 * 7, 0.9).reshape((1, 2, 6, 7))?;
+    let y = avg_pool2d_padded(&x, 5, 1, 2)?;
+    assert_eq!(y.dims(), [1, 2, 6, 7]);
+    let px = x.flatten_all()?.to_vec1::<f64>()?;
+    let got = y.flatten_all()?.to_vec1::<f64>()?;
+    for c in 0..2 {
+        for i in 0..6i64 {
+            for j in 0..7i64 {
+                let mut sum = 0.0;
+                for a in i - 2..=i + 2 {
+                    for b in j - 2..=j + 2 {
+                        if (0..6).contains(&a) && (0..7).contains(&b) {
+                            sum += px[c * 42 + (a * 7 + b) as usize];
+                        }
+                    }
+                }
+                let at = c * 42 + (i * 7 + j) as usize;
+                assert!((got[at] - sum / 25.0).abs() < 1e-14, "({c}, {i}, {j})");
+            }
+        }
+    }
+    // Without padding, kernel 3 and stride 2, against Candle's forward pooling.
+    let theirs = x.avg_pool2d_with_stride(3, 2)?;
+    close(&avg_pool2d_padded(&x, 3, 2, 0)?, &theirs, 1e-14)?;
+    close(
+        &AvgPool2d {
+            kernel: 3,
+            stride: 2,
+            padding: 0,
+        }
+        .forward(&x)?,
+        &theirs,
+        1e-14,
+    )?;
+    assert!(
+        avg_pool2d_padded(&x, 3, 1, 2).is_err(),
+        "padding > kernel / 2"
+    );
+    Ok(())
+}
+
+#[test]
+fn bilinear_upsampling_equals_candles_and_known_values() -> Result<()> {
+    // align_corners: [0, 1] to 3 points is [0, 1/2, 1] along each axis.
+    let x = Tensor::new(&[[[[0f64, 1.0], [2.0, 3.0]]]], &DEV)?;
+    let y = upsample_bilinear2d(&x, (3, 3), true)?;
+    let expect = [0.0, 0.5, 1.0, 1.0, 1.5, 2.0, 2.0, 2.5, 3.0];
+    assert_eq!(y.flatten_all()?.to_vec1::<f64>()?, expect);
+    let x = pattern(2, 3 * 5 * 4, 0.2).reshape((2, 3, 5, 4))?;
+    for align in [true, false] {
+        for size in [(10, 8), (7, 9), (5, 4), (3, 2)] {
+            let ours = upsample_bilinear2d(&x, size, align)?;
+            let theirs = x.upsample_bilinear2d(size.0, size.1, align)?;
+            close(&ours, &theirs, 1e-12)?;
+        }
+    }
+    let x32 = x.to_dtype(DType::F32)?;
+    assert_eq!(upsample_bilinear2d(&x32, (8, 8), true)?.dtype(), DType::F32);
+    assert!(upsample_bilinear2d(&x, (0, 3), true).is_err());
+    Ok(())
+}
+
+#[test]
+fn pooling_and_upsampling_have_correct_second_derivatives() -> Result<()> {
+    assert!(enable_higher_order());
+    let x = pattern(2, 2 * 7 * 6, 0.3).reshape((2, 2, 7, 6))?;
+    let v = pattern(2, 2 * 7 * 6, 4.1).reshape((2, 2, 7, 6))?;
+    check_hvp(
+        "avg_pool2d 5x5 stride 1",
+        |x| avg_pool2d_padded(x, 5, 1, 2)?.powf(3.0),
+        &x,
+        &v,
+    )?;
+    check_hvp(
+        "avg_pool2d 3x3 stride 2",
+        |x| avg_pool2d_padded(x, 3, 2, 1)?.powf(3.0),
+        &x,
+        &v,
+    )?;
+    for align in [true, false] {
+        check_hvp(
+            "upsample_bilinear2d",
+            |x| upsample_bilinear2d(x, (11, 9), align)?.powf(3.0),
+            &x,
+            &v,
+        )?;
+    }
+    Ok(())
+}
