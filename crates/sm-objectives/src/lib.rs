@@ -12,7 +12,7 @@
 //! | --- | --- | --- |
 //! | exact SM (Eq. 1, test loss) | [`sm_exact`] | |
 //! | SSM (Eq. 3 / Eq. 9) | [`ssm`] | [`fd_ssm`] |
-//! | SSMVR, log-density (Eq. 11) | [`ssmvr`] | ([`fd_ssm`] is the FD form for log-densities) |
+//! | SSMVR, log-density (Eq. 11) | [`ssmvr`] | none: [`fd_ssm`] is the FD form of [`ssm`]; for one direction it differs from [`ssmvr`] (they agree only in expectation over `v`) |
 //! | SSMVR, score network (Sec. 4) | [`ssmvr_score`] | [`fd_ssmvr`] |
 //! | DSM (Eq. 2 / Eq. 10) | [`dsm`], [`sliced_dsm`] (Eq. 43) | [`fd_dsm`] |
 //! | multiscale DSM (deep EBMs) | [`mdsm`] | [`fd_mdsm`] |
