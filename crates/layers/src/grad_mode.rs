@@ -61,11 +61,14 @@ fn second_derivative_self_check() -> Result<bool> {
 /// calling thread and before other threads read the environment: Candle reads the variable
 /// once per thread, so threads that already ran a backward pass keep their mode.
 pub fn enable_higher_order() -> bool {
-    if std::env::var(HIGHER_ORDER_ENV)
-        .map(|v| v.is_empty() || v == "0")
-        .unwrap_or(true)
-    {
+    if !higher_order_requested() {
         std::env::set_var(HIGHER_ORDER_ENV, "1");
     }
     higher_order_enabled()
+}
+
+/// Whether [`HIGHER_ORDER_ENV`] is set in the environment to turn the mode on (a non-empty
+/// value other than `0`), e.g. for a test that must run with the mode off.
+pub fn higher_order_requested() -> bool {
+    std::env::var(HIGHER_ORDER_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }

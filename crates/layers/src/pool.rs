@@ -64,18 +64,15 @@ pub fn avg_pool2d_padded(
         .pad_with_zeros(2, padding, padding)?
         .pad_with_zeros(3, padding, padding)?;
     let (hs, ws) = (h + 2 * padding + 1 - kernel, w + 2 * padding + 1 - kernel);
-    let mut sum: Option<Tensor> = None;
+    // The window at offset (0, 0), then the other kernel^2 - 1 offsets added to it.
+    let mut sum = xp.narrow(2, 0, hs)?.narrow(3, 0, ws)?;
     for i in 0..kernel {
         let rows = xp.narrow(2, i, hs)?;
-        for j in 0..kernel {
-            let slice = rows.narrow(3, j, ws)?;
-            sum = Some(match sum {
-                Some(s) => (s + slice)?,
-                None => slice,
-            });
+        for j in (0..kernel).filter(|&j| i > 0 || j > 0) {
+            sum = (sum + rows.narrow(3, j, ws)?)?;
         }
     }
-    let mean = (sum.expect("kernel >= 1") / (kernel * kernel) as f64)?;
+    let mean = (sum / (kernel * kernel) as f64)?;
     subsample(&mean, stride)
 }
 

@@ -6,14 +6,11 @@ mod common;
 
 use candle_core::Result;
 use common::*;
-use layers::grad_mode::{higher_order_enabled, HIGHER_ORDER_ENV};
+use layers::grad_mode::{higher_order_enabled, higher_order_requested, HIGHER_ORDER_ENV};
 
 /// `None` when the mode is off as this binary needs; otherwise the reason to skip.
 fn mode_is_off() -> Option<()> {
-    if std::env::var(HIGHER_ORDER_ENV)
-        .map(|v| !v.is_empty() && v != "0")
-        .unwrap_or(false)
-    {
+    if higher_order_requested() {
         eprintln!("skipped: {HIGHER_ORDER_ENV} is set in the environment, so first-order mode cannot be tested");
         return None;
     }

@@ -6,6 +6,7 @@ mod common;
 
 use candle_core::{Result, Tensor};
 use common::*;
+use layers::grad_mode::higher_order_requested;
 use sm_objectives::autodiff::{directional_derivative, higher_order_enabled, HIGHER_ORDER_ENV};
 use sm_objectives::{
     annealed_dsm, annealed_fd_ssmvr, annealed_ssmvr, dsm, fd_dsm, fd_mdsm, fd_ssm, fd_ssmvr, mdsm,
@@ -15,10 +16,7 @@ use sm_objectives::{
 
 /// `None` when the mode is off as this binary needs; otherwise the reason to skip.
 fn mode_is_off() -> Option<()> {
-    if std::env::var(HIGHER_ORDER_ENV)
-        .map(|v| !v.is_empty() && v != "0")
-        .unwrap_or(false)
-    {
+    if higher_order_requested() {
         eprintln!("skipped: {HIGHER_ORDER_ENV} is set in the environment, so first-order mode cannot be tested");
         return None;
     }
