@@ -30,7 +30,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 fn images(batch: usize) -> Tensor {
     let dir = datasets::resolve_data_dir(None);
-    match experiments::setup::mnist32(&dir, false) {
+    match experiments::setup::mnist32(&dir, false, &Device::Cpu) {
         Ok(t) => t,
         Err(e) => {
             eprintln!(
@@ -50,10 +50,8 @@ fn order_scaling(c: &mut Criterion) {
     experiments::allocator::tune_for_training();
     // Nested reverse passes need Candle's higher-order mode, set before any backward pass. The
     // FD paths run forward passes only and are unaffected by it.
-    assert!(
-        sm_objectives::autodiff::enable_higher_order(),
-        "Candle's higher-order mode could not be enabled"
-    );
+    sm_objectives::autodiff::enable_higher_order()
+        .expect("Candle's higher-order mode could not be enabled");
     let mut cfg = OrderScalingConfig::quick();
     cfg.model.width = env_or("FDSM_BENCH_WIDTH", 8);
     cfg.batch = env_or("FDSM_BENCH_BATCH", 8);

@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation. `download` fetches datasets (checksummed, resumable),
-//! `repro` reproduces a table, `bench` runs a measurement that writes a report (e.g. FD-SM
-//! Fig. 2), `ci` runs the checks CI runs (format, lints, the test suite of README.md).
+//! `repro` reproduces a table or figure and `bench` runs a measurement through the
+//! `experiments` binary (which lists them: `cargo xtask list`), `ci` runs the checks CI runs
+//! (format, lints, the test suite of README.md).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,34 +40,26 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Reproduce an experiment of the papers (`table2`: deep EBMs on MNIST;
-    /// `grbm-checkerboard`: a GRBM on the checkerboard by SSM, DSM, CD, PCD, NCE, BiSM and
-    /// VaGES; `bism-table1`: a GRBM on Frey face by DSM and BiDSM). Options after the name go to
-    /// its binary; see `cargo xtask repro table2 --help`.
+    /// Reproduce a table or figure of the papers: `cargo xtask repro <name> [options]` runs
+    /// `experiments repro <name> [options]` in release mode. `cargo xtask repro` alone lists the
+    /// experiments; `cargo xtask repro <name> --help` shows an experiment's options.
     #[command(disable_help_flag = true)]
     Repro {
-        /// Which table.
-        #[arg(value_parser = ["table2", "grbm-checkerboard", "bism-table1"])]
-        table: String,
-        /// Options for the experiment (e.g. --profile paper, --width 16, --iters 500,
-        /// --rows dsm,fd-dsm, --data-dir DIR, --out DIR).
+        /// The experiment and its options (e.g. table2 --profile paper --rows ssm,fd-ssm).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a measurement and write its report: `order-scaling` (FD-SM Fig. 2, the cost of T-th
-    /// order directional derivatives, into results/order-scaling) or `steps` (ms per training
-    /// step and memory of every Table 2 objective, into results/steps). Options after the name
-    /// go to its binary; see `cargo xtask bench steps --help`.
+    /// Measure the cost of this implementation and write a report: `cargo xtask bench <name>
+    /// [options]` runs `experiments bench <name> [options]` (e.g. `steps`, `order-scaling`).
+    /// `cargo xtask bench` alone lists the measurements.
     #[command(disable_help_flag = true)]
     Bench {
-        /// Which measurement.
-        #[arg(value_parser = ["order-scaling", "steps"])]
-        name: String,
-        /// Options for the measurement (e.g. --profile paper, --max-order 4, --eps 0.5,
-        /// --checkpoint FILE, --data-dir DIR, --out DIR).
+        /// The measurement and its options (e.g. steps --objectives ssm,fd-ssm).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// List every experiment (kind, name, summary), as the experiments binary registers them.
+    List,
     /// Run what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc` with
     /// warnings as errors, then the test suite (`cargo test --workspace --release`).
     Ci {
@@ -85,32 +78,33 @@ fn main() -> Result<()> {
             retries,
             timeout,
         } => download(&datasets, data_dir, mirror, retries, timeout),
-        Cmd::Repro { table, args } => run_experiment(&table.replace('-', "_"), &args),
-        Cmd::Bench { name, args } => {
-            let bin = if name == "steps" {
-                "step_bench"
-            } else {
-                "order_scaling"
-            };
-            run_experiment(bin, &args)
-        }
+        Cmd::Repro { args } => run_experiments("repro", &args),
+        Cmd::Bench { args } => run_experiments("bench", &args),
+        Cmd::List => run_experiments("list", &[]),
         Cmd::Ci { tests_only } => ci(tests_only),
     }
 }
 
-/// Runs `run` of the experiment binary `bin` in release mode from the workspace root, so results
-/// land in `results/` there.
-fn run_experiment(bin: &str, args: &[String]) -> Result<()> {
+/// Runs the `experiments` binary in release mode from the workspace root (so results land in
+/// `results/` there) with the command `group` (`repro`, `bench`, `list`) and `args`. The binary
+/// holds the list of experiments; without a name it prints them.
+fn run_experiments(group: &str, args: &[String]) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
-    let mut full = vec!["run", "--release", "-p", "experiments", "--bin", bin, "--"];
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        full.push("run");
+    let mut full = vec![
+        "run",
+        "--release",
+        "-p",
+        "experiments",
+        "--bin",
+        "experiments",
+        "--",
+        group,
+    ];
+    full.extend(args.iter().map(String::as_str));
+    if args.is_empty() && group != "list" {
         full.push("--help");
-    } else {
-        full.push("run");
-        full.extend(args.iter().map(String::as_str));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // The build's own progress goes to the terminal: a first call compiles for minutes.

@@ -42,18 +42,6 @@ pub enum ExpError {
         /// What is wrong.
         problem: String,
     },
-    /// Training stopped at the step the user asked for, with everything checkpointed.
-    #[error(
-        "training paused after step {step} as asked; the checkpoints in {} hold it. Run again \
-         with --resume (and without --stop-after) to continue",
-        checkpoints.display()
-    )]
-    Paused {
-        /// The last completed step.
-        step: u64,
-        /// Where the checkpoints are.
-        checkpoints: PathBuf,
-    },
     /// A configuration value is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -1,26 +1,46 @@
-//! `experiments`: the library behind the binaries that reproduce the FD score-matching papers'
-//! tables and figures: figures ([`plot`]), reports ([`report`]), limited child processes
-//! ([`child`]), data and model set-up ([`setup`]) and the experiments themselves ([`table2`],
-//! [`order_scaling`], [`step_bench`], [`grbm_checkerboard`], [`bism_table1`]). Training,
-//! sampling and evaluation come from the `train` crate (re-exported here as [`trainer`],
-//! [`optim`], [`checkpoint`], [`eval`], [`langevin`]).
+//! `experiments`: the experiments that reproduce the FD score-matching papers' tables and
+//! figures and measure this implementation, and the runner they share.
+//!
+//! - [`runner`]: an experiment is a type implementing [`runner::Experiment`] (configuration
+//!   with named profiles, rows, the phases of a row, the report); the runner owns the results
+//!   directory, one child process per row and phase, limits, pausing and resuming, and the
+//!   command line of the `experiments` binary. [`EXPERIMENTS`] lists every experiment.
+//! - One folder per experiment: [`table2`], [`grbm_checkerboard`], [`bism_table1`] (repro),
+//!   [`step_bench`], [`order_scaling`] (bench).
+//! - Shared pieces: the objectives the experiments compare ([`objective`]), data and model
+//!   set-up ([`setup`]), figures ([`plot`]), result files ([`report`]), memory measurement
+//!   ([`memory`], [`allocator`]).
+//!
+//! Training, sampling and evaluation come from the `train` crate (re-exported here as
+//! [`trainer`], [`optim`], [`checkpoint`], [`eval`], [`langevin`]).
 
 pub mod allocator;
 pub mod bism_table1;
-pub mod child;
-pub mod cli;
 mod error;
 pub mod grbm_checkerboard;
 pub mod memory;
+pub mod objective;
 pub mod order_scaling;
 pub mod plot;
 pub mod report;
+pub mod runner;
 pub mod setup;
 pub mod step_bench;
 pub mod table2;
 
 pub use error::{ExpError, Result};
 pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
+
+use runner::cli::{Entry, Registered};
+
+/// Every experiment, in the order `experiments list` prints them.
+pub static EXPERIMENTS: [&dyn Registered; 5] = [
+    &Entry::<table2::Table2>::new(),
+    &Entry::<grbm_checkerboard::GrbmCheckerboard>::new(),
+    &Entry::<bism_table1::BismTable1>::new(),
+    &Entry::<step_bench::StepBench>::new(),
+    &Entry::<order_scaling::OrderScaling>::new(),
+];
 
 /// How to run an experiment, besides its settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

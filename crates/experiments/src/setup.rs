@@ -44,12 +44,14 @@ impl ConvKernels {
     }
 }
 
-/// The device experiments run on: the first CUDA GPU when built with the `cuda` feature, the
-/// Metal GPU with `metal`, else the CPU.
+/// Opens the device experiments run on: the first CUDA GPU when built with the `cuda` feature,
+/// the Metal GPU with `metal`, else the CPU. Call it once per process (the binary's `main`
+/// does) and pass the device down: every call opens a new one, and tensors on two Metal devices
+/// cannot be combined.
 ///
 /// # Errors
 /// A GPU build on a machine whose GPU cannot be opened.
-pub fn device() -> Result<Device> {
+pub fn open_device() -> Result<Device> {
     #[cfg(feature = "cuda")]
     {
         return Ok(Device::new_cuda(0)?);
@@ -78,11 +80,11 @@ pub fn ensure_data(data_dir: &Path, dataset: datasets::Dataset) -> Result<()> {
 }
 
 /// MNIST images (training or test split) zero-padded by 2 pixels on each side:
-/// `[N, 1, 32, 32]`, values in `[0, 1]`, on [`device`].
+/// `[N, 1, 32, 32]`, values in `[0, 1]`, on `device`.
 ///
 /// # Errors
 /// Missing or corrupt files (the error says where they were expected).
-pub fn mnist32(data_dir: &Path, train_split: bool) -> Result<Tensor> {
+pub fn mnist32(data_dir: &Path, train_split: bool, device: &Device) -> Result<Tensor> {
     let d = datasets::load_idx_dataset(data_dir, datasets::IdxDataset::Mnist, &Device::Cpu)?;
     let images = if train_split {
         d.train.images
@@ -92,7 +94,7 @@ pub fn mnist32(data_dir: &Path, train_split: bool) -> Result<Tensor> {
     Ok(images
         .pad_with_zeros(2, 2, 2)?
         .pad_with_zeros(3, 2, 2)?
-        .to_device(&device()?)?)
+        .to_device(device)?)
 }
 
 /// A trainable ResNet EBM whose parameters are drawn from a generator seeded with `seed`:
@@ -103,9 +105,13 @@ pub fn mnist32(data_dir: &Path, train_split: bool) -> Result<Tensor> {
 ///
 /// # Errors
 /// Tensor errors only.
-pub fn seeded_resnet_ebm(cfg: &ResNetEbmConfig, seed: u64) -> Result<(VarMap, ResNetEbm)> {
+pub fn seeded_resnet_ebm(
+    cfg: &ResNetEbmConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(VarMap, ResNetEbm)> {
     let vm = VarMap::new();
-    let net = ResNetEbm::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &device()?))?;
+    let net = ResNetEbm::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
     let (names, vars) = crate::trainer::named_vars(&vm);
     let mut noise = NoiseSource::new(seed ^ 0x5eed);
     for (name, var) in names.iter().zip(vars) {
@@ -138,6 +144,7 @@ pub fn frozen_resnet_ebm(
     cfg: &ResNetEbmConfig,
     params: &HashMap<String, Tensor>,
     dtype: DType,
+    device: &Device,
 ) -> Result<ResNetEbm> {
     let detached = params
         .iter()
@@ -145,7 +152,7 @@ pub fn frozen_resnet_ebm(
         .collect();
     Ok(ResNetEbm::new(
         cfg,
-        VarBuilder::from_tensors(detached, dtype, &device()?),
+        VarBuilder::from_tensors(detached, dtype, device),
     )?)
 }
 
@@ -186,20 +193,9 @@ pub fn seeded_bernoulli_posterior(visible: usize, hidden: usize, seed: u64) -> R
     ))
 }
 
-/// The checkpoint directory of the GRBM experiments under their output directory `out`.
-pub fn grbm_checkpoint_dir(out: &Path) -> PathBuf {
-    out.join("checkpoints")
-}
-
-/// The checkpoint of the method or row `key` of a GRBM experiment writing to `out`.
-pub fn grbm_checkpoint(out: &Path, key: &str) -> PathBuf {
-    grbm_checkpoint_dir(out).join(format!("{key}.safetensors"))
-}
-
 /// The training options of the GRBM experiments (BiSM Sec. 5.1, VaGES App. F): Adam
-/// (0.9, 0.999) at a constant rate without clipping, checkpointed to `checkpoint` (see
-/// [`grbm_checkpoint`]) every `checkpoint_every` steps. `config_json` identifies the run whose
-/// checkpoint may be resumed.
+/// (0.9, 0.999) at a constant rate without clipping, checkpointed to `checkpoint` every
+/// `checkpoint_every` steps. `config_json` identifies the run whose checkpoint may be resumed.
 pub fn grbm_train_options(
     label: String,
     iters: u64,
@@ -209,21 +205,15 @@ pub fn grbm_train_options(
     control: RunControl,
     config_json: String,
 ) -> TrainOptions {
-    TrainOptions {
-        iters,
-        lr,
-        schedule: LrSchedule::Constant,
-        adam: GRBM_ADAM,
-        clip: None,
-        checkpoint: Some(checkpoint),
-        checkpoint_every,
-        resume: control.resume,
-        stop_after: control.stop_after,
-        explode_threshold: 1e12,
-        progress: control.progress,
-        label,
-        config_json,
-    }
+    let mut opts = TrainOptions::new(iters, lr)
+        .with_schedule(LrSchedule::Constant)
+        .with_adam(GRBM_ADAM)
+        .with_checkpoint(checkpoint, checkpoint_every, control.resume)
+        .with_progress(control.progress, label)
+        .with_config_json(config_json);
+    opts.stop_after = control.stop_after;
+    opts.explode_threshold = 1e12;
+    opts
 }
 
 /// Adam's settings in the GRBM experiments, for the model and the variational posterior alike.

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::Result;
 use experiments::bism_table1::{Row, Table1Results};
+use experiments::runner::ExperimentRow;
 
 #[test]
 fn tiny_table1_run_writes_every_output() -> Result<()> {
@@ -19,8 +20,17 @@ fn tiny_table1_run_writes_every_output() -> Result<()> {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bism-table1-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let status = Command::new(env!("CARGO_BIN_EXE_bism_table1"))
-        .args(["run", "--iters", "3", "--hidden", "6", "--rows", "dsm,0,2"])
+    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args([
+            "repro",
+            "bism-table1",
+            "--iters",
+            "3",
+            "--hidden",
+            "6",
+            "--rows",
+            "dsm,0,2",
+        ])
         .args(["--ais", "20,50", "--no-progress", "--data-dir"])
         .arg(&dir)
         .arg("--out")
@@ -69,8 +79,17 @@ fn a_paused_and_resumed_table1_run_equals_the_straight_run() -> Result<()> {
     // 6 steps, validation at steps 2..=6, checkpoints every 4: the pause at 3 falls between
     // checkpoints and after a best-so-far snapshot, and the posterior's optimiser has state.
     let run = |out: &std::path::Path, extra: &[&str]| -> Result<std::process::Output> {
-        Ok(Command::new(env!("CARGO_BIN_EXE_bism_table1"))
-            .args(["run", "--iters", "6", "--hidden", "6", "--rows", "dsm,2"])
+        Ok(Command::new(env!("CARGO_BIN_EXE_experiments"))
+            .args([
+                "repro",
+                "bism-table1",
+                "--iters",
+                "6",
+                "--hidden",
+                "6",
+                "--rows",
+                "dsm,2",
+            ])
             .args(["--checkpoint-every", "4", "--ais", "20,50", "--no-progress"])
             .arg("--data-dir")
             .arg(&dir)
@@ -83,7 +102,7 @@ fn a_paused_and_resumed_table1_run_equals_the_straight_run() -> Result<()> {
     let (straight, paused) = (root.join("straight"), root.join("paused"));
     assert!(run(&straight, &[])?.status.success());
     let stop = run(&paused, &["--stop-after", "3"])?;
-    assert!(!stop.status.success());
+    assert_eq!(stop.status.code(), Some(3), "a pause exits with status 3");
     assert!(String::from_utf8_lossy(&stop.stderr).contains("paused after step 3"));
     assert!(run(&paused, &["--resume"])?.status.success());
     let a: Table1Results = experiments::report::read_json(&straight.join("results.json"))?;

@@ -14,8 +14,15 @@ fn tiny_run_of_every_method_writes_every_output() -> Result<()> {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("grbm-checkerboard-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let status = Command::new(env!("CARGO_BIN_EXE_grbm_checkerboard"))
-        .args(["run", "--iters", "6", "--no-progress", "--out"])
+    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args([
+            "repro",
+            "grbm-checkerboard",
+            "--iters",
+            "6",
+            "--no-progress",
+            "--out",
+        ])
         .arg(&out)
         .stdout(std::process::Stdio::null())
         .status()?;
@@ -49,8 +56,8 @@ fn tiny_run_of_every_method_writes_every_output() -> Result<()> {
             m.method.label()
         );
     }
-    let bad = Command::new(env!("CARGO_BIN_EXE_grbm_checkerboard"))
-        .args(["run", "--methods", "ml", "--out"])
+    let bad = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["repro", "grbm-checkerboard", "--methods", "ml", "--out"])
         .arg(&out)
         .output()?;
     assert!(!bad.status.success());
@@ -61,9 +68,10 @@ fn tiny_run_of_every_method_writes_every_output() -> Result<()> {
 /// Runs the binary on the stateful methods (PCD's chains, NCE's log-normaliser, BiDSM's and
 /// VaGES's posterior optimiser) for 6 steps, checkpointing every 2, with extra arguments.
 fn stateful_run(out: &std::path::Path, extra: &[&str]) -> Result<std::process::Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_grbm_checkerboard"))
+    Ok(Command::new(env!("CARGO_BIN_EXE_experiments"))
         .args([
-            "run",
+            "repro",
+            "grbm-checkerboard",
             "--iters",
             "6",
             "--checkpoint-every",
@@ -86,7 +94,7 @@ fn a_paused_and_resumed_run_equals_the_straight_run_bit_for_bit() -> Result<()> 
     assert!(stateful_run(&straight, &[])?.status.success());
     // Paused after step 3, between two checkpoints: the pause writes its own.
     let stop = stateful_run(&paused, &["--stop-after", "3"])?;
-    assert!(!stop.status.success());
+    assert_eq!(stop.status.code(), Some(3), "a pause exits with status 3");
     let msg = String::from_utf8_lossy(&stop.stderr);
     assert!(
         msg.contains("paused after step 3") && msg.contains("--resume"),
@@ -94,7 +102,7 @@ fn a_paused_and_resumed_run_equals_the_straight_run_bit_for_bit() -> Result<()> 
     );
     assert!(!paused.join("results.json").exists());
     for m in ["pcd", "nce", "bidsm", "vages-ksd"] {
-        let ckpt = paused.join("checkpoints").join(format!("{m}.safetensors"));
+        let ckpt = paused.join("rows").join(m).join("checkpoint.safetensors");
         let meta = experiments::checkpoint::load(&ckpt, &candle_core::Device::Cpu)?.meta;
         assert_eq!(meta.step, 3, "{m}");
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use experiments::child::{run_limited, Limits, Outcome};
 use experiments::order_scaling::{
     build, derivative, parameters, CellResult, Method, OrderScalingConfig, OrderScalingResults,
 };
+use experiments::runner::limits::{run_limited, Limits, Outcome};
 use fd_core::{BatchMode, Stencil};
 use sm_objectives::autodiff::{directional_derivative, enable_higher_order};
 use sm_objectives::{fd_directional_derivative, NoiseSource};
@@ -41,7 +41,7 @@ fn rel(a: &Tensor, b: &Tensor) -> Result<f64> {
 
 #[test]
 fn fd_methods_match_nested_autodiff_in_f64() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let cfg = tiny();
     let params = parameters(&cfg)?;
     let s = build(&cfg, &params, &images(2)?, 2, 0.3, DType::F64)?;
@@ -175,8 +175,9 @@ fn tiny_run_writes_every_output_and_reports_stopped_cells() -> Result<()> {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("order-scaling-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let status = Command::new(env!("CARGO_BIN_EXE_order_scaling"))
-        .args(["run", "--width", "2", "--batch", "2", "--max-order", "3"])
+    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["bench", "order-scaling", "--width", "2", "--batch", "2"])
+        .args(["--max-order", "3"])
         .args(["--repeats", "1", "--no-progress", "--time-limit-s", "60"])
         .arg("--data-dir")
         .arg(&data)
@@ -218,8 +219,9 @@ fn tiny_run_writes_every_output_and_reports_stopped_cells() -> Result<()> {
 
     // A memory limit no process can meet: every cell is reported as stopped, with the reason,
     // and the higher orders as not attempted; the report is still written.
-    let status = Command::new(env!("CARGO_BIN_EXE_order_scaling"))
-        .args(["run", "--width", "2", "--batch", "2", "--max-order", "2"])
+    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["bench", "order-scaling", "--width", "2", "--batch", "2"])
+        .args(["--max-order", "2"])
         .args([
             "--repeats",
             "1",

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::Result;
-use experiments::step_bench::{Objective, StepBenchConfig, StepBenchResults};
+use experiments::objective::Objective;
+use experiments::step_bench::{StepBenchConfig, StepBenchResults, PEER_OBJECTIVES};
 
 fn out_dir(name: &str) -> PathBuf {
     let d =
@@ -29,8 +30,10 @@ fn every_objective_steps_and_the_peer_is_reported_beside_ours() -> Result<()> {
             {"objective": "fd-ssm", "median_ms": 400.0, "step_peak_rss_mb": 700.0, "extra": 1}
         ]}"#,
     )?;
-    let status = Command::new(env!("CARGO_BIN_EXE_step_bench"))
-        .args(["run", "--width", "2", "--blocks", "1", "--batch", "2"])
+    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args([
+            "bench", "steps", "--width", "2", "--blocks", "1", "--batch", "2",
+        ])
         .args(["--steps", "2", "--warmup", "1", "--torch"])
         .arg(&peer)
         .arg("--out")
@@ -41,14 +44,17 @@ fn every_objective_steps_and_the_peer_is_reported_beside_ours() -> Result<()> {
     assert!(status.success());
     let r: StepBenchResults = experiments::report::read_json(&out.join("results.json"))?;
     assert!(r.failed.is_empty(), "{:?}", r.failed);
-    assert_eq!(r.results.len(), Objective::ALL.len());
+    assert_eq!(r.results.len(), PEER_OBJECTIVES.len());
     for s in &r.results {
         assert!(s.median_ms > 0.0 && s.min_ms <= s.median_ms, "{s:?}");
         assert!(s.last_loss.is_finite(), "{s:?}");
         assert_eq!(s.params, r.results[0].params);
     }
     let md = std::fs::read_to_string(out.join("steps.md"))?;
-    assert!(md.contains("| fd-ssm* |") && md.contains("1000.0"), "{md}");
+    assert!(
+        md.contains("| fd-ssm-seq |") && md.contains("1000.0"),
+        "{md}"
+    );
     assert!(md.contains("PyTorch SSM / our FD-SSM"), "{md}");
     let peak = r.matmul_gflops.expect("the matmul peak is measured");
     assert!(peak.is_finite() && peak > 0.0, "{peak}");
@@ -93,9 +99,9 @@ fn bad_names_settings_and_peer_files_are_named() -> Result<()> {
     let out = out_dir("step-bench-bad-peer");
     let peer = out.join("torch.json");
     std::fs::write(&peer, "{ not json")?;
-    let output = Command::new(env!("CARGO_BIN_EXE_step_bench"))
+    let output = Command::new(env!("CARGO_BIN_EXE_experiments"))
         .args([
-            "run", "--width", "2", "--blocks", "1", "--batch", "2", "--torch",
+            "bench", "steps", "--width", "2", "--blocks", "1", "--batch", "2", "--torch",
         ])
         .arg(&peer)
         .arg("--out")

@@ -9,7 +9,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use experiments::table2::{Row, Table2Results};
+use experiments::objective::Objective;
+use experiments::table2::Table2Results;
 
 #[test]
 fn tiny_table2_run_writes_every_output() {
@@ -20,9 +21,10 @@ fn tiny_table2_run_writes_every_output() {
         .join(format!("table2-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run_in = |out: &PathBuf, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_table2"))
+        Command::new(env!("CARGO_BIN_EXE_experiments"))
             .args([
-                "run",
+                "repro",
+                "table2",
                 "--iters",
                 "4",
                 "--width",
@@ -30,7 +32,7 @@ fn tiny_table2_run_writes_every_output() {
                 "--batch",
                 "4",
                 "--rows",
-                "ssm,fd-ssm,fd-dsm*",
+                "ssm,fd-ssm,fd-mdsm*",
                 "--eval-images",
                 "4",
             ])
@@ -55,8 +57,11 @@ fn tiny_table2_run_writes_every_output() {
     let run_with = |extra: &[&str]| run_in(&out, extra);
     assert!(run_with(&[]).success());
     let results: Table2Results = experiments::report::read_json(&out.join("results.json")).unwrap();
-    let rows: Vec<Row> = results.rows.iter().map(|(t, _)| t.row).collect();
-    assert_eq!(rows, vec![Row::Ssm, Row::FdSsm, Row::FdDsmSeq]);
+    let rows: Vec<Objective> = results.rows.iter().map(|(t, _)| t.row).collect();
+    assert_eq!(
+        rows,
+        vec![Objective::Ssm, Objective::FdSsm, Objective::FdMdsmSeq]
+    );
     for (t, e) in &results.rows {
         assert_eq!(t.records.len(), 4);
         assert!(t.median_step_ms.is_some_and(|ms| ms > 0.0));
@@ -107,12 +112,16 @@ fn tiny_table2_run_writes_every_output() {
     // steps and every evaluation equal the uninterrupted run's.
     let split = out.with_extension("paused");
     let _ = std::fs::remove_dir_all(&split);
-    assert!(run_in(&split, &["--stop-after", "2"]).success());
+    assert_eq!(
+        run_in(&split, &["--stop-after", "2"]).code(),
+        Some(3),
+        "a pause exits with status 3"
+    );
     assert!(
         !split.join("results.json").exists(),
         "a paused run wrote results"
     );
-    for row in ["ssm", "fd-ssm", "fd-dsm-seq"] {
+    for row in ["ssm", "fd-ssm", "fd-mdsm-seq"] {
         let t: experiments::table2::TrainReport =
             experiments::report::read_json(&split.join("rows").join(row).join("train.json"))
                 .unwrap();

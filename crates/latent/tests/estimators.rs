@@ -84,7 +84,7 @@ fn max_diff(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
 
 #[test]
 fn with_the_true_posterior_vages_is_exact_and_vaes_misses_the_covariance() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (vm, m) = grbm()?;
     let (v, u) = (visible()?, direction()?);
     // Exact: grad_v log p(v) = -grad_v F(v), differentiated again in the parameters.
@@ -126,7 +126,7 @@ impl JointLogDensity for Shifted<'_> {
 
 #[test]
 fn constants_in_the_parameters_cancel_and_samples_converge() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (vm, m) = grbm()?;
     let (v, u) = (visible()?, direction()?);
     let exact = grads_of(&input_gradient(&m, &v)?.score, &u, &vm)?;
@@ -163,7 +163,7 @@ fn constants_in_the_parameters_cancel_and_samples_converge() -> Result<()> {
 
 #[test]
 fn bism_gradient_bias_shrinks_with_unrolled_steps() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (vm, m) = grbm()?;
     let v = visible()?;
     let z = Tensor::new(
@@ -288,7 +288,7 @@ fn bism_gradient_bias_shrinks_with_unrolled_steps() -> Result<()> {
 
 #[test]
 fn vaes_cv_is_exact_with_the_true_posterior_and_keeps_the_vaes_mean() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (vm, m) = grbm()?;
     let v = visible()?;
     let exact = input_gradient(&m, &v)?.score;
@@ -345,7 +345,7 @@ impl JointLogDensity for LinearGaussian {
 fn fisher_lower_level_vanishes_at_the_true_gaussian_posterior() -> Result<()> {
     use latent::bism::lower_fisher;
     use models::GaussianPosterior;
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     // A = [[1, 0], [0, 2], [0, 0]] (orthogonal columns), s^2 = 0.5.
     let a = Tensor::new(&[[1.0f64, 0.0], [0.0, 2.0], [0.0, 0.0]], &Device::Cpu)?;
     let model = LinearGaussian { a, s2: 0.5 };
@@ -409,7 +409,7 @@ fn fisher_lower_level_vanishes_at_the_true_gaussian_posterior() -> Result<()> {
 #[test]
 fn bimdsm_functional_on_the_exact_score_is_mdsm() -> Result<()> {
     use latent::bism::mdsm_functional;
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (_, m) = grbm()?;
     let v = visible()?;
     let z = direction()?;
@@ -432,7 +432,7 @@ fn bimdsm_functional_on_the_exact_score_is_mdsm() -> Result<()> {
 fn unrolled_gaussian_posterior_on_the_fisher_objective_has_the_right_gradient() -> Result<()> {
     use latent::bism::{lower_fisher, unrolled_update};
     use models::GaussianPosterior;
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let a = Var::new(&[[1.0f64, 0.2], [0.1, 2.0], [0.3, -0.4]], &Device::Cpu)?;
     let v = visible()?;
     let z = direction()?;

@@ -54,17 +54,35 @@ fn second_derivative_self_check() -> Result<bool> {
     Ok((second - expected).abs() < 1e-12)
 }
 
-/// Sets [`HIGHER_ORDER_ENV`] for this process and reports whether this thread now computes
-/// correct second derivatives.
+/// Proof that Candle computes correct second derivatives on the thread that obtained it: the
+/// result of [`enable_higher_order`] or [`HigherOrder::current`], held by the code that builds
+/// losses from gradients and passed to what needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HigherOrder {
+    _checked: (),
+}
+
+impl HigherOrder {
+    /// The mode as it is on this thread (from the environment the process started with), without
+    /// changing anything: `None` when second derivatives would be wrong.
+    pub fn current() -> Option<Self> {
+        higher_order_enabled().then_some(Self { _checked: () })
+    }
+}
+
+/// Turns Candle's higher-order mode on for this process by setting [`HIGHER_ORDER_ENV`], and
+/// returns the proof that this thread now computes correct second derivatives (`None` if it
+/// does not, e.g. because a backward pass already ran on it).
 ///
 /// Call it at the start of `main` (or of a test) before any Candle backward pass has run on the
 /// calling thread and before other threads read the environment: Candle reads the variable
-/// once per thread, so threads that already ran a backward pass keep their mode.
-pub fn enable_higher_order() -> bool {
+/// once per thread, so threads that already ran a backward pass keep their mode. A process
+/// that starts others sets the variable on their command instead.
+pub fn enable_higher_order() -> Option<HigherOrder> {
     if !higher_order_requested() {
         std::env::set_var(HIGHER_ORDER_ENV, "1");
     }
-    higher_order_enabled()
+    HigherOrder::current()
 }
 
 /// Whether [`HIGHER_ORDER_ENV`] is set in the environment to turn the mode on (a non-empty

@@ -95,7 +95,7 @@ fn values_and_gradients_equal_candles_conv2d() -> Result<()> {
 /// along `u` in the parameter `p` (the input itself or the first kernel).
 #[test]
 fn higher_derivatives_match_central_differences() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (x, w1, b, w2) = params()?;
     let v = pattern(2, 2 * 6 * 6, 5.0).reshape((2, 2, 6, 6))?;
     // v . grad_x f at (x, w1), kept differentiable.
@@ -198,7 +198,7 @@ fn winograd_layers_match_candle_in_f64_and_f32() -> Result<()> {
 /// differences of `U . grad_w1 f` in `x`.
 #[test]
 fn the_kernel_gradient_differentiates_correctly() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (x, w1, b, w2) = params()?;
     let u = pattern(1, 54, 2.6).reshape((3, 2, 3, 3))?;
     let along = pattern(2, 2 * 6 * 6, 3.9).reshape((2, 2, 6, 6))?;
@@ -231,7 +231,7 @@ fn the_kernel_gradient_differentiates_correctly() -> Result<()> {
 /// pair of ops, whose higher derivatives are checked against central differences above.
 #[test]
 fn elu_conv_differentiates_like_the_unfused_ops() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     elu_conv_equals_unfused(3, 16, 20, (9, 10), 3)?;
     elu_conv_equals_unfused(4, 6, 5, (3, 3), 3)?;
     elu_conv_residual_equals_separate_ops(3, 16, 20, (9, 10), 3, None)?;

@@ -53,7 +53,7 @@ fn strided_and_dilated_convolutions_equal_candles() -> Result<()> {
 
 #[test]
 fn strided_and_dilated_convolutions_have_correct_second_derivatives() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let x = pattern(2, 2 * 9 * 9, 0.3).reshape((2, 2, 9, 9))?;
     let v = pattern(2, 2 * 9 * 9, 4.1).reshape((2, 2, 9, 9))?;
     let w = (pattern(1, 3 * 2 * 9, 1.7).reshape((3, 2, 3, 3))? * 0.5)?;
@@ -142,7 +142,7 @@ fn bilinear_upsampling_equals_candles_and_known_values() -> Result<()> {
 
 #[test]
 fn pooling_and_upsampling_have_correct_second_derivatives() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let x = pattern(2, 2 * 7 * 6, 0.3).reshape((2, 2, 7, 6))?;
     let v = pattern(2, 2 * 7 * 6, 4.1).reshape((2, 2, 7, 6))?;
     check_hvp(

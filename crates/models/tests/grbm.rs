@@ -173,7 +173,7 @@ fn long_gibbs_chains_reach_the_model_mean() -> Result<()> {
 
 #[test]
 fn closed_form_score_and_sm_loss_match_autodiff() -> Result<()> {
-    assert!(sm_objectives::autodiff::enable_higher_order());
+    sm_objectives::autodiff::enable_higher_order().expect("Candle's higher-order mode");
     let m = grbm(3, 4, 0.8)?;
     let v = Tensor::new(&[[0.3f64, -1.2, 0.8], [1.5, 0.1, -0.4]], &Device::Cpu)?;
     let auto = sm_objectives::autodiff::input_gradient(&m, &v)?.score;

@@ -15,15 +15,18 @@
 //! memory (measured with Candle 0.11.1), so leave it off for FD-only training.
 
 use candle_core::{bail, DType, Result, Tensor, Var};
-pub use layers::grad_mode::{enable_higher_order, higher_order_enabled, HIGHER_ORDER_ENV};
+pub use layers::grad_mode::{
+    enable_higher_order, higher_order_enabled, HigherOrder, HIGHER_ORDER_ENV,
+};
 
 use crate::model::LogDensity;
 use crate::validate;
 
-/// Fails with an explanation unless [`higher_order_enabled`].
-pub fn ensure_higher_order() -> Result<()> {
-    if higher_order_enabled() {
-        return Ok(());
+/// The proof that this thread computes correct second derivatives, or an error explaining how to
+/// turn the mode on.
+pub fn ensure_higher_order() -> Result<HigherOrder> {
+    if let Some(token) = HigherOrder::current() {
+        return Ok(token);
     }
     bail!(
         "this objective differentiates through a gradient, which Candle computes correctly only \

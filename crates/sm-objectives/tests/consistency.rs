@@ -28,7 +28,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let (vm, vb) = varmap();
     let mlp = Mlp::new(DIM, 16, Act::Softplus, vb.pp("energy")).unwrap();
     let score = ScoreMlp::new(DIM, 16, 3, vb.pp("score")).unwrap();

@@ -44,7 +44,7 @@ fn langevin_at_unit_temperature_samples_the_target() -> Result<()> {
 
 #[test]
 fn test_sm_matches_a_gaussian_closed_form() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     // log p = -sum_i a_i x_i^2 / 2 on [N, 1, 2, 2]: SM = -sum a + sum a^2 x^2 / 2 per image.
     let a = Tensor::new(&[[[1.0f32, 2.0], [0.5, 3.0]]], &Device::Cpu)?;
     let model = |x: &Tensor| -> Result<Tensor> {
@@ -93,7 +93,7 @@ fn test_sm_matches_a_gaussian_closed_form() -> Result<()> {
 /// estimate (exact for a diagonal Hessian).
 #[test]
 fn test_sm_takes_f64_models_and_images() -> Result<()> {
-    assert!(enable_higher_order());
+    enable_higher_order().expect("Candle's higher-order mode");
     let a = Tensor::new(&[[[1.0f64, 2.0], [0.5, 3.0]]], &Device::Cpu)?;
     let model = |x: &Tensor| -> Result<Tensor> {
         x.sqr()?.broadcast_mul(&a)?.flatten_from(1)?.sum(1)? * -0.5

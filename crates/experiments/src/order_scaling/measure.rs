@@ -57,7 +57,7 @@ pub fn parameters(cfg: &OrderScalingConfig) -> Result<HashMap<String, Tensor>> {
     match &cfg.checkpoint {
         Some(path) => Ok(crate::checkpoint::load(path, &Device::Cpu)?.params),
         None => {
-            let (vm, _) = setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
+            let (vm, _) = setup::seeded_resnet_ebm(&cfg.model, cfg.seed, &Device::Cpu)?;
             let data = vm.data().lock().expect("VarMap lock");
             Ok(data
                 .iter()
@@ -80,12 +80,13 @@ pub fn build(
     eps: f64,
     dtype: DType,
 ) -> Result<Setup> {
-    let net = setup::frozen_resnet_ebm(&cfg.model, params, dtype).map_err(|e| {
-        ExpError::Config(format!(
-            "the parameters do not fit the configured network ({:?}): {e}",
-            cfg.model
-        ))
-    })?;
+    let net =
+        setup::frozen_resnet_ebm(&cfg.model, params, dtype, images.device()).map_err(|e| {
+            ExpError::Config(format!(
+                "the parameters do not fit the configured network ({:?}): {e}",
+                cfg.model
+            ))
+        })?;
     let n = images.dim(0)?;
     if n < batch {
         return Err(ExpError::Config(format!(
@@ -125,7 +126,7 @@ pub fn derivative(s: &Setup, method: Method, order: u32) -> Result<Tensor> {
     })
 }
 
-/// Times one cell in this process (the `measure` child).
+/// Times one cell in this process (the `measure` phase).
 ///
 /// # Errors
 /// Configuration, data and tensor errors.
@@ -190,7 +191,7 @@ fn host(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
 }
 
-/// The error study in this process (the `errors` child): for each order, the exact f64 value
+/// The error study in this process (the `errors` phase): for each order, the exact f64 value
 /// by nested autodiff, then FD in f64 and f32 for every radius and stencil. `progress` receives
 /// the study after each order so a caller can save it before a later, costlier order runs out
 /// of memory or time.

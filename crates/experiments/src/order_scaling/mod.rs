@@ -3,22 +3,22 @@
 //! Theorem 1 evaluated sequentially (one forward pass per offset) or as one concatenated batch,
 //! with the FD estimate's relative error against the exact value.
 //!
-//! Every (method, T) cell runs in its own child process (`measure`), so its peak memory is its
-//! own and a cell that outgrows the memory or time limit is stopped and reported as such; the
-//! exact path is not attempted at higher orders once a lower one was stopped. The error study
-//! (`errors`) runs in f64 and f32 on a few images, for the stencil that is timed
+//! Every (method, T) cell is a row of the runner whose `measure` phase runs in its own child
+//! process, so its peak memory is its own and a cell that outgrows the memory or time limit is
+//! stopped and reported as such; the exact path is not attempted at higher orders once a lower
+//! one was stopped. The error study (the last row, phase `errors`) runs in f64 and f32 on a few images, for the stencil that is timed
 //! ([`Stencil::central`](fd_core::Stencil::central)`(T, 0)`, `T + 1` evaluations) and the higher-accuracy stencils with
 //! extra pairs (Theorem 1's generalisation, `o(eps^{2 + 2n})`).
 
 mod measure;
 mod report;
-mod run;
+mod task;
 
 pub use measure::{
     build, checkpoint_model, derivative, error_study, measure_cell, parameters, Setup,
 };
 pub use report::{markdown, plot};
-pub use run::{run, RunOptions};
+pub use task::{OrderScaling, OrderScalingOptions, Task};
 
 use std::path::PathBuf;
 
@@ -197,7 +197,8 @@ impl OrderScalingConfig {
         Ok(())
     }
 
-    fn memory_limit_bytes(&self) -> u64 {
+    /// The memory limit of a cell, bytes.
+    pub fn memory_limit_bytes(&self) -> u64 {
         if self.memory_limit_gb > 0.0 {
             (self.memory_limit_gb * 1e9) as u64
         } else {

@@ -4,9 +4,79 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::plot::{save_panels, Axes, Panel, Series};
-use crate::report::markdown_table;
+use crate::report::{
+    environment, markdown_table, read_json, remove_if_exists, write_atomic, write_json,
+};
+use crate::runner::{Context, RowStatus};
 
-use super::{Cell, CellResult, Method, OrderScalingResults, PAPER_NOTE};
+use super::{
+    Cell, CellResult, ErrorStudy, Method, OrderScalingConfig, OrderScalingResults, Task, PAPER_NOTE,
+};
+
+/// Reads every cell and the error study, writes `results.json`, `order_scaling.md` and
+/// `order_scaling.png` into `ctx.out`, and returns the Markdown.
+///
+/// # Errors
+/// Unreadable cell files, I/O and plotting errors.
+pub fn write(
+    ctx: &Context,
+    cfg: &OrderScalingConfig,
+    rows: &[(Task, RowStatus)],
+) -> Result<String> {
+    let mut cells = Vec::new();
+    let mut errors = ErrorStudy::default();
+    for (task, status) in rows {
+        let dir = ctx.row_dir(&crate::runner::ExperimentRow::key(task));
+        let reason = match status {
+            RowStatus::Failed { reason } | RowStatus::Skipped { reason } => Some(reason.clone()),
+            RowStatus::Done | RowStatus::Paused { .. } => None,
+        };
+        match *task {
+            Task::Cell { method, order } => cells.push(match reason {
+                None => CellResult::Measured(read_json(&dir.join("cell.json"))?),
+                Some(reason) => CellResult::Skipped {
+                    method,
+                    order,
+                    reason,
+                },
+            }),
+            Task::Errors => {
+                let file = dir.join("errors.json");
+                if file.exists() {
+                    errors = read_json(&file)?;
+                }
+                if let Some(reason) = reason {
+                    let done = errors.rows.iter().map(|r| r.order).max().unwrap_or(0);
+                    errors.missing = Some(format!(
+                        "orders above {done}: the exact f64 reference was {reason}"
+                    ));
+                }
+            }
+        }
+    }
+    let results = OrderScalingResults {
+        config: cfg.clone(),
+        environment: environment(),
+        memory_limit_bytes: cfg.memory_limit_bytes(),
+        cells,
+        errors,
+    };
+    write_json(&ctx.out.join("results.json"), &results)?;
+    let md = markdown(&results);
+    write_atomic(&ctx.out.join("order_scaling.md"), &md)?;
+    let png = ctx.out.join("order_scaling.png");
+    if results
+        .cells
+        .iter()
+        .any(|c| matches!(c, CellResult::Measured(_)))
+    {
+        plot(&results, &png)?;
+    } else {
+        remove_if_exists(&png)?;
+        eprintln!("no cell was measured, so no plot was drawn; see order_scaling.md for why");
+    }
+    Ok(md)
+}
 
 fn measured(r: &OrderScalingResults, method: Method, order: u32) -> Option<&Cell> {
     r.cells.iter().find_map(|c| match c {

@@ -1,7 +1,7 @@
-//! Evaluating one row of Table 2 (`eval-row`): the test SM loss of every snapshot and of the
+//! Evaluating one row of Table 2 (the `eval` phase): the test SM loss of every snapshot and of the
 //! final model, and samples by annealed Langevin dynamics.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
@@ -13,13 +13,15 @@ use crate::langevin::annealed_langevin;
 use crate::plot::save_image_grid;
 use crate::report::{read_json, write_json};
 
-use super::{row_dir, Row, Table2Config, TrainReport};
+use super::{Table2Config, TrainReport};
+use crate::objective::Objective;
+use crate::runner::RowContext;
 
 /// What an evaluation child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
     /// The row.
-    pub row: Row,
+    pub row: Objective,
     /// `(step, training seconds, test SM)` per snapshot.
     pub curve: Vec<(u64, f64, SmValue)>,
     /// The final model's test SM loss.
@@ -27,19 +29,20 @@ pub struct EvalReport {
     /// The PNG grid of samples.
     pub samples_png: PathBuf,
 }
-/// Evaluates one row's snapshots and draws samples (the `eval-row` child); needs higher-order
-/// mode for the test SM loss.
+/// Evaluates one row's snapshots and draws samples (the `eval` phase); needs higher-order mode
+/// for the test SM loss.
 ///
 /// # Errors
 /// Data, checkpoint and I/O errors; higher-order mode off.
-pub fn eval_row(cfg: &Table2Config, row: Row, data_dir: &Path, out: &Path) -> Result<EvalReport> {
-    sm_objectives::autodiff::ensure_higher_order()?;
-    let dir = row_dir(out, row);
+pub fn eval_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<EvalReport> {
+    ctx.higher_order()?;
+    let dir = &ctx.dir;
+    let device = ctx.run.device;
     let train: TrainReport = read_json(&dir.join("train.json"))?;
-    let test = crate::setup::mnist32(data_dir, false)?;
+    let test = crate::setup::mnist32(ctx.run.data_dir, false, device)?;
     let picked = datasets::Batcher::new(test.dim(0)?, cfg.eval_images, cfg.seed ^ 0x7e57)?
         .batch(&test, 0)?;
-    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
+    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed, device)?;
     let mut vm = vm;
     let mut curve = Vec::new();
     for (step, seconds, path) in &train.snapshots {
@@ -52,13 +55,9 @@ pub fn eval_row(cfg: &Table2Config, row: Row, data_dir: &Path, out: &Path) -> Re
         ExpError::Config("no snapshot to evaluate (eval_points must be >= 1)".into())
     })?;
     let mut noise = NoiseSource::new(cfg.seed ^ 0x5a3);
-    let x0 = (noise.gaussian(
-        (cfg.samples, 1, 32, 32),
-        DType::F32,
-        &crate::setup::device()?,
-    )? + 0.5)?;
+    let x0 = (noise.gaussian((cfg.samples, 1, 32, 32), DType::F32, device)? + 0.5)?;
     let samples = annealed_langevin(&net, &x0, &cfg.langevin, &mut noise)?;
-    let samples_png = out.join(format!("samples_{}.png", row.key()));
+    let samples_png = ctx.run.out.join(format!("samples_{}.png", row.key()));
     let cols = (cfg.samples as f64).sqrt().ceil() as usize;
     save_image_grid(&samples, cols, &samples_png)?;
     let report = EvalReport {

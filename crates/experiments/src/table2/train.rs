@@ -1,23 +1,22 @@
-//! Training one row of Table 2 in its own process (`train-row`): the objective, snapshots for
+//! Training one row of Table 2 in its own process (the `train` phase): the objective, snapshots for
 //! the loss curves, step times and the training steps' memory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
-use sm_objectives::autodiff::HIGHER_ORDER_ENV;
 use sm_objectives::noise::linear_sigmas;
-use sm_objectives::{
-    fd_mdsm, fd_ssm, mdsm, ssm, ssmvr, BatchMode, Directions, NoiseSource, Reduction,
-};
+use sm_objectives::NoiseSource;
 
-use crate::error::{io_err, ExpError, Result};
+use crate::error::{ExpError, Result};
+use crate::objective::{MultiscaleNoise, Objective, ObjectiveSettings};
 use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
+use crate::runner::RowContext;
 use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
-use crate::{memory, step_seed, RunControl};
+use crate::{memory, step_seed};
 
-use super::{row_dir, Row, Table2Config};
+use super::{reference_scale, Table2Config};
 
 /// The evaluation snapshots written so far, `(step, training seconds, file)`; travels in the
 /// checkpoint so that a resumed run still lists the snapshots taken before the interruption.
@@ -48,7 +47,7 @@ impl TrainState for Snapshots {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
     /// The row.
-    pub row: Row,
+    pub row: Objective,
     /// The completed steps when `--stop-after` paused the row before `iters` (continue with
     /// `--resume`); `None` when it trained to the end.
     #[serde(default)]
@@ -66,30 +65,23 @@ pub struct TrainReport {
     /// Whether Candle's higher-order mode was on.
     pub higher_order: bool,
 }
-/// Trains one row (the `train-row` child) and writes `train.json`.
+/// Trains one row (the `train` phase) and writes `train.json` into the row's directory.
 ///
 /// # Errors
-/// Data, configuration, divergence and I/O errors.
-pub fn train_row(
-    cfg: &Table2Config,
-    row: Row,
-    data_dir: &Path,
-    out: &Path,
-    control: RunControl,
-) -> Result<TrainReport> {
+/// Data, configuration, divergence and I/O errors; higher-order mode off for a gradient-based
+/// row.
+pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<TrainReport> {
     cfg.validate()?;
-    let dir = row_dir(out, row);
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let higher_order = sm_objectives::autodiff::higher_order_enabled();
-    if row.gradient_based() && !higher_order {
-        return Err(ExpError::Config(format!(
-            "{} needs {HIGHER_ORDER_ENV}=1 (the run command sets it for this row)",
-            row.label()
-        )));
+    if row.gradient_based() {
+        ctx.higher_order()?;
     }
-    let images = crate::setup::mnist32(data_dir, true)?;
+    let higher_order = sm_objectives::autodiff::higher_order_enabled();
+    let dir = &ctx.dir;
+    let control = ctx.run.control;
+    let device = ctx.run.device;
+    let images = crate::setup::mnist32(ctx.run.data_dir, true, device)?;
     let mut batcher = datasets::Batcher::new(images.dim(0)?, cfg.batch, cfg.seed)?;
-    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed)?;
+    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed, device)?;
     let dim = 32 * 32;
     let sigmas = Tensor::new(
         linear_sigmas(cfg.sigma_min, cfg.sigma_max, cfg.batch)?
@@ -97,81 +89,46 @@ pub fn train_row(
             .map(|&s| s as f32)
             .collect::<Vec<_>>()
             .as_slice(),
-        images.device(),
+        device,
     )?;
-    let scale = row.reference_scale(dim);
-    let opts = TrainOptions {
-        iters: cfg.iters,
-        lr: if row.dsm_family() {
+    let settings = ObjectiveSettings {
+        sigma: cfg.sigma0,
+        eps: cfg.eps,
+        multiscale: Some(MultiscaleNoise {
+            sigmas,
+            sigma0: cfg.sigma0,
+        }),
+    };
+    let scale = reference_scale(row, dim);
+    let mut opts = TrainOptions::new(
+        cfg.iters,
+        if row.denoising() {
             cfg.lr_dsm
         } else {
             cfg.lr_ssm
         },
-        schedule: LrSchedule::Cosine,
-        adam: cfg.adam,
-        clip: cfg.clip,
-        checkpoint: Some(dir.join("checkpoint.safetensors")),
-        checkpoint_every: cfg.checkpoint_every,
-        resume: control.resume,
-        stop_after: control.stop_after,
-        explode_threshold: 1e12,
-        progress: control.progress,
-        label: row.label().to_string(),
-        config_json: serde_json::to_string(&(cfg, row)).expect("config serialises"),
-    };
+    )
+    .with_schedule(LrSchedule::Cosine)
+    .with_adam(cfg.adam)
+    .with_checkpoint(
+        dir.join("checkpoint.safetensors"),
+        cfg.checkpoint_every,
+        control.resume,
+    )
+    .with_progress(control.progress, row.label())
+    .with_config_json(
+        serde_json::to_string(&(cfg, row))
+            .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?,
+    );
+    opts.clip = cfg.clip;
+    opts.stop_after = control.stop_after;
+    opts.explode_threshold = 1e12;
     let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
         let x = batcher
             .batch(&images, step)
             .map_err(candle_core::Error::wrap)?;
         let mut noise = NoiseSource::new(step_seed(cfg.seed, step));
-        let loss = match row {
-            Row::Dsm | Row::FdDsm | Row::FdDsmSeq => {
-                let z = noise.gaussian_like(&x)?;
-                match row {
-                    Row::Dsm => mdsm(&net, &x, &z, &sigmas, cfg.sigma0, Reduction::Mean)?,
-                    _ => {
-                        let proj = noise.projection(&x, Directions::Sphere { radius: cfg.eps })?;
-                        let mode = if row == Row::FdDsm {
-                            BatchMode::Concatenated
-                        } else {
-                            BatchMode::PerOffset
-                        };
-                        fd_mdsm(
-                            &net,
-                            &x,
-                            &z,
-                            &sigmas,
-                            cfg.sigma0,
-                            &proj,
-                            mode,
-                            Reduction::Mean,
-                        )?
-                    }
-                }
-            }
-            Row::Ssm => ssm(
-                &net,
-                &x,
-                &noise.projection(&x, Directions::Gaussian)?,
-                Reduction::Mean,
-            )?,
-            Row::Ssmvr => ssmvr(
-                &net,
-                &x,
-                &noise.projection(&x, Directions::Gaussian)?,
-                Reduction::Mean,
-            )?,
-            Row::FdSsm | Row::FdSsmSeq => {
-                let proj = noise.projection(&x, Directions::Sphere { radius: cfg.eps })?;
-                let mode = if row == Row::FdSsm {
-                    BatchMode::Concatenated
-                } else {
-                    BatchMode::PerOffset
-                };
-                fd_ssm(&net, &x, &proj, mode, Reduction::Mean)?
-            }
-        };
-        loss * scale
+        row.loss(&net, &x, &mut noise, &settings)? * scale
     };
     let snapshot_steps = crate::eval_steps(cfg.iters, cfg.eval_points);
     let mut snapshots = Snapshots::default();
