@@ -6,9 +6,12 @@
 //! step on one core of two. Here each chunk is zeroed by the thread that fills it, right
 //! before it does (the chunk is then already in that core's cache), so the zeroing runs in
 //! parallel and in cache rather than as a serial pass over the whole buffer. Kernels that write
-//! every element of their chunk skip the zeroing ([`par_build_uninit`]).
+//! every element of their chunk in order skip the zeroing ([`par_build_in_order`]): they write
+//! through a [`ChunkWriter`], which checks that the whole chunk was written before the buffer
+//! is handed out. The unsafe code of the kernels' buffers is in this file only.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -18,38 +21,80 @@ use rayon::prelude::*;
 ///
 /// # Panics
 /// Propagates a panic of `fill` (the partly built buffer is discarded).
-#[allow(unsafe_code)]
 pub(crate) fn par_build<T, F>(len: usize, chunk: usize, min_chunks: usize, fill: F) -> Vec<T>
 where
     T: Copy + Default + Send + Sync,
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
-    // SAFETY: every element of a chunk is set to zero before `fill` sees it.
-    unsafe {
-        par_build_uninit(len, chunk, min_chunks, |i, part| {
-            for v in part.iter_mut() {
-                v.write(T::default());
-            }
-            // SAFETY: every element of `part` was initialised just above, and
-            // `MaybeUninit<T>` has the layout of `T`.
-            let part = &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(part) as *mut [T]);
-            fill(i, part);
-        })
+    par_build_in_order(len, chunk, min_chunks, |i, w| {
+        w.extend(std::iter::repeat_n(T::default(), w.capacity()));
+        fill(i, w.written_mut());
+    })
+}
+
+/// A chunk of a buffer under construction, written front to back: what has been written can be
+/// read back and changed, the rest cannot be reached.
+pub(crate) struct ChunkWriter<'a, T> {
+    slots: &'a mut [MaybeUninit<T>],
+    written: usize,
+}
+
+impl<T: Copy> ChunkWriter<'_, T> {
+    /// The chunk's length.
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Appends the values of `values` until the chunk is full (values beyond it are not drawn).
+    #[inline(always)]
+    pub(crate) fn extend(&mut self, values: impl IntoIterator<Item = T>) {
+        let mut n = 0;
+        for (slot, v) in self.slots[self.written..].iter_mut().zip(values) {
+            slot.write(v);
+            n += 1;
+        }
+        self.written += n;
+    }
+
+    /// Appends a copy of the written elements `range`.
+    ///
+    /// # Panics
+    /// `range` reaches past what has been written, or the copy past the chunk's end.
+    pub(crate) fn repeat_written(&mut self, range: Range<usize>) {
+        assert!(range.start <= range.end && range.end <= self.written);
+        let (done, rest) = self.slots.split_at_mut(self.written);
+        let n = range.len();
+        for (slot, v) in rest[..n].iter_mut().zip(&done[range]) {
+            // SAFETY: `v` lies in the first `written` elements, all written.
+            #[allow(unsafe_code)]
+            slot.write(unsafe { v.assume_init() });
+        }
+        self.written += n;
+    }
+
+    /// The elements written so far.
+    pub(crate) fn written_mut(&mut self) -> &mut [T] {
+        let done = &mut self.slots[..self.written];
+        // SAFETY: the first `written` elements are initialised, and `MaybeUninit<T>` has the
+        // layout of `T`.
+        #[allow(unsafe_code)]
+        unsafe {
+            &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(done) as *mut [T])
+        }
     }
 }
 
-/// Like [`par_build`] for fills that write every element of their chunk: chunk `i` is handed
-/// to `fill(i, chunk)` uninitialised, which saves the zeroing pass (measured: the zero-fills
-/// of `par_build` were about 6% of an FD-SSM step, most of it in the elementwise kernels).
-///
-/// # Safety
-/// `fill` must initialise every element of the chunk it is given (typically by writing each
-/// element once in a loop over the whole chunk); the vector is returned as initialised.
+/// A vector of `len` elements made of chunks of `chunk` elements (the last may be shorter),
+/// chunk `i` written in order by `fill(i, writer)` on a rayon worker, with at least
+/// `min_chunks` chunks per task. No zeroing pass: the zero-fills of [`par_build`] were about 6%
+/// of an FD-SSM step, most of it in the elementwise kernels.
 ///
 /// # Panics
-/// Propagates a panic of `fill` (the partly built buffer is discarded).
+/// A `fill` that leaves part of its chunk unwritten (a kernel bug, caught before the buffer is
+/// used), and a panic of `fill` (the partly built buffer is discarded).
 #[allow(unsafe_code)]
-pub(crate) unsafe fn par_build_uninit<T, F>(
+pub(crate) fn par_build_in_order<T, F>(
     len: usize,
     chunk: usize,
     min_chunks: usize,
@@ -57,17 +102,29 @@ pub(crate) unsafe fn par_build_uninit<T, F>(
 ) -> Vec<T>
 where
     T: Copy + Send + Sync,
-    F: Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+    F: Fn(usize, &mut ChunkWriter<'_, T>) + Sync + Send,
 {
     let mut out: Vec<T> = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
         .with_min_len(min_chunks.max(1))
-        .for_each(|(i, part)| fill(i, part));
-    // SAFETY: the chunks cover the first `len` elements of the allocation, and the caller
-    // guarantees that `fill` initialised every element of each (a panic in `fill` unwinds past
-    // this point with the length still 0).
+        .for_each(|(i, part)| {
+            let mut w = ChunkWriter {
+                slots: part,
+                written: 0,
+            };
+            fill(i, &mut w);
+            assert_eq!(
+                w.written,
+                w.slots.len(),
+                "a kernel wrote {} of the {} elements of chunk {i}",
+                w.written,
+                w.slots.len()
+            );
+        });
+    // SAFETY: the chunks cover the first `len` elements of the allocation, and each was checked
+    // to be written in full (a panic unwinds past this point with the length still 0).
     unsafe { out.set_len(len) };
     out
 }
@@ -82,7 +139,7 @@ pub(crate) fn par_zeroed<T: Copy + Default + Send + Sync>(len: usize) -> Vec<T> 
 
 #[cfg(test)]
 mod tests {
-    use super::{par_build, par_build_uninit};
+    use super::{par_build, par_build_in_order};
 
     /// Every chunk index and length as `par_chunks_mut` would give them, and zeros where the
     /// fill leaves elements untouched.
@@ -105,21 +162,41 @@ mod tests {
         }
     }
 
-    /// Every chunk index and length as `par_chunks_mut` would give them, every element written.
+    /// Every chunk index and length as `par_chunks_mut` would give them, every element written,
+    /// copies of written ranges included.
     #[test]
-    #[allow(unsafe_code)]
-    fn uninitialised_chunks_are_indexed_and_complete() {
+    fn in_order_chunks_are_indexed_and_complete() {
         for (len, chunk) in [(0, 3), (1, 1), (10, 3), (4096, 7), (4096, 4096), (5, 100)] {
-            // SAFETY: the fill writes every element of its chunk.
-            let built: Vec<u64> = unsafe {
-                par_build_uninit(len, chunk, 2, |i, part| {
-                    for (j, v) in part.iter_mut().enumerate() {
-                        v.write((i * chunk + j) as u64 + 1);
-                    }
-                })
-            };
+            let built: Vec<u64> = par_build_in_order(len, chunk, 2, |i, w| {
+                let n = w.capacity();
+                let half = n / 2;
+                w.extend((0..half).map(|j| (i * chunk + j) as u64 + 1));
+                w.extend((half..n).map(|j| (i * chunk + j) as u64 + 1));
+            });
             let want: Vec<u64> = (1..=len as u64).collect();
             assert_eq!(built, want, "len {len}, chunk {chunk}");
         }
+        let doubled: Vec<u32> = par_build_in_order(8, 4, 1, |i, w| {
+            w.extend([i as u32, i as u32 + 10]);
+            w.repeat_written(0..2);
+        });
+        assert_eq!(doubled, [0, 10, 0, 10, 1, 11, 1, 11]);
+    }
+
+    /// A fill that leaves elements unwritten is caught, not handed out.
+    #[test]
+    fn an_incomplete_chunk_is_refused() {
+        let caught = std::panic::catch_unwind(|| {
+            par_build_in_order::<f32, _>(10, 5, 1, |i, w| {
+                if i == 1 {
+                    w.extend([1.0; 4]);
+                } else {
+                    w.extend([1.0; 5]);
+                }
+            })
+        });
+        let msg = caught.expect_err("an unwritten element was handed out");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("4 of the 5 elements of chunk 1"), "{msg}");
     }
 }

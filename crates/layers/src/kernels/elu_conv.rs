@@ -27,8 +27,9 @@ use candle_core::{
     WithDType,
 };
 
-use super::conv_cpu::{self, Element, Epilogue, Geometry};
+use super::conv_cpu::{self, Epilogue, Geometry};
 use super::conv_ops::{check_bias, conv_geometry, input_grad, kernel_grad, ConvSpec};
+use super::dense::Element;
 use super::fused::{avg_pool_values, elu_slope_op, ChannelSum, PoolSpread};
 use super::storage::elements;
 

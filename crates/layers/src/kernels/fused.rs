@@ -17,7 +17,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::buffers::{par_build, par_build_uninit};
+use super::buffers::{par_build, par_build_in_order};
 use super::simd::vectorised;
 
 /// Elements per parallel task: small tensors stay on one thread.
@@ -119,41 +119,23 @@ fn exp_f32(x: f32) -> f32 {
 }
 
 /// `f` applied to every element, in parallel chunks.
-#[allow(unsafe_code)]
 fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    // SAFETY: each chunk is written element by element, `x` sliced to the chunk's length
-    // (a shorter `x` would panic, not leave elements unwritten).
-    unsafe {
-        par_build_uninit(x.len(), PAR_MIN, 1, |i, out| {
-            let x = &x[i * PAR_MIN..][..out.len()];
-            vectorised(|| {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    o.write(f(v));
-                }
-            })
-        })
-    }
+    par_build_in_order(x.len(), PAR_MIN, 1, |i, out| {
+        let x = &x[i * PAR_MIN..][..out.capacity()];
+        vectorised(|| out.extend(x.iter().map(|&v| f(v))))
+    })
 }
 
 /// `f` applied to every pair of elements, in parallel chunks.
 ///
 /// # Panics
 /// `b` shorter than `a`.
-#[allow(unsafe_code)]
 fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    // SAFETY: each chunk is written element by element, both inputs sliced to the chunk's
-    // length (a shorter input would panic, not leave elements unwritten).
-    unsafe {
-        par_build_uninit(a.len(), PAR_MIN, 1, |i, out| {
-            let n = out.len();
-            let (a, b) = (&a[i * PAR_MIN..][..n], &b[i * PAR_MIN..][..n]);
-            vectorised(|| {
-                for ((o, &u), &v) in out.iter_mut().zip(a).zip(b) {
-                    o.write(f(u, v));
-                }
-            })
-        })
-    }
+    par_build_in_order(a.len(), PAR_MIN, 1, |i, out| {
+        let n = out.capacity();
+        let (a, b) = (&a[i * PAR_MIN..][..n], &b[i * PAR_MIN..][..n]);
+        vectorised(|| out.extend(a.iter().zip(b).map(|(&u, &v)| f(u, v))))
+    })
 }
 
 /// The activations with fused kernels for their values and for every derivative order.
@@ -414,19 +396,13 @@ impl CustomOp2 for BiasAdd {
                 l2.dims()
             )
         }
-        #[allow(unsafe_code)]
         fn run<T: Float>(x: &[T], b: &[T], inner: usize) -> Vec<T> {
             let c = b.len();
-            // SAFETY: each plane is written element by element, `x` sliced to its length.
-            unsafe {
-                par_build_uninit(x.len(), inner, PAR_MIN / inner, |plane, out| {
-                    let bias = b[plane % c];
-                    let x = &x[plane * inner..][..out.len()];
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        o.write(v + bias);
-                    }
-                })
-            }
+            par_build_in_order(x.len(), inner, PAR_MIN / inner, |plane, out| {
+                let bias = b[plane % c];
+                let x = &x[plane * inner..][..out.capacity()];
+                out.extend(x.iter().map(|&v| v + bias));
+            })
         }
         let inner = inner.max(1);
         let out = on_float2!(s1, l1, s2, l2, "bias add", |x, b| run(&x, &b, inner));
@@ -520,13 +496,9 @@ impl CustomOp1 for ChannelBroadcast {
         fn run<T: Float>(b: &[T], n: usize, inner: usize) -> Vec<T> {
             let c = b.len();
             let inner = inner.max(1);
-            // SAFETY: `fill` writes every element of the plane.
-            #[allow(unsafe_code)]
-            unsafe {
-                par_build_uninit(n * c * inner, inner, PAR_MIN / inner, |plane, out| {
-                    out.fill(std::mem::MaybeUninit::new(b[plane % c]));
-                })
-            }
+            par_build_in_order(n * c * inner, inner, PAR_MIN / inner, |plane, out| {
+                out.extend(std::iter::repeat_n(b[plane % c], out.capacity()));
+            })
         }
         let out = on_float!(s, l, "channel broadcast", |b| run(&b, n, inner));
         Ok((out, self.shape.clone()))
@@ -538,7 +510,6 @@ impl CustomOp1 for ChannelBroadcast {
 }
 
 /// The values of [`AvgPool`] for the `[.., H, W]` maps `x`.
-#[allow(unsafe_code)]
 pub(crate) fn avg_pool_values<T: Float>(x: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
     let (ho, wo) = (h / k, w / k);
     let scale = T::ONE / T::from_usize(k * k);
@@ -548,25 +519,20 @@ pub(crate) fn avg_pool_values<T: Float>(x: &[T], k: usize, h: usize, w: usize) -
         // The network's only pooling: the window's four values summed in the order of the
         // general loop below (row by row, left to right, from zero), as one loop over the output
         // row that the compiler vectorises (two interleaved loads per input row).
-        // SAFETY: every output row, hence every element of the plane, is written once.
-        return unsafe {
-            par_build_uninit(planes * ho * wo, ho * wo, min_planes, |i, out| {
-                let plane = &x[i * h * w..][..h * w];
-                vectorised(|| {
-                    for (y, row) in out.chunks_exact_mut(wo).enumerate() {
-                        let r0 = &plane[2 * y * w..][..2 * wo];
-                        let r1 = &plane[(2 * y + 1) * w..][..2 * wo];
-                        for ((o, a), b) in row
-                            .iter_mut()
-                            .zip(r0.chunks_exact(2))
+        return par_build_in_order(planes * ho * wo, ho * wo, min_planes, |i, out| {
+            let plane = &x[i * h * w..][..h * w];
+            vectorised(|| {
+                for y in 0..ho {
+                    let r0 = &plane[2 * y * w..][..2 * wo];
+                    let r1 = &plane[(2 * y + 1) * w..][..2 * wo];
+                    out.extend(
+                        r0.chunks_exact(2)
                             .zip(r1.chunks_exact(2))
-                        {
-                            o.write((T::ZERO + a[0] + a[1] + b[0] + b[1]) * scale);
-                        }
-                    }
-                });
-            })
-        };
+                            .map(|(a, b)| (T::ZERO + a[0] + a[1] + b[0] + b[1]) * scale),
+                    );
+                }
+            });
+        });
     }
     par_build(planes * ho * wo, ho * wo, min_planes, |i, out| {
         let plane = &x[i * h * w..][..h * w];
@@ -586,7 +552,6 @@ pub(crate) fn avg_pool_values<T: Float>(x: &[T], k: usize, h: usize, w: usize) -
 }
 
 /// The values of [`PoolSpread`] for the `[.., H/k, W/k]` maps `g`, into `[.., H, W]` maps.
-#[allow(unsafe_code)]
 pub(crate) fn pool_spread_values<T: Float>(g: &[T], k: usize, h: usize, w: usize) -> Vec<T> {
     let (ho, wo) = (h / k, w / k);
     let scale = T::ONE / T::from_usize(k * k);
@@ -595,23 +560,19 @@ pub(crate) fn pool_spread_values<T: Float>(g: &[T], k: usize, h: usize, w: usize
     if k == 2 && h >= 2 && w >= 2 && h % 2 == 0 && w % 2 == 0 {
         // The windows tile the plane: each pair of output rows is one input row written twice,
         // every value twice side by side (a loop the compiler vectorises).
-        // SAFETY: every row of the plane, hence every element, is written once.
-        return unsafe {
-            par_build_uninit(planes * h * w, h * w, min_planes, |i, out| {
-                let plane = &g[i * ho * wo..][..ho * wo];
-                vectorised(|| {
-                    for (src, rows) in plane.chunks_exact(wo).zip(out.chunks_exact_mut(2 * w)) {
-                        let (top, bottom) = rows.split_at_mut(w);
-                        for (pair, &v) in top.chunks_exact_mut(2).zip(src) {
-                            let v = v * scale;
-                            pair[0].write(v);
-                            pair[1].write(v);
-                        }
-                        bottom.copy_from_slice(top);
-                    }
-                });
-            })
-        };
+        return par_build_in_order(planes * h * w, h * w, min_planes, |i, out| {
+            let plane = &g[i * ho * wo..][..ho * wo];
+            vectorised(|| {
+                for (y, src) in plane.chunks_exact(wo).enumerate() {
+                    out.extend(src.iter().flat_map(|&v| {
+                        let v = v * scale;
+                        [v, v]
+                    }));
+                    let top = 2 * y * w;
+                    out.repeat_written(top..top + w);
+                }
+            });
+        });
     }
     // Zeros stay in the rows and columns the pooling dropped.
     par_build(planes * h * w, h * w, min_planes, |i, out| {

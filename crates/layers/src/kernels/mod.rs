@@ -10,6 +10,7 @@ pub(crate) mod storage;
 pub(crate) mod buffers;
 pub(crate) mod conv_cpu;
 pub(crate) mod conv_ops;
+pub(crate) mod dense;
 pub(crate) mod elu_conv;
 pub(crate) mod fused;
 mod simd;

@@ -55,7 +55,7 @@ pub(crate) fn vectorised<K: Kernel>(body: K) -> K::Output {
     body.run()
 }
 
-/// The full 8x8 blocks of `conv_cpu::transpose` for `f32` with AVX:
+/// The full 8x8 blocks of `dense::transpose` for `f32` with AVX:
 /// `dst[dst_row(j) + i] = src[src_row(i) + j]` for `i < full_rows`, `j < full_cols` (multiples
 /// of 8). Each block is loaded as eight rows of eight floats; pairs of rows are interleaved
 /// (`unpacklo/hi`: elements 0 and 1 of both rows, then 2 and 3, per 128-bit half), pairs of

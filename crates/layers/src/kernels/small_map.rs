@@ -17,7 +17,8 @@
 use rayon::prelude::*;
 
 use super::buffers::{par_build, par_zeroed};
-use super::conv_cpu::{matmul_strided, transpose, Element, Geometry, Mat};
+use super::conv_cpu::Geometry;
+use super::dense::{matmul_strided, transpose, Element, Mat};
 
 /// Output positions per map up to which the offset decomposition is used (when there is
 /// padding). On larger maps the padding is a smaller share and the other paths (per-sample
