@@ -73,7 +73,7 @@ fn tiny_table2_run_writes_every_output() {
         );
         assert_eq!(e.curve.len(), 2);
         assert!(e.final_sm.mean.is_finite() && e.final_sm.std_err.is_finite());
-        let img = image::open(&e.samples_png).unwrap();
+        let img = image::open(out.join(&e.samples_png)).unwrap();
         assert_eq!(
             (img.width(), img.height()),
             (2 + 2 * 34, 2 + 2 * 34),
@@ -131,9 +131,13 @@ fn tiny_table2_run_writes_every_output() {
             "{row}"
         );
     }
-    assert!(run_in(&split, &["--resume"]).success());
+    // Moved before it is resumed: checkpoints and snapshots are found relative to the new place.
+    let moved = out.with_extension("moved");
+    let _ = std::fs::remove_dir_all(&moved);
+    std::fs::rename(&split, &moved).unwrap();
+    assert!(run_in(&moved, &["--resume"]).success());
     let resumed: Table2Results =
-        experiments::report::read_json(&split.join("results.json")).unwrap();
+        experiments::report::read_json(&moved.join("results.json")).unwrap();
     for ((t, e), (t0, e0)) in resumed.rows.iter().zip(&results.rows) {
         assert_eq!(t.paused_at, None);
         let tail: Vec<(u64, f64, f64)> = t0.records[2..]

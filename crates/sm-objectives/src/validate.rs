@@ -3,8 +3,15 @@
 
 use candle_core::{bail, DType, Result, Tensor};
 
-/// `x` must have a batch dimension and at least one data dimension.
+/// `x` must be `F32` or `F64` and have a batch dimension and at least one data dimension.
 pub(crate) fn batch_and_dim(x: &Tensor, name: &str) -> Result<(usize, usize)> {
+    if !matches!(x.dtype(), DType::F32 | DType::F64) {
+        bail!(
+            "{name} has dtype {:?}; the objectives compute in F32 or F64 (the FD steps and \
+             noise levels are lost in half precision): convert it, e.g. x.to_dtype(DType::F32)",
+            x.dtype()
+        )
+    }
     let dims = x.dims();
     if dims.len() < 2 || dims.contains(&0) {
         bail!("{name} must have shape [B, ...] with B >= 1 and at least one non-empty data dimension, got {:?}", dims)
@@ -62,12 +69,22 @@ pub(crate) fn positive_per_sample(t: &Tensor, batch: usize, name: &str) -> Resul
     Ok(values)
 }
 
-/// The model output must be `[B]`.
+/// The model output must be `[B]` and finite (the inputs were checked before).
 pub(crate) fn per_sample_output(out: &Tensor, batch: usize) -> Result<()> {
     if out.dims() != [batch] {
         bail!(
             "the log-density must return shape [{batch}] (one value per sample), got {:?}",
             out.dims()
+        )
+    }
+    let values = out.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let bad: Vec<usize> = (0..batch).filter(|&i| !values[i].is_finite()).collect();
+    if let Some(&first) = bad.first() {
+        bail!(
+            "the model's log-density is NaN or infinite for {} of its {batch} finite inputs \
+             (first: input {first}, value {}); the model, not the data, is at fault",
+            bad.len(),
+            values[first]
         )
     }
     Ok(())

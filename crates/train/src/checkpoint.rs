@@ -2,12 +2,14 @@
 //! moments (`adam_m/<name>`, `adam_v/<name>`), an experiment's own state (`extra/<name>`: a second
 //! optimiser, persistent chains, ...) and JSON metadata (step, Adam's `t`, the run's config, the
 //! experiment's own JSON state). Written to a temporary file, synced, then renamed over the old one, so a crash never
-//! leaves a torn or missing checkpoint.
+//! leaves a torn or missing checkpoint. The SHA-256 digest of the tensor data is stored in the
+//! metadata and checked on load, so a file changed on disk is refused instead of resumed from.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, Var};
+use sha2::{Digest, Sha256};
 
 use crate::error::{io_err, Result, TrainError};
 
@@ -56,20 +58,34 @@ pub fn save(
         path: path.to_path_buf(),
         source,
     })?;
-    let metadata = HashMap::from([("fdsm".to_string(), json)]);
     let tmp = tmp_path(path);
+    let serialise = |metadata: HashMap<String, String>| {
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| TrainError::Checkpoint {
+                path: tmp.clone(),
+                problem: e.to_string(),
+            })
+    };
+    // The data section does not depend on the metadata, so the digest of a first serialisation
+    // is the digest of the file written.
+    let mut metadata = HashMap::from([(META_KEY.to_string(), json)]);
+    let digest =
+        data_digest(&serialise(metadata.clone())?).ok_or_else(|| TrainError::Checkpoint {
+            path: tmp.clone(),
+            problem: "the serialised checkpoint has no data section".into(),
+        })?;
+    metadata.insert(DIGEST_KEY.to_string(), digest);
+    let bytes = serialise(metadata)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    safetensors::serialize_to_file(tensors, Some(metadata), &tmp).map_err(|e| {
-        TrainError::Checkpoint {
-            path: tmp.clone(),
-            problem: e.to_string(),
-        }
-    })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp))?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(&tmp))?;
+    }
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
@@ -77,6 +93,25 @@ pub fn save(
         }
     }
     Ok(())
+}
+
+/// The metadata key of [`CheckpointMeta`].
+const META_KEY: &str = "fdsm";
+/// The metadata key of the tensor data's SHA-256 digest.
+const DIGEST_KEY: &str = "fdsm_data_sha256";
+
+/// The hex SHA-256 of the data section of a safetensors file (after the 8-byte header length
+/// and the header), `None` if `bytes` is too short to hold one.
+fn data_digest(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let start = usize::try_from(n).ok()?.checked_add(8)?;
+    let data = bytes.get(start..)?;
+    Some(
+        Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -106,7 +141,8 @@ pub struct Loaded {
 /// Reads a checkpoint.
 ///
 /// # Errors
-/// [`TrainError::Checkpoint`] for an unreadable file or missing metadata.
+/// [`TrainError::Checkpoint`] for an unreadable file, missing metadata, or tensor data that
+/// does not match the digest stored with it (a file changed or damaged on disk).
 pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let bad = |problem: String| TrainError::Checkpoint {
@@ -115,11 +151,21 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     };
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("fdsm"))
+    let stored = header.metadata().as_ref();
+    let json = stored
+        .and_then(|m| m.get(META_KEY))
         .ok_or_else(|| bad("no fdsm metadata".into()))?;
+    let digest = stored
+        .and_then(|m| m.get(DIGEST_KEY))
+        .ok_or_else(|| bad("no digest of its tensor data (written by an older version?)".into()))?;
+    if data_digest(&bytes).as_ref() != Some(digest) {
+        return Err(bad(
+            "its tensor data does not match the SHA-256 digest stored with it: the file was \
+             changed or damaged after it was written. Delete it to start the row afresh, or \
+             restore it from a copy"
+                .into(),
+        ));
+    }
     let meta: CheckpointMeta =
         serde_json::from_str(json).map_err(|e| bad(format!("bad metadata: {e}")))?;
     let all = candle_core::safetensors::load_buffer(&bytes, device)?;

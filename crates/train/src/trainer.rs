@@ -259,7 +259,15 @@ where
         if loaded.meta.config != opts.config_json {
             return Err(E::from(TrainError::Checkpoint {
                 path: path.clone(),
-                problem: "it was written by a run with a different configuration; remove it or drop --resume".into(),
+                problem: format!(
+                    "it was written by a run with a different configuration ({}); remove it or \
+                     drop --resume",
+                    describe_difference(
+                        &loaded.meta.config,
+                        &opts.config_json,
+                        "in the checkpoint"
+                    )
+                ),
             }));
         }
         for (i, name) in names.iter().enumerate() {
@@ -374,4 +382,73 @@ where
         completed: end.max(start),
         train_seconds,
     })
+}
+
+/// Which settings differ between two configurations given as JSON: the paths of the differing
+/// values with both values (`iters: 100 in the checkpoint, 200 now` for `saved_as` "in the
+/// checkpoint"), at most five; the texts themselves when they are not JSON.
+pub fn describe_difference(saved: &str, now: &str, saved_as: &str) -> String {
+    fn walk(
+        path: &str,
+        a: &serde_json::Value,
+        b: &serde_json::Value,
+        saved_as: &str,
+        out: &mut Vec<String>,
+    ) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    match (x.get(k), y.get(k)) {
+                        (Some(u), Some(v)) => walk(&p, u, v, saved_as, out),
+                        (u, v) => out.push(format!(
+                            "{p}: {} {saved_as}, {} now",
+                            u.map_or("absent".into(), ToString::to_string),
+                            v.map_or("absent".into(), ToString::to_string)
+                        )),
+                    }
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                    let p = if path.is_empty() {
+                        format!("[{i}]")
+                    } else {
+                        format!("{path}[{i}]")
+                    };
+                    walk(&p, u, v, saved_as, out);
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} {saved_as}, {b} now")),
+            _ => {}
+        }
+    }
+    match (
+        serde_json::from_str::<serde_json::Value>(saved),
+        serde_json::from_str::<serde_json::Value>(now),
+    ) {
+        (Ok(a), Ok(b)) => {
+            let mut out = Vec::new();
+            walk("", &a, &b, saved_as, &mut out);
+            let more = out.len().saturating_sub(5);
+            out.truncate(5);
+            if more > 0 {
+                out.push(format!("and {more} more"));
+            }
+            if out.is_empty() {
+                "the same settings, written differently".into()
+            } else {
+                out.join("; ")
+            }
+        }
+        _ => format!("{saved:?} {saved_as}, {now:?} now"),
+    }
 }

@@ -374,3 +374,41 @@ fn adam_state_round_trips_through_named_tensors() {
     let err = other.load_state("p/", &saved).unwrap_err();
     assert!(err.to_string().contains("p/param/0"), "{err}");
 }
+
+/// A checkpoint whose tensor data changed on disk (one byte flipped) is refused with an
+/// explanation, and training does not resume from it; the intact file loads.
+#[test]
+fn a_corrupted_checkpoint_is_refused() {
+    let data = seeded_data();
+    let dir = tmp("corrupted");
+    let (vm, net) = tiny(1);
+    let mut opts = options(&dir, 4, 0.01);
+    opts.stop_after = Some(2);
+    train(&vm, &opts, &mut loss_fn(&net, &data), &mut |_| Ok(())).unwrap();
+    let path = dir.join("ckpt.safetensors");
+    checkpoint::load(&path, &Device::Cpu).expect("the intact checkpoint loads");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let last = bytes.len() - 1;
+    assert!(last > 8 + header, "the file has a data section");
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = checkpoint::load(&path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SHA-256") && err.contains("ckpt.safetensors"),
+        "{err}"
+    );
+    let (vm2, net2) = tiny(1);
+    let resumed = train(
+        &vm2,
+        &options(&dir, 4, 0.01),
+        &mut loss_fn(&net2, &data),
+        &mut |_| Ok(()),
+    );
+    let err = resumed
+        .expect_err("resumed from a corrupted checkpoint")
+        .to_string();
+    assert!(err.contains("SHA-256"), "{err}");
+}

@@ -7,10 +7,12 @@
 //! count and resuming from checkpoints, and the command line ([`cli`]).
 //!
 //! Layout of a results directory: `config.json`, `rows/<row key>/` (each phase's files and
-//! `<phase>.outcome.json`), and whatever the report writes (JSON, Markdown, PNG).
+//! `<phase>.outcome.json`), and whatever the report writes (JSON, Markdown, PNG); `.lock` while
+//! a run holds it ([`lock`]).
 
 pub mod cli;
 pub mod limits;
+pub mod lock;
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -251,11 +253,34 @@ pub fn run<E: Experiment>(
     opts: &RunOptions,
 ) -> Result<RunOutcome<E::Row>> {
     E::validate(cfg)?;
+    if opts.out.exists() && !opts.out.is_dir() {
+        return Err(ExpError::Config(format!(
+            "--out {} is a file, not a directory",
+            opts.out.display()
+        )));
+    }
     for dataset in E::datasets(cfg) {
         crate::setup::ensure_data(&opts.data_dir, dataset)?;
     }
-    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    let _lock = lock::OutputLock::acquire(&opts.out)?;
     let cfg_path = opts.out.join("config.json");
+    if opts.control.resume && cfg_path.is_file() {
+        let before = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+        let now = serde_json::to_string(cfg).map_err(|source| ExpError::Json {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        let same = serde_json::from_str::<serde_json::Value>(&before).ok()
+            == serde_json::from_str::<serde_json::Value>(&now).ok();
+        if !same {
+            eprintln!(
+                "note: resuming with settings that differ from {} ({}); rows whose training \
+                 settings differ refuse their checkpoints",
+                cfg_path.display(),
+                train::trainer::describe_difference(&before, &now, "before")
+            );
+        }
+    }
     write_json(&cfg_path, cfg)?;
     let ctx = Context {
         device,
@@ -402,6 +427,7 @@ pub fn run_row<E: Experiment>(
     } else {
         None
     };
+    lock::exit_with_parent();
     let dir = ctx.row_dir(row_key);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let row_ctx = RowContext {

@@ -161,9 +161,15 @@ impl Table2Config {
             || self.batch == 0
             || self.eval_images == 0
             || self.eval_batch == 0
+            || self.eval_points == 0
             || self.samples == 0
+            || self.checkpoint_every == 0
         {
-            return bad("iters, batch, eval_images, eval_batch and samples must be >= 1".into());
+            return bad(
+                "iters, batch, eval_images, eval_batch, eval_points, samples and \
+                 checkpoint_every must be >= 1"
+                    .into(),
+            );
         }
         if self.rows.is_empty() {
             return bad("no rows selected".into());

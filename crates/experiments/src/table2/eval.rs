@@ -26,7 +26,7 @@ pub struct EvalReport {
     pub curve: Vec<(u64, f64, SmValue)>,
     /// The final model's test SM loss.
     pub final_sm: SmValue,
-    /// The PNG grid of samples.
+    /// The PNG grid of samples, relative to the results directory.
     pub samples_png: PathBuf,
 }
 /// Evaluates one row's snapshots and draws samples (the `eval` phase); needs higher-order mode
@@ -46,7 +46,7 @@ pub fn eval_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<
     let mut vm = vm;
     let mut curve = Vec::new();
     for (step, seconds, path) in &train.snapshots {
-        vm.load(path)?;
+        vm.load(dir.join(path))?;
         let mut noise = NoiseSource::new(cfg.seed ^ 0xe7a1);
         let value = test_sm(&net, &picked, cfg.eval_batch, cfg.estimate, &mut noise)?;
         curve.push((*step, *seconds, value));
@@ -57,9 +57,9 @@ pub fn eval_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<
     let mut noise = NoiseSource::new(cfg.seed ^ 0x5a3);
     let x0 = (noise.gaussian((cfg.samples, 1, 32, 32), DType::F32, device)? + 0.5)?;
     let samples = annealed_langevin(&net, &x0, &cfg.langevin, &mut noise)?;
-    let samples_png = ctx.run.out.join(format!("samples_{}.png", row.key()));
+    let samples_png = PathBuf::from(format!("samples_{}.png", row.key()));
     let cols = (cfg.samples as f64).sqrt().ceil() as usize;
-    save_image_grid(&samples, cols, &samples_png)?;
+    save_image_grid(&samples, cols, &ctx.run.out.join(&samples_png))?;
     let report = EvalReport {
         row,
         curve,

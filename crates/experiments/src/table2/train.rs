@@ -60,7 +60,7 @@ pub struct TrainReport {
     pub base_rss_bytes: Option<u64>,
     /// Peak RSS over the training steps, bytes.
     pub step_peak_rss_bytes: Option<u64>,
-    /// Evaluation snapshots: `(step, training seconds, file)`.
+    /// Evaluation snapshots: `(step, training seconds, file relative to the row directory)`.
     pub snapshots: Vec<(u64, f64, PathBuf)>,
     /// Whether Candle's higher-order mode was on.
     pub higher_order: bool,
@@ -141,9 +141,10 @@ pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result
     memory::reset_peak();
     let mut after = |r: &StepRecord, taken: &mut Snapshots| -> Result<()> {
         if snapshot_steps.contains(&(r.step + 1)) {
-            let path = dir.join(format!("snapshot_{:08}.safetensors", r.step + 1));
-            vm.save(&path)?;
-            taken.0.push((r.step + 1, r.train_seconds, path));
+            // Stored relative to the row directory, so that a moved results directory resumes.
+            let file = PathBuf::from(format!("snapshot_{:08}.safetensors", r.step + 1));
+            vm.save(dir.join(&file))?;
+            taken.0.push((r.step + 1, r.train_seconds, file));
         }
         Ok(())
     };

@@ -27,7 +27,7 @@ where
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
     par_build_in_order(len, chunk, min_chunks, |i, w| {
-        w.extend(std::iter::repeat_n(T::default(), w.capacity()));
+        w.fill_rest(T::default());
         fill(i, w.written_mut());
     })
 }
@@ -53,6 +53,39 @@ impl<T: Copy> ChunkWriter<'_, T> {
         for (slot, v) in self.slots[self.written..].iter_mut().zip(values) {
             slot.write(v);
             n += 1;
+        }
+        self.written += n;
+    }
+
+    /// Sets every element not written yet to `value` (a loop the compiler turns into a fill).
+    #[inline(always)]
+    pub(crate) fn fill_rest(&mut self, value: T) {
+        for slot in &mut self.slots[self.written..] {
+            slot.write(value);
+        }
+        self.written = self.slots.len();
+    }
+
+    /// Appends `f(s)` for every element `s` of `src` (as far as the chunk holds them): a loop
+    /// over two slices, whose trip count the compiler knows, so it vectorises.
+    #[inline(always)]
+    pub(crate) fn extend_map<S: Copy>(&mut self, src: &[S], f: impl Fn(S) -> T) {
+        let rest = &mut self.slots[self.written..];
+        let n = rest.len().min(src.len());
+        for (slot, &s) in rest[..n].iter_mut().zip(&src[..n]) {
+            slot.write(f(s));
+        }
+        self.written += n;
+    }
+
+    /// Appends `f(a, b)` for the pairs of elements of `a` and `b` (as far as the chunk and the
+    /// shorter of the two go), vectorised as [`ChunkWriter::extend_map`].
+    #[inline(always)]
+    pub(crate) fn extend_map2<S: Copy>(&mut self, a: &[S], b: &[S], f: impl Fn(S, S) -> T) {
+        let rest = &mut self.slots[self.written..];
+        let n = rest.len().min(a.len()).min(b.len());
+        for ((slot, &u), &v) in rest[..n].iter_mut().zip(&a[..n]).zip(&b[..n]) {
+            slot.write(f(u, v));
         }
         self.written += n;
     }

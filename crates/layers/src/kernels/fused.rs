@@ -122,7 +122,7 @@ fn exp_f32(x: f32) -> f32 {
 fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     par_build_in_order(x.len(), PAR_MIN, 1, |i, out| {
         let x = &x[i * PAR_MIN..][..out.capacity()];
-        vectorised(|| out.extend(x.iter().map(|&v| f(v))))
+        vectorised(|| out.extend_map(x, &f))
     })
 }
 
@@ -134,7 +134,7 @@ fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     par_build_in_order(a.len(), PAR_MIN, 1, |i, out| {
         let n = out.capacity();
         let (a, b) = (&a[i * PAR_MIN..][..n], &b[i * PAR_MIN..][..n]);
-        vectorised(|| out.extend(a.iter().zip(b).map(|(&u, &v)| f(u, v))))
+        vectorised(|| out.extend_map2(a, b, &f))
     })
 }
 
@@ -401,7 +401,7 @@ impl CustomOp2 for BiasAdd {
             par_build_in_order(x.len(), inner, PAR_MIN / inner, |plane, out| {
                 let bias = b[plane % c];
                 let x = &x[plane * inner..][..out.capacity()];
-                out.extend(x.iter().map(|&v| v + bias));
+                out.extend_map(x, |v| v + bias);
             })
         }
         let inner = inner.max(1);
@@ -497,7 +497,7 @@ impl CustomOp1 for ChannelBroadcast {
             let c = b.len();
             let inner = inner.max(1);
             par_build_in_order(n * c * inner, inner, PAR_MIN / inner, |plane, out| {
-                out.extend(std::iter::repeat_n(b[plane % c], out.capacity()));
+                out.fill_rest(b[plane % c]);
             })
         }
         let out = on_float!(s, l, "channel broadcast", |b| run(&b, n, inner));
