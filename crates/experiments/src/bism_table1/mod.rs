@@ -17,9 +17,9 @@ use latent::bism::BismConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExpError, Result};
-use crate::report::write_json;
 use crate::runner::{
-    Context, Experiment, ExperimentRow, Kind, Phase, PhaseOutcome, RowContext, RowStatus,
+    finish_training, Context, Experiment, ExperimentRow, Kind, Phase, PhaseOutcome, RowContext,
+    RowStatus,
 };
 
 /// A row of the table.
@@ -303,15 +303,8 @@ impl Experiment for BismTable1 {
     ) -> Result<PhaseOutcome> {
         ctx.higher_order()?;
         let data = datasets::load_frey_face(ctx.run.data_dir, &candle_core::Device::Cpu)?;
-        match run_row(cfg, row, &data, &ctx.dir, ctx.run.control)? {
-            Some(result) => {
-                write_json(&ctx.dir.join("result.json"), &result)?;
-                Ok(PhaseOutcome::Done)
-            }
-            None => Ok(PhaseOutcome::Paused {
-                step: ctx.run.control.stop_after.unwrap_or(0).min(cfg.iters),
-            }),
-        }
+        let result = run_row(cfg, row, &data, &ctx.dir, ctx.run.control)?;
+        finish_training(ctx, result, cfg.iters)
     }
 
     fn report(ctx: &Context, cfg: &Table1Config, rows: &[(Row, RowStatus)]) -> Result<String> {

@@ -11,7 +11,7 @@ use models::{BernoulliPosterior, Grbm};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{dsm, NoiseSource, Reduction};
 
-use crate::error::Result;
+use crate::error::{ExpError, Result};
 use crate::optim::Adam;
 use crate::runner::ExperimentRow;
 use crate::trainer::{named_vars, train_with_state, StepRecord, TrainState};
@@ -194,7 +194,7 @@ pub fn run_row(
         rows: vec![row],
         ..cfg.clone()
     })
-    .expect("the settings serialise");
+    .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?;
     let opts = setup::grbm_train_options(
         row.label(),
         cfg.iters,
@@ -208,7 +208,9 @@ pub fn run_row(
     if summary.completed < cfg.iters {
         return Ok(None);
     }
-    let (_, best_step, snapshot) = state.best.expect("at least one evaluation");
+    let (_, best_step, snapshot) = state.best.ok_or_else(|| {
+        ExpError::Config("no validation ran, so no step can be selected (eval_points >= 1)".into())
+    })?;
     for (var, value) in vars.iter().zip(&snapshot) {
         var.set(value)?;
     }

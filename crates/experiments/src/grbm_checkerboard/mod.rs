@@ -21,9 +21,9 @@ use latent::bism::BismConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExpError, Result};
-use crate::report::write_json;
 use crate::runner::{
-    Context, Experiment, ExperimentRow, Kind, Phase, PhaseOutcome, RowContext, RowStatus,
+    finish_training, Context, Experiment, ExperimentRow, Kind, Phase, PhaseOutcome, RowContext,
+    RowStatus,
 };
 
 /// A training method.
@@ -359,15 +359,8 @@ impl Experiment for GrbmCheckerboard {
     ) -> Result<PhaseOutcome> {
         ctx.higher_order()?;
         let (train, test, _) = board_data(cfg)?;
-        match train_method(cfg, method, (&train, &test), &ctx.dir, ctx.run.control)? {
-            Some(result) => {
-                write_json(&ctx.dir.join("result.json"), &result)?;
-                Ok(PhaseOutcome::Done)
-            }
-            None => Ok(PhaseOutcome::Paused {
-                step: ctx.run.control.stop_after.unwrap_or(0).min(cfg.iters),
-            }),
-        }
+        let result = train_method(cfg, method, (&train, &test), &ctx.dir, ctx.run.control)?;
+        finish_training(ctx, result, cfg.iters)
     }
 
     fn report(

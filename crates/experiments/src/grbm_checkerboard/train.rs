@@ -15,7 +15,7 @@ use models::{BernoulliPosterior, Grbm};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{dsm, ssm, Directions, NoiseSource, Reduction};
 
-use crate::error::Result;
+use crate::error::{ExpError, Result};
 use crate::optim::Adam;
 use crate::trainer::{train_with_state, StepRecord, TrainState};
 use crate::{setup, step_seed, RunControl};
@@ -235,7 +235,7 @@ pub fn train_method(
         methods: vec![method],
         ..cfg.clone()
     })
-    .expect("the settings serialise");
+    .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?;
     let opts = setup::grbm_train_options(
         method.label().into(),
         cfg.iters,

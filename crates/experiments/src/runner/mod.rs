@@ -235,6 +235,27 @@ pub struct RunOptions {
     pub exe: PathBuf,
 }
 
+/// The end of a training phase that yields a result, or `None` when `--stop-after` paused it
+/// (after `min(stop_after, iters)` steps): the result is written to `<row dir>/result.json`.
+///
+/// # Errors
+/// Writing the file.
+pub fn finish_training<T: Serialize>(
+    ctx: &RowContext,
+    result: Option<T>,
+    iters: u64,
+) -> Result<PhaseOutcome> {
+    match result {
+        Some(result) => {
+            write_json(&ctx.dir.join("result.json"), &result)?;
+            Ok(PhaseOutcome::Done)
+        }
+        None => Ok(PhaseOutcome::Paused {
+            step: ctx.run.control.stop_after.unwrap_or(0).min(iters),
+        }),
+    }
+}
+
 /// The file a phase's outcome is written to.
 pub fn outcome_file(row_dir: &Path, phase: &str) -> PathBuf {
     row_dir.join(format!("{phase}.outcome.json"))
