@@ -102,6 +102,10 @@ fn run_experiments(group: &str, args: &[String]) -> Result<()> {
         "--",
         group,
     ];
+    // The binary runs from the workspace root (default results land in `results/` there), so
+    // paths the caller gave relative to their own directory are made absolute first.
+    let caller = std::env::current_dir().context("the current directory")?;
+    let args = absolute_paths(args, &caller);
     full.extend(args.iter().map(String::as_str));
     if args.is_empty() && group != "list" {
         full.push("--help");
@@ -113,10 +117,51 @@ fn run_experiments(group: &str, args: &[String]) -> Result<()> {
         .args(&full)
         .status()
         .with_context(|| format!("could not start `{cargo}`"))?;
+    if status.code() == Some(PAUSED_EXIT_CODE) {
+        // A run paused by --stop-after: its message is printed; pass the status on.
+        std::process::exit(PAUSED_EXIT_CODE);
+    }
     if !status.success() {
         bail!("`cargo {}` failed with {status}", full.join(" "));
     }
     Ok(())
+}
+
+/// The status of the experiments binary for a run paused by `--stop-after`.
+const PAUSED_EXIT_CODE: i32 = 3;
+
+/// The options of the experiments that take a path.
+const PATH_OPTIONS: [&str; 4] = ["--out", "--data-dir", "--torch", "--checkpoint"];
+
+/// `args` with the values of [`PATH_OPTIONS`] (`--out DIR` or `--out=DIR`) made absolute
+/// against `cwd` where they are relative.
+fn absolute_paths(args: &[String], cwd: &std::path::Path) -> Vec<String> {
+    let absolute = |p: &str| {
+        let path = std::path::Path::new(p);
+        if path.is_absolute() || p.is_empty() {
+            p.to_string()
+        } else {
+            cwd.join(path).display().to_string()
+        }
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut value_next = false;
+    for a in args {
+        if value_next {
+            out.push(absolute(a));
+            value_next = false;
+        } else if let Some((flag, value)) = a.split_once('=') {
+            if PATH_OPTIONS.contains(&flag) {
+                out.push(format!("{flag}={}", absolute(value)));
+            } else {
+                out.push(a.clone());
+            }
+        } else {
+            value_next = PATH_OPTIONS.contains(&a.as_str());
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 /// A `cargo` command for a nested build, without the variables that `cargo run` set for this
@@ -258,4 +303,39 @@ fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
         bail!("`cargo {}` failed with {status}", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_paths;
+
+    /// Relative path values of both spellings are joined to the caller's directory; absolute
+    /// ones and other options are left as they are.
+    #[test]
+    fn relative_paths_resolve_against_the_callers_directory() {
+        let args: Vec<String> = [
+            "table2",
+            "--out",
+            "res",
+            "--data-dir=/data",
+            "--iters",
+            "5",
+            "--torch=t.json",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got = absolute_paths(&args, std::path::Path::new("/home/u/work"));
+        assert_eq!(
+            got,
+            [
+                "table2",
+                "--out",
+                "/home/u/work/res",
+                "--data-dir=/data",
+                "--iters",
+                "5",
+                "--torch=/home/u/work/t.json"
+            ]
+        );
+    }
 }

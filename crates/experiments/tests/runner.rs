@@ -69,10 +69,18 @@ fn bad_settings_write_nothing() {
         ("grbm-checkerboard", vec!["--checkpoint-every", "0"]),
         ("table2", vec!["--eval-points", "0"]),
         ("table2", vec!["--rows", "fd-dsm"]),
+        ("grbm-checkerboard", vec!["--stop-after", "0"]),
+        ("steps", vec!["--blocks", "0"]),
+        ("order-scaling", vec!["--memory-limit-gb", "0"]),
     ] {
         let out = out_dir(&format!("runner-bad-{experiment}"));
+        let group = if matches!(experiment, "steps" | "order-scaling") {
+            "bench"
+        } else {
+            "repro"
+        };
         let run = Command::new(env!("CARGO_BIN_EXE_experiments"))
-            .args(["repro", experiment])
+            .args([group, experiment])
             .args(&args)
             .arg("--out")
             .arg(&out)

@@ -138,6 +138,12 @@ impl Experiment for OrderScaling {
             cfg.repeats = r;
         }
         if let Some(m) = a.memory_limit_gb {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(ExpError::Config(format!(
+                    "--memory-limit-gb must be > 0, got {m} (leave it out for half of the \
+                     available memory)"
+                )));
+            }
             cfg.memory_limit_gb = m;
         }
         if let Some(t) = a.time_limit_s {

@@ -168,6 +168,11 @@ impl<E: Experiment> Registered for Entry<E> {
         } else {
             None
         };
+        if pause.as_ref().and_then(|p| p.stop_after) == Some(0) {
+            return Err(ExpError::Config(
+                "--stop-after must be >= 1 (it pauses after that many steps)".into(),
+            ));
+        }
         let options = E::Options::from_arg_matches(m).map_err(bad)?;
         let profile = m
             .get_one::<String>("profile")

@@ -116,6 +116,12 @@ impl StepBenchConfig {
         if self.batch == 0 || self.steps == 0 || self.model.width == 0 {
             return bad("batch, steps and width must be at least 1".into());
         }
+        if self.model.blocks_per_stage.contains(&0) {
+            return bad(format!(
+                "every stage needs at least one residual block, got blocks {:?}",
+                self.model.blocks_per_stage
+            ));
+        }
         if self.model.image_size < 8 {
             return bad(format!(
                 "image_size must be at least 8 (three 2x2 poolings), got {}",
