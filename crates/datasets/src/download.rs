@@ -43,18 +43,48 @@ impl Default for DownloadOptions {
 /// missing. Returns the paths of the files.
 ///
 /// # Errors
-/// [`DataError::Download`] when every source of a file failed, [`DataError::Io`] for local
-/// file-system errors, [`DataError::Format`] for a broken archive.
+/// [`DataError::Unavailable`] listing every file whose sources all failed (with its URL, path
+/// and checksum), [`DataError::Io`] for local file-system errors, [`DataError::Format`] for a
+/// broken archive.
 pub fn ensure_dataset(
     data_dir: &Path,
     dataset: Dataset,
     options: &DownloadOptions,
 ) -> Result<Vec<PathBuf>> {
-    dataset
-        .files()
-        .into_iter()
-        .map(|f| ensure_file(data_dir, f, options))
-        .collect()
+    ensure_files(data_dir, &dataset.files(), options)
+}
+
+/// [`ensure_file`] for each of `files`, trying every one before reporting: the error lists all
+/// that could not be obtained, not only the first.
+///
+/// # Errors
+/// As [`ensure_dataset`].
+pub fn ensure_files(
+    data_dir: &Path,
+    files: &[&RemoteFile],
+    options: &DownloadOptions,
+) -> Result<Vec<PathBuf>> {
+    let (mut paths, mut failed) = (Vec::new(), Vec::new());
+    for f in files {
+        match ensure_file(data_dir, f, options) {
+            Ok(p) => paths.push(p),
+            Err(DataError::Download { attempts, .. }) => failed.push(format!(
+                "- {} (sha256 {}), from {}:\n{attempts}",
+                data_dir.join(f.path).display(),
+                f.sha256,
+                f.urls.first().copied().unwrap_or("no URL")
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(paths);
+    }
+    Err(DataError::Unavailable {
+        count: failed.len(),
+        files: failed.join("\n"),
+        data_dir: data_dir.to_path_buf(),
+    })
 }
 
 /// Makes sure one file is present and verified, downloading it if needed (see the module docs).
@@ -74,14 +104,13 @@ pub fn ensure_file(
                 return Ok(dest);
             }
             Err(DataError::Checksum { actual, .. }) => {
+                // Kept until a verified copy replaces it (a rename over it), so that a failed
+                // download offline does not lose the user's file.
                 eprintln!(
-                    "{}: sha256 {actual} does not match the published one; downloading it again",
+                    "{}: sha256 {actual} does not match the published one; downloading a \
+                     verified copy to replace it",
                     dest.display()
                 );
-                fs::remove_file(&dest).map_err(|source| DataError::Io {
-                    path: dest.clone(),
-                    source,
-                })?;
             }
             Err(e) => return Err(e),
         }
@@ -147,11 +176,16 @@ pub fn ensure_file(
         attempts: attempts.join("\n"),
         hint: format!(
             "Without network: fetch {} on another machine and put it at {} (sha256 {}). \
-             The data directory is {} (set it with --data-dir or {DATA_DIR_ENV}).",
+             The data directory is {} (set it with --data-dir or {DATA_DIR_ENV}).{}",
             file.urls[0],
             dest.display(),
             file.sha256,
-            data_dir.display()
+            data_dir.display(),
+            if dest.is_file() {
+                " The file there now fails its checksum and was left as it is."
+            } else {
+                ""
+            }
         ),
     })
 }

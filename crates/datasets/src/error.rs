@@ -80,6 +80,22 @@ pub enum DataError {
         hint: String,
     },
 
+    /// Files of a dataset could not be obtained from any source.
+    #[error(
+        "{count} file(s) could not be obtained:\n{files}\nWithout network: fetch each from its \
+         URL on another machine and put it at the path shown, with that sha256. The data \
+         directory is {} (set it with --data-dir or FDSM_DATA_DIR).",
+        data_dir.display()
+    )]
+    Unavailable {
+        /// How many.
+        count: usize,
+        /// One entry per file: path, checksum, URL and what each source answered.
+        files: String,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+
     /// A caller passed an unusable argument (unknown dataset, bad split sizes, ...).
     #[error("{0}")]
     InvalidArgument(String),

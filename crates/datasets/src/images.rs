@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{format_err, Result};
 use crate::mat::{parse_mat, MatData};
-use crate::{gzip::gunzip, idx::parse_idx, read_file, registry};
+use crate::{gzip::gunzip_idx, idx::parse_idx, read_file, registry};
 
 /// Images and their labels.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ pub fn load_idx_dataset(
 }
 
 fn idx_split(images: &Path, labels: &Path, n: usize, device: &Device) -> Result<LabeledImages> {
-    let img = parse_idx(&gunzip(&read_file(images)?, images)?, images)?;
+    let img = parse_idx(&gunzip_idx(&read_file(images)?, images)?, images)?;
     if img.dims != [n, 28, 28] {
         return Err(format_err(
             images,
@@ -86,7 +86,7 @@ fn idx_split(images: &Path, labels: &Path, n: usize, device: &Device) -> Result<
             ),
         ));
     }
-    let lab = parse_idx(&gunzip(&read_file(labels)?, labels)?, labels)?;
+    let lab = parse_idx(&gunzip_idx(&read_file(labels)?, labels)?, labels)?;
     if lab.dims != [n] {
         return Err(format_err(
             labels,

@@ -118,11 +118,15 @@ pub struct TabularSplits {
     pub test: Tensor,
 }
 
+/// Columns of the wine-quality files: 11 physico-chemical features and the quality score.
+const WINE_COLUMNS: usize = 12;
+
 /// Loads and preprocesses a UCI dataset from `<data_dir>/wine-quality/` or
 /// `<data_dir>/parkinsons-telemonitoring/`.
 ///
 /// # Errors
-/// [`DataError::Missing`] when the file is absent, [`DataError::Csv`] for malformed rows.
+/// [`DataError::Missing`] when the file is absent, [`DataError::Csv`] for malformed rows or a
+/// wrong number of columns.
 pub fn load_uci(
     data_dir: &Path,
     which: UciDataset,
@@ -144,6 +148,17 @@ pub fn load_uci(
     let mut rng = StdRng::seed_from_u64(options.seed);
     let (columns, data) = match which {
         UciDataset::RedWine | UciDataset::WhiteWine => {
+            if table.columns.len() != WINE_COLUMNS {
+                return Err(DataError::Csv {
+                    path,
+                    line: 1,
+                    problem: format!(
+                        "expected the {WINE_COLUMNS} wine-quality columns (11 features and \
+                         `quality`) separated by {delim:?}, found {}",
+                        table.columns.len()
+                    ),
+                });
+            }
             let d = table.columns.len() - 1;
             let mut data: Vec<Vec<f64>> = table.rows.iter().map(|r| r[..d].to_vec()).collect();
             dequantize(&mut data, &mut rng);

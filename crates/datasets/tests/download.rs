@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::temp_dir;
-use datasets::download::{ensure_file, DownloadOptions};
+use datasets::download::{ensure_file, ensure_files, DownloadOptions};
 use datasets::registry::{sha256_file, Dataset, RemoteFile};
 use datasets::DataError;
 
@@ -284,4 +284,47 @@ fn extracts_archives_atomically() {
     let mut buf = Vec::new();
     reader.read_to_end(&mut buf).unwrap();
     assert_eq!(buf, archive);
+}
+
+/// Offline, every missing file is listed (path, checksum, URL), not only the first, and a file
+/// that fails its checksum is left in place rather than deleted before a download that fails.
+#[test]
+fn offline_lists_every_missing_file_and_keeps_a_corrupt_one() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (a, b) = (body(700), body(900));
+    let fa = remote(
+        vec![format!("http://127.0.0.1:{port}/e.bin")],
+        &a,
+        "mnist/e.bin",
+    );
+    let fb = remote(
+        vec![format!("http://127.0.0.1:{port}/f.bin")],
+        &b,
+        "mnist/f.bin",
+    );
+    let dir = temp_dir("offline-many");
+    std::fs::create_dir_all(dir.join("mnist")).unwrap();
+    std::fs::write(dir.join("mnist/f.bin"), b"a user's damaged copy").unwrap();
+    let err = ensure_files(&dir, &[&fa, &fb], &options()).unwrap_err();
+    assert!(
+        matches!(err, DataError::Unavailable { count: 2, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    for f in [&fa, &fb] {
+        assert!(
+            msg.contains(&dir.join(f.path).display().to_string()) && msg.contains(f.sha256),
+            "{msg}"
+        );
+        assert!(msg.contains(f.urls[0]), "{msg}");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("mnist/f.bin")).unwrap(),
+        b"a user's damaged copy",
+        "the existing file was removed"
+    );
 }

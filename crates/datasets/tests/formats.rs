@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use common::*;
-use datasets::gzip::gunzip;
+use datasets::gzip::{gunzip, gunzip_idx};
 use datasets::idx::parse_idx;
 use datasets::mat::{parse_mat, MatData};
 use datasets::registry::verify;
@@ -377,4 +377,47 @@ fn batcher_is_a_pure_function_of_the_step() {
     assert!(Batcher::new(2, 3, 0).is_err());
     let data = candle_core::Tensor::arange(0u32, 10, &Device::Cpu).unwrap();
     assert_eq!(a.batch(&data, 4).unwrap().to_vec1::<u32>().unwrap(), seq[4]);
+}
+
+/// A gzipped IDX file whose data runs past what its header declares is rejected after that many
+/// bytes (a decompression bomb is not inflated to the global limit first); a matching one
+/// inflates exactly.
+#[test]
+fn gzipped_idx_inflates_no_more_than_its_header_declares() {
+    let good = idx(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+    assert_eq!(gunzip_idx(&gzip(&good), p()).unwrap(), good);
+    let mut bomb = idx(&[2], &[7, 7]);
+    bomb.extend(std::iter::repeat_n(0u8, 20_000_000));
+    let msg = err_text(gunzip_idx(&gzip(&bomb), p()));
+    assert!(
+        msg.contains("more than 10 bytes") && msg.contains("IDX header"),
+        "{msg}"
+    );
+    assert!(err_text(gunzip_idx(&gzip(&[0, 0, 8, 9]), p())).contains("9 dimensions"));
+}
+
+/// A wine-quality file with the wrong columns (here only the quality score) is refused naming
+/// the expected columns instead of loading as an empty tensor.
+#[test]
+fn a_wine_file_with_the_wrong_columns_is_refused() {
+    let dir = temp_dir("wine-columns");
+    let w = dir.join("wine-quality");
+    std::fs::create_dir_all(&w).unwrap();
+    let mut text = String::from("\"quality\"\n");
+    for r in 0..50 {
+        text += &format!("{}\n", 3 + r % 5);
+    }
+    std::fs::write(w.join("winequality-red.csv"), text).unwrap();
+    let e = datasets::uci::load_uci(
+        &dir,
+        datasets::uci::UciDataset::RedWine,
+        datasets::uci::UciOptions::default(),
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("expected the 12 wine-quality columns") && e.contains("found 1"),
+        "{e}"
+    );
 }
