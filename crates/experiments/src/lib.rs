@@ -80,6 +80,27 @@ pub fn pick_profile<T>(name: &str, quick: fn() -> T, paper: fn() -> T) -> Result
     }
 }
 
+/// Checks that `bytes` of memory, needed by `what`, fit in what this machine has available
+/// (where that can be read).
+///
+/// # Errors
+/// [`ExpError::Config`] saying how much is needed and how much there is.
+pub fn require_memory(what: &str, bytes: u64) -> Result<()> {
+    match memory::available_bytes() {
+        Some(available) if bytes > available => Err(ExpError::Config(format!(
+            "{what} needs about {:.1} GB, more than the {:.1} GB this machine has available",
+            bytes as f64 / 1e9,
+            available as f64 / 1e9
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Memory of a ResNet EBM's trainable state: weights, gradients and Adam's two moments, f32.
+pub fn resnet_state_bytes(model: &models::ResNetEbmConfig) -> u64 {
+    model.parameter_count().saturating_mul(16)
+}
+
 /// Checks that every named setting is finite and positive.
 ///
 /// # Errors

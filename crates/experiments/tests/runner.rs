@@ -72,6 +72,8 @@ fn bad_settings_write_nothing() {
         ("grbm-checkerboard", vec!["--stop-after", "0"]),
         ("steps", vec!["--blocks", "0"]),
         ("order-scaling", vec!["--memory-limit-gb", "0"]),
+        ("steps", vec!["--width", "100000"]),
+        ("bism-table1", vec!["--hidden", "10000000"]),
     ] {
         let out = out_dir(&format!("runner-bad-{experiment}"));
         let group = if matches!(experiment, "steps" | "order-scaling") {

@@ -108,6 +108,14 @@ fn tiny_table2_run_writes_every_output() {
         assert_eq!(t.records, t0.records, "{:?} trained again", t.row);
         assert_eq!(e.curve, e0.curve, "{:?}", t.row);
     }
+    // Evaluation settings may change on resume: nothing is trained again, the new settings are
+    // used and recorded.
+    assert!(run_with(&["--resume", "--eval-images", "2", "--samples", "1"]).success());
+    let re_eval: Table2Results = experiments::report::read_json(&out.join("results.json")).unwrap();
+    assert_eq!((re_eval.config.eval_images, re_eval.config.samples), (2, 1));
+    for ((t, _), (t0, _)) in re_eval.rows.iter().zip(&results.rows) {
+        assert_eq!(t.records, t0.records, "{:?} trained again", t.row);
+    }
     // Paused after 2 of 4 steps: checkpoints, no evaluation and no table; resumed: the last two
     // steps and every evaluation equal the uninterrupted run's.
     let split = out.with_extension("paused");
@@ -156,4 +164,44 @@ fn tiny_table2_run_writes_every_output() {
         assert_eq!(sm(e), sm(e0), "{:?}: evaluations differ", t.row);
         assert_eq!(e.final_sm.mean, e0.final_sm.mean, "{:?}", t.row);
     }
+}
+
+/// A row whose loss diverges stops with the error and still writes `train.json`, with the steps
+/// before the divergence and the reason.
+#[test]
+fn a_diverged_row_writes_its_train_report() {
+    let Some(data) = common::data_dir_with("mnist/train-images-idx3-ubyte.gz") else {
+        return;
+    };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("table2-diverged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cfg = experiments::table2::Table2Config::quick();
+    cfg.model.width = 2;
+    (cfg.iters, cfg.batch, cfg.checkpoint_every) = (20, 4, 5);
+    // An absurd rate without clipping: the loss leaves any sane range within a few steps.
+    (cfg.lr_ssm, cfg.clip) = (1e9, None);
+    cfg.rows = vec![Objective::FdSsm];
+    let device = candle_core::Device::Cpu;
+    let ctx = experiments::runner::RowContext {
+        run: experiments::runner::Context {
+            device: &device,
+            data_dir: &data,
+            out: &out,
+            control: experiments::RunControl::default(),
+        },
+        dir: out.join("rows/fd-ssm"),
+        higher_order: None,
+    };
+    let err = experiments::table2::train_row(&ctx, &cfg, Objective::FdSsm).unwrap_err();
+    assert!(
+        err.to_string().contains("training diverged at step"),
+        "{err}"
+    );
+    let report: experiments::table2::TrainReport =
+        experiments::report::read_json(&out.join("rows/fd-ssm/train.json")).unwrap();
+    assert!(report
+        .diverged
+        .is_some_and(|why| why.contains("training diverged at step")));
+    assert!(report.records.len() < 20);
 }

@@ -85,6 +85,28 @@ impl ResNetEbmConfig {
         self.image_size / 8
     }
 
+    /// Trainable parameters: stem `9 C n + n`; per block conv1 `9 cin^2` (no bias), conv2
+    /// `9 cin cout + cout`, the 1x1 shortcut `cin cout + cout`; the head `3 (F + 1)` on `F`
+    /// features. Saturates instead of overflowing, so that absurd widths can be refused by size.
+    pub fn parameter_count(&self) -> u64 {
+        let n = self.width as u64;
+        let mut total = (9 * self.in_channels as u64 + 1).saturating_mul(n);
+        let mut cin = n;
+        for (s, &count) in self.blocks_per_stage.iter().enumerate() {
+            let cout = n.saturating_mul(1 << (s + 1));
+            for _ in 0..count {
+                let block = (9 * cin)
+                    .saturating_mul(cin)
+                    .saturating_add((10 * cin).saturating_mul(cout))
+                    .saturating_add(2 * cout);
+                total = total.saturating_add(block);
+                cin = cout;
+            }
+        }
+        let f = self.feature_size() as u64;
+        total.saturating_add(3 * cin.saturating_mul(f * f).saturating_add(1))
+    }
+
     /// Multiply-accumulates of one forward pass of one image through every convolution and the
     /// head, counted the usual way (every kernel tap at every output position, the zero padding
     /// included): `H W C_in C_out K^2` per convolution, `3 F` for the head on `F` features.

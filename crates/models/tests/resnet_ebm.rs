@@ -41,6 +41,16 @@ fn architecture_matches_the_description() {
     let cfg = ResNetEbmConfig::res18(4);
     let (vm, net) = build(&cfg, DType::F32);
     assert_eq!(count(&vm), expected_params(&cfg));
+    assert_eq!(cfg.parameter_count(), count(&vm) as u64);
+    let peer = ResNetEbmConfig {
+        image_size: 28,
+        ..ResNetEbmConfig::res18(32)
+    };
+    assert_eq!(
+        peer.parameter_count(),
+        3_902_147,
+        "the peer benchmark's count"
+    );
     let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
     for name in [
         "stem.weight",

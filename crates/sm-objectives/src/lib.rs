@@ -76,3 +76,4 @@ pub use levels::NoiseLevels;
 pub use model::{JointLogDensity, LogDensity, ScoreFn, ScoreModel};
 pub use noise::{Directions, NoiseSource, Projection};
 pub use reduction::Reduction;
+pub use validate::is_non_finite_output;

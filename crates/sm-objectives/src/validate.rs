@@ -69,6 +69,16 @@ pub(crate) fn positive_per_sample(t: &Tensor, batch: usize, name: &str) -> Resul
     Ok(values)
 }
 
+/// How the error of a non-finite model output begins ([`is_non_finite_output`]).
+pub(crate) const NON_FINITE_OUTPUT: &str = "the model's log-density is NaN or infinite";
+
+/// Whether `e` is the objectives' error for a model whose log-density was NaN or infinite on
+/// finite inputs (a trainer counts it as a divergence). Candle's error type carries no typed
+/// payload, so this reads the message the objectives write.
+pub fn is_non_finite_output(e: &candle_core::Error) -> bool {
+    e.to_string().contains(NON_FINITE_OUTPUT)
+}
+
 /// The model output must be `[B]` and finite (the inputs were checked before).
 pub(crate) fn per_sample_output(out: &Tensor, batch: usize) -> Result<()> {
     if out.dims() != [batch] {
@@ -81,8 +91,8 @@ pub(crate) fn per_sample_output(out: &Tensor, batch: usize) -> Result<()> {
     let bad: Vec<usize> = (0..batch).filter(|&i| !values[i].is_finite()).collect();
     if let Some(&first) = bad.first() {
         bail!(
-            "the model's log-density is NaN or infinite for {} of its {batch} finite inputs \
-             (first: input {first}, value {}); the model, not the data, is at fault",
+            "{NON_FINITE_OUTPUT} for {} of its {batch} finite inputs (first: input {first}, \
+             value {}); the model, not the data, is at fault",
             bad.len(),
             values[first]
         )

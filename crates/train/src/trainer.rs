@@ -314,7 +314,20 @@ where
     let end = opts.stop_after.map_or(opts.iters, |s| s.min(opts.iters));
     for step in start..end {
         let t0 = Instant::now();
-        let loss = loss_at(step, state)?;
+        let loss = match loss_at(step, state) {
+            Ok(loss) => loss,
+            // The objectives refuse a model whose log-density is not finite: the parameters
+            // went bad, which is a divergence like a non-finite loss.
+            Err(e) if sm_objectives::is_non_finite_output(&e) => {
+                bar.abandon();
+                return Err(E::from(TrainError::Diverged {
+                    step,
+                    what: e.to_string(),
+                    kept: kept(last_saved),
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() || value.abs() > opts.explode_threshold {
             bar.abandon();

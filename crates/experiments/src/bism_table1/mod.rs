@@ -201,6 +201,12 @@ impl Table1Config {
         if self.rows.is_empty() {
             return bad("no row selected".into());
         }
+        // f64 weights of the GRBM and of the posterior, each with a gradient and Adam's moments.
+        let weights = (self.hidden as u64).saturating_mul(560);
+        crate::require_memory(
+            &format!("a GRBM with {} hidden units on Frey face", self.hidden),
+            weights.saturating_mul(2 * 4 * 8),
+        )?;
         Ok(())
     }
 }

@@ -190,8 +190,13 @@ pub fn run_row(
         }
         Ok(())
     };
+    // The AIS settings, the profile name and the checkpoint interval may change on resume.
     let config_json = serde_json::to_string(&Table1Config {
         rows: vec![row],
+        profile: String::new(),
+        ais_chains: 0,
+        ais_steps: 0,
+        checkpoint_every: 0,
         ..cfg.clone()
     })
     .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?;

@@ -231,8 +231,12 @@ pub fn train_method(
         }
         Ok(())
     };
+    // The density grid, the profile name and the checkpoint interval may change on resume.
     let config_json = serde_json::to_string(&CheckerboardConfig {
         methods: vec![method],
+        profile: String::new(),
+        grid: 0,
+        checkpoint_every: 0,
         ..cfg.clone()
     })
     .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?;

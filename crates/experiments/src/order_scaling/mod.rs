@@ -176,6 +176,15 @@ impl OrderScalingConfig {
             ));
         }
         crate::require_positive(&[("eps", self.eps), ("time_limit_s", self.time_limit_s)])?;
+        // The weights in f32 and f64 (the error study), before any derivative is taken.
+        crate::require_memory(
+            &format!(
+                "a width-{} ResNet EBM ({} parameters)",
+                self.model.width,
+                self.model.parameter_count()
+            ),
+            self.model.parameter_count().saturating_mul(12),
+        )?;
         if self.error_eps.iter().any(|e| !(e.is_finite() && *e > 0.0)) {
             return bad(format!(
                 "every error_eps must be finite and > 0, got {:?}",

@@ -157,7 +157,10 @@ impl<E: Experiment> Registered for Entry<E> {
             cmd = PauseArgs::augment_args(cmd);
         }
         // After the argument groups, whose own documentation would otherwise be the about text.
-        cmd.about(first_sentence(E::ABOUT)).long_about(E::ABOUT)
+        // A later occurrence of an option overrides an earlier one (scripts append overrides).
+        cmd.about(first_sentence(E::ABOUT))
+            .long_about(E::ABOUT)
+            .args_override_self(true)
     }
 
     fn run(&self, m: &ArgMatches, device: &Device) -> Result<Finished> {

@@ -116,6 +116,14 @@ impl StepBenchConfig {
         if self.batch == 0 || self.steps == 0 || self.model.width == 0 {
             return bad("batch, steps and width must be at least 1".into());
         }
+        crate::require_memory(
+            &format!(
+                "a width-{} ResNet EBM ({} parameters: weights, gradients and Adam's moments)",
+                self.model.width,
+                self.model.parameter_count()
+            ),
+            crate::resnet_state_bytes(&self.model),
+        )?;
         if self.model.blocks_per_stage.contains(&0) {
             return bad(format!(
                 "every stage needs at least one residual block, got blocks {:?}",

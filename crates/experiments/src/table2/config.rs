@@ -151,6 +151,25 @@ impl Table2Config {
         crate::pick_profile(name, Self::quick, Self::paper)
     }
 
+    /// The settings a checkpoint must match to be resumed: these settings with the ones that
+    /// only evaluation reads (test images, the SM estimate, samples and the sampler, the timing
+    /// warm-up) and the checkpoint interval set to fixed values, so that those can change when a
+    /// run is resumed. The snapshot schedule (`eval_points`) shapes training's outputs and stays.
+    pub fn training_identity(&self) -> Self {
+        Self {
+            profile: String::new(),
+            eval_images: 0,
+            eval_batch: 0,
+            estimate: SmEstimate::Exact,
+            samples: 0,
+            langevin: LangevinSchedule::paper(),
+            timing_warmup: 0,
+            checkpoint_every: 0,
+            rows: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// Checks the values a run depends on.
     ///
     /// # Errors
@@ -201,6 +220,14 @@ impl Table2Config {
                 self.eval_images
             ));
         }
+        crate::require_memory(
+            &format!(
+                "a width-{} ResNet EBM ({} parameters: weights, gradients and Adam's moments)",
+                self.model.width,
+                self.model.parameter_count()
+            ),
+            crate::resnet_state_bytes(&self.model),
+        )?;
         if self.model.image_size != 32 || self.model.in_channels != 1 {
             return bad("Table 2 uses 1 x 32 x 32 inputs (MNIST padded by 2)".into());
         }

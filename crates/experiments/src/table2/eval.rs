@@ -46,7 +46,11 @@ pub fn eval_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<
     let mut vm = vm;
     let mut curve = Vec::new();
     for (step, seconds, path) in &train.snapshots {
-        vm.load(dir.join(path))?;
+        let file = dir.join(path);
+        vm.load(&file).map_err(|e| ExpError::Checkpoint {
+            path: file.clone(),
+            problem: format!("could not read this snapshot: {e}"),
+        })?;
         let mut noise = NoiseSource::new(cfg.seed ^ 0xe7a1);
         let value = test_sm(&net, &picked, cfg.eval_batch, cfg.estimate, &mut noise)?;
         curve.push((*step, *seconds, value));

@@ -64,6 +64,9 @@ pub struct TrainReport {
     pub snapshots: Vec<(u64, f64, PathBuf)>,
     /// Whether Candle's higher-order mode was on.
     pub higher_order: bool,
+    /// Why training stopped early, when its loss diverged (the last good checkpoint is kept).
+    #[serde(default)]
+    pub diverged: Option<String>,
 }
 /// Trains one row (the `train` phase) and writes `train.json` into the row's directory.
 ///
@@ -117,7 +120,7 @@ pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result
     )
     .with_progress(control.progress, row.label())
     .with_config_json(
-        serde_json::to_string(&(cfg, row))
+        serde_json::to_string(&(cfg.training_identity(), row))
             .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?,
     );
     opts.clip = cfg.clip;
@@ -139,22 +142,48 @@ pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result
     crate::allocator::release_free_memory();
     let base_rss = memory::rss_bytes();
     memory::reset_peak();
+    let mut seen: Vec<StepRecord> = Vec::new();
     let mut after = |r: &StepRecord, taken: &mut Snapshots| -> Result<()> {
+        seen.push(*r);
         if snapshot_steps.contains(&(r.step + 1)) {
             // Stored relative to the row directory, so that a moved results directory resumes.
             let file = PathBuf::from(format!("snapshot_{:08}.safetensors", r.step + 1));
-            vm.save(dir.join(&file))?;
+            let path = dir.join(&file);
+            vm.save(&path).map_err(|e| ExpError::Checkpoint {
+                path: path.clone(),
+                problem: format!("could not write this snapshot: {e}"),
+            })?;
             taken.0.push((r.step + 1, r.train_seconds, file));
         }
         Ok(())
     };
-    let summary = train_with_state(
+    let summary = match train_with_state(
         &vm,
         &opts,
         &mut snapshots,
         &mut |step, _| loss_at(step),
         &mut after,
-    )?;
+    ) {
+        Ok(summary) => summary,
+        Err(e) => {
+            if matches!(e, ExpError::Train(train::TrainError::Diverged { .. })) {
+                // The steps before the divergence, and why it stopped, for the record.
+                let report = TrainReport {
+                    row,
+                    paused_at: None,
+                    records: seen,
+                    median_step_ms: None,
+                    base_rss_bytes: base_rss,
+                    step_peak_rss_bytes: memory::peak_rss_bytes(),
+                    snapshots: snapshots.0,
+                    higher_order,
+                    diverged: Some(e.to_string()),
+                };
+                write_json(&dir.join("train.json"), &report)?;
+            }
+            return Err(e);
+        }
+    };
     let snapshots = snapshots.0;
     let step_peak = memory::peak_rss_bytes();
     if summary.records.is_empty() {
@@ -186,6 +215,7 @@ pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result
         step_peak_rss_bytes: step_peak,
         snapshots,
         higher_order,
+        diverged: None,
     };
     write_json(&dir.join("train.json"), &report)?;
     Ok(report)
