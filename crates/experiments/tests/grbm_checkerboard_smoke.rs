@@ -109,7 +109,15 @@ fn a_paused_and_resumed_run_equals_the_straight_run_bit_for_bit() -> Result<()> 
     // Other settings refuse the checkpoints rather than mixing two runs.
     let other = stateful_run(&paused, &["--resume", "--seed", "1"])?;
     assert!(!other.status.success());
-    assert!(String::from_utf8_lossy(&other.stderr).contains("different configuration"));
+    let msg = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        msg.contains("different configuration") && msg.contains("seed: 0 in the checkpoint, 1 now"),
+        "{msg}"
+    );
+    let kept: experiments::grbm_checkerboard::CheckerboardConfig =
+        experiments::report::read_json(&paused.join("config.json"))?;
+    assert_eq!(kept.seed, 0, "a refused resume replaced config.json");
+    assert!(!paused.join("config.run.json").exists());
     assert!(stateful_run(&paused, &["--resume"])?.status.success());
     let a: CheckerboardResults = experiments::report::read_json(&straight.join("results.json"))?;
     let b: CheckerboardResults = experiments::report::read_json(&paused.join("results.json"))?;

@@ -302,13 +302,44 @@ pub fn run<E: Experiment>(
             );
         }
     }
-    write_json(&cfg_path, cfg)?;
+    // The children read this run's settings from a file of their own; `config.json` is
+    // replaced only once every row has accepted them (a refused resume leaves it as it was).
+    let run_cfg_path = opts.out.join("config.run.json");
+    write_json(&run_cfg_path, cfg)?;
     let ctx = Context {
         device,
         data_dir: &opts.data_dir,
         out: &opts.out,
         control: opts.control,
     };
+    let done = match run_rows::<E>(cfg, &ctx, &run_cfg_path, opts) {
+        Ok(done) => done,
+        Err(e) => {
+            remove_if_exists(&run_cfg_path)?;
+            return Err(e);
+        }
+    };
+    std::fs::rename(&run_cfg_path, &cfg_path).map_err(io_err(&cfg_path))?;
+    let paused: Vec<(E::Row, u64)> = done
+        .iter()
+        .filter_map(|(r, s)| match s {
+            RowStatus::Paused { step } => Some((*r, *step)),
+            _ => None,
+        })
+        .collect();
+    if !paused.is_empty() {
+        return Ok(RunOutcome::Paused(paused));
+    }
+    Ok(RunOutcome::Finished(E::report(&ctx, cfg, &done)?))
+}
+
+/// Runs every phase of every row in child processes reading the settings at `run_cfg_path`.
+fn run_rows<E: Experiment>(
+    cfg: &E::Config,
+    ctx: &Context,
+    run_cfg_path: &Path,
+    opts: &RunOptions,
+) -> Result<Vec<(E::Row, RowStatus)>> {
     let limits = E::limits(cfg);
     let rows = E::rows(cfg);
     let mut done: Vec<(E::Row, RowStatus)> = Vec::new();
@@ -336,7 +367,7 @@ pub fn run<E: Experiment>(
             );
             let file = outcome_file(&dir, phase.name);
             remove_if_exists(&file)?;
-            let mut cmd = child_command::<E>(&cfg_path, row, phase, opts);
+            let mut cmd = child_command::<E>(run_cfg_path, row, phase, opts);
             let failure = match limits {
                 Some(l) => run_limited(&mut cmd, l)?.failure(l),
                 None => {
@@ -370,17 +401,7 @@ pub fn run<E: Experiment>(
         }
         done.push((row, status));
     }
-    let paused: Vec<(E::Row, u64)> = done
-        .iter()
-        .filter_map(|(r, s)| match s {
-            RowStatus::Paused { step } => Some((*r, *step)),
-            _ => None,
-        })
-        .collect();
-    if !paused.is_empty() {
-        return Ok(RunOutcome::Paused(paused));
-    }
-    Ok(RunOutcome::Finished(E::report(&ctx, cfg, &done)?))
+    Ok(done)
 }
 
 fn child_command<E: Experiment>(
