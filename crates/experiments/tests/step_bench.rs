@@ -112,3 +112,28 @@ fn bad_names_settings_and_peer_files_are_named() -> Result<()> {
     assert!(stderr.contains("torch.json"), "{stderr}");
     Ok(())
 }
+
+/// `--net mlp` times every objective on a dense network (here a tiny one), with its parameter
+/// count in closed form `sum (in + 1) out`, and names it in the report.
+#[test]
+fn every_objective_steps_on_the_mlp() -> Result<()> {
+    let out = out_dir("step-bench-mlp");
+    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["bench", "steps", "--net", "mlp", "--mlp-sizes", "8,4,1"])
+        .args(["--batch", "2", "--steps", "2", "--warmup", "1", "--out"])
+        .arg(&out)
+        .env_remove(sm_objectives::autodiff::HIGHER_ORDER_ENV)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    assert!(status.success());
+    let r: StepBenchResults = experiments::report::read_json(&out.join("results.json"))?;
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.results.len(), PEER_OBJECTIVES.len());
+    for s in &r.results {
+        assert_eq!(s.params, (8 + 1) * 4 + (4 + 1), "{s:?}");
+        assert!(s.last_loss.is_finite(), "{s:?}");
+    }
+    let md = std::fs::read_to_string(out.join("steps.md"))?;
+    assert!(md.contains("MLP [8, 4, 1]"), "{md}");
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! * [`Grbm`]: the Gaussian RBM of BiSM Sec. 5.1 / VaGES App. F, with exact and AIS `log Z`.
 //! * [`BernoulliPosterior`]: its variational posterior `q(h | v)` with relaxed samples.
 //! * [`GaussianPosterior`]: a diagonal-Gaussian `q(h | v)` for continuous latent variables.
+//! * [`Mlp`]: a fully connected energy network (the peer benchmark's 784-512-512-1).
 //!
 //! Models use only ops whose higher-order backward is correct in Candle; `tests/forbidden_ops.rs`
 //! fails if one of `layers::FORBIDDEN_OPS` appears in this crate.
@@ -14,9 +15,11 @@
 mod bernoulli_posterior;
 mod gaussian_posterior;
 mod grbm;
+mod mlp;
 mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
+pub use mlp::{Mlp, MlpActivation, MlpConfig};
 pub use resnet_ebm::{Activation, ResNetEbm, ResNetEbmConfig};

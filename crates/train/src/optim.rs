@@ -186,18 +186,22 @@ trait AdamFloat:
 }
 
 impl AdamFloat for f32 {
+    #[inline(always)]
     fn of(x: f64) -> Self {
         x as f32
     }
+    #[inline(always)]
     fn sqrt(self) -> Self {
         f32::sqrt(self)
     }
 }
 
 impl AdamFloat for f64 {
+    #[inline(always)]
     fn of(x: f64) -> Self {
         x
     }
+    #[inline(always)]
     fn sqrt(self) -> Self {
         f64::sqrt(self)
     }
@@ -223,22 +227,33 @@ fn fused_update(
         let (b2, one_b2) = (T::of(k.beta2), T::of(1.0 - k.beta2));
         let (inv_c1, inv_c2) = (T::of(k.inv_c1), T::of(k.inv_c2));
         let (one, eps, lr, zero) = (T::of(1.0), T::of(k.eps), T::of(k.lr), T::of(0.0));
-        // Collected straight into fresh vectors (no zero-filling first).
-        let (p2, (m2, v2)) = p
+        // Three passes, each collected straight into a fresh vector (no zero-filling) by a
+        // loop the compiler vectorises; one pass unzipping into three vectors stayed scalar and
+        // took a sixth of a small network's step.
+        let m2: Vec<T> = m
             .par_iter()
             .zip(g)
-            .zip(m)
-            .zip(v)
             .with_min_len(ADAM_CHUNK)
-            .map(|(((&p, &g), &m), &v)| {
-                let m = (m * b1 + zero) + (g * one_b1 + zero);
-                let v = (v * b2 + zero) + ((g * g) * one_b2 + zero);
+            .map(|(&m, &g)| (m * b1 + zero) + (g * one_b1 + zero))
+            .collect();
+        let v2: Vec<T> = v
+            .par_iter()
+            .zip(g)
+            .with_min_len(ADAM_CHUNK)
+            .map(|(&v, &g)| (v * b2 + zero) + ((g * g) * one_b2 + zero))
+            .collect();
+        let p2: Vec<T> = p
+            .par_iter()
+            .zip(&m2)
+            .zip(&v2)
+            .with_min_len(ADAM_CHUNK)
+            .map(|((&p, &m), &v)| {
                 let m_hat = m * inv_c1 + zero;
                 let v_hat = v * inv_c2 + zero;
                 let update = m_hat / (v_hat.sqrt() * one + eps);
-                (p - (update * lr + zero), (m, v))
+                p - (update * lr + zero)
             })
-            .unzip();
+            .collect();
         (p2, m2, v2)
     }
 

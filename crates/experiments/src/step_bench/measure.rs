@@ -5,16 +5,17 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use sm_objectives::noise::linear_sigmas;
-use sm_objectives::NoiseSource;
+use sm_objectives::{LogDensity, NoiseSource};
 
 use crate::error::{ExpError, Result};
 use crate::objective::{MultiscaleNoise, Objective, ObjectiveSettings};
 use crate::optim::{Adam, AdamConfig};
 use crate::{memory, setup, step_seed};
 
-use super::StepBenchConfig;
+use super::{BenchNet, StepBenchConfig};
 
 /// One objective's measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,17 +45,47 @@ pub fn measure(cfg: &StepBenchConfig, objective: Objective, dev: &Device) -> Res
     if objective.gradient_based() {
         sm_objectives::autodiff::ensure_higher_order()?;
     }
-    let (vm, net) = setup::seeded_resnet_ebm(&cfg.model, cfg.seed, dev)?;
-    let (_, vars) = crate::trainer::named_vars(&vm);
+    match cfg.net {
+        BenchNet::Resnet => {
+            let (vm, net) = setup::seeded_resnet_ebm(&cfg.model, cfg.seed, dev)?;
+            let size = cfg.model.image_size;
+            let shape = (cfg.batch, cfg.model.in_channels, size, size);
+            time_steps(
+                cfg,
+                objective,
+                &vm,
+                &net,
+                &Tensor::zeros(shape, DType::F32, dev)?,
+            )
+        }
+        BenchNet::Mlp => {
+            let (vm, net) = setup::seeded_mlp(&cfg.mlp, cfg.seed, dev)?;
+            let shape = (cfg.batch, cfg.mlp.sizes[0]);
+            time_steps(
+                cfg,
+                objective,
+                &vm,
+                &net,
+                &Tensor::zeros(shape, DType::F32, dev)?,
+            )
+        }
+    }
+}
+
+/// The timed steps of [`measure`] on the network `net` (variables `vm`), with a fixed uniform
+/// batch of the shape of `zeros`.
+fn time_steps<M: LogDensity>(
+    cfg: &StepBenchConfig,
+    objective: Objective,
+    vm: &VarMap,
+    net: &M,
+    zeros: &Tensor,
+) -> Result<StepResult> {
+    let dev = zeros.device();
+    let (_, vars) = crate::trainer::named_vars(vm);
     let params: usize = vars.iter().map(|v| v.elem_count()).sum();
     let mut adam = Adam::new(vars, AdamConfig::default())?;
-    let size = cfg.model.image_size;
-    let shape = Tensor::zeros(
-        (cfg.batch, cfg.model.in_channels, size, size),
-        DType::F32,
-        dev,
-    )?;
-    let x = NoiseSource::new(cfg.seed ^ 0xba7c).uniform_like(&shape)?;
+    let x = NoiseSource::new(cfg.seed ^ 0xba7c).uniform_like(zeros)?;
     let sigmas = linear_sigmas(cfg.sigma_min, cfg.sigma_max, cfg.batch)?;
     let settings = ObjectiveSettings {
         sigma: cfg.sigma,
@@ -67,7 +98,7 @@ pub fn measure(cfg: &StepBenchConfig, objective: Objective, dev: &Device) -> Res
     let mut step = |i: u64| -> Result<(f64, f64)> {
         let t = Instant::now();
         let mut noise = NoiseSource::new(step_seed(cfg.seed, i));
-        let loss = objective.loss(&net, &x, &mut noise, &settings)?;
+        let loss = objective.loss(net, &x, &mut noise, &settings)?;
         let grads = loss.backward()?;
         adam.step_with_lr(&grads, cfg.lr)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -111,7 +142,11 @@ pub fn measure(cfg: &StepBenchConfig, objective: Objective, dev: &Device) -> Res
 /// frameworks; `None` where [`Objective::forward_passes`] is.
 pub fn step_gflop(cfg: &StepBenchConfig, objective: Objective) -> Option<f64> {
     let images = objective.forward_passes()? * cfg.batch as u64;
-    Some(3.0 * 2.0 * (cfg.model.forward_macs_per_image() * images) as f64 / 1e9)
+    let macs = match cfg.net {
+        BenchNet::Resnet => cfg.model.forward_macs_per_image(),
+        BenchNet::Mlp => cfg.mlp.forward_macs_per_sample(),
+    };
+    Some(3.0 * 2.0 * (macs * images) as f64 / 1e9)
 }
 
 /// Side of the square matrices of [`matmul_peak_gflops`].

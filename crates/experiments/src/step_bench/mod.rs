@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use models::{Activation, ResNetEbmConfig};
+use models::{Activation, MlpConfig, ResNetEbmConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExpError, Result};
@@ -40,11 +40,28 @@ pub const PEER_OBJECTIVES: [Objective; 8] = [
     Objective::FdSsmSeq,
 ];
 
+/// The network of the step benchmark (the peer script's `--net`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchNet {
+    /// The deep-EBM ResNet ([`StepBenchConfig::model`]).
+    #[default]
+    Resnet,
+    /// A dense energy network ([`StepBenchConfig::mlp`], the peer's 784-512-512-1 softplus).
+    Mlp,
+}
+
 /// Settings of the step benchmark; the defaults are the peer script's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepBenchConfig {
-    /// The network (peer: 28 x 28 input, width 32, depth 18 = 3 blocks per stage, ELU).
+    /// Which network is timed.
+    #[serde(default)]
+    pub net: BenchNet,
+    /// The ResNet (peer: 28 x 28 input, width 32, depth 18 = 3 blocks per stage, ELU).
     pub model: ResNetEbmConfig,
+    /// The MLP (peer: 784-512-512-1, softplus), on flattened 28 x 28 inputs.
+    #[serde(default = "MlpConfig::peer")]
+    pub mlp: MlpConfig,
     /// Images per step.
     pub batch: usize,
     /// Untimed steps first.
@@ -90,6 +107,8 @@ impl Default for StepBenchConfig {
                 activation: Activation::Elu,
                 ..ResNetEbmConfig::res18(32)
             },
+            net: BenchNet::Resnet,
+            mlp: MlpConfig::peer(),
             batch: 64,
             warmup: 3,
             steps: 20,
@@ -115,6 +134,21 @@ impl StepBenchConfig {
         let bad = |m: String| Err(ExpError::Config(m));
         if self.batch == 0 || self.steps == 0 || self.model.width == 0 {
             return bad("batch, steps and width must be at least 1".into());
+        }
+        if self.net == BenchNet::Mlp {
+            if self.mlp.sizes.len() < 2
+                || self.mlp.sizes.contains(&0)
+                || self.mlp.sizes.last() != Some(&1)
+            {
+                return bad(format!(
+                    "the MLP needs sizes >= 1 ending in one output, got {:?}",
+                    self.mlp.sizes
+                ));
+            }
+            crate::require_memory(
+                &format!("an MLP of {} parameters", self.mlp.parameter_count()),
+                self.mlp.parameter_count().saturating_mul(16),
+            )?;
         }
         crate::require_memory(
             &format!(
@@ -163,6 +197,14 @@ pub struct StepBench;
 /// The command-line options of the step benchmark.
 #[derive(Debug, Clone, Args)]
 pub struct StepBenchOptions {
+    /// The network: resnet (the deep-EBM ResNet) or mlp (784-512-512-1 softplus), as the
+    /// peer's --net.
+    #[arg(long, value_enum, default_value_t = BenchNet::Resnet)]
+    pub net: BenchNet,
+    /// Layer sizes of the MLP, comma-separated, ending in 1 (default 784,512,512,1); e.g.
+    /// 16,16,1 with a small --batch measures the cost per op rather than per FLOP.
+    #[arg(long, value_delimiter = ',')]
+    pub mlp_sizes: Option<Vec<usize>>,
     /// ResNet width (peer --width).
     #[arg(long, default_value_t = 32)]
     pub width: usize,
@@ -214,7 +256,13 @@ impl Experiment for StepBench {
                 "unknown profile `{profile}`; expected peer"
             )));
         }
-        let mut cfg = StepBenchConfig::default();
+        let mut cfg = StepBenchConfig {
+            net: a.net,
+            ..StepBenchConfig::default()
+        };
+        if let Some(sizes) = &a.mlp_sizes {
+            cfg.mlp.sizes.clone_from(sizes);
+        }
         cfg.model.width = a.width;
         cfg.model.blocks_per_stage = [a.blocks; 3];
         cfg.batch = a.batch;

@@ -12,7 +12,7 @@ use crate::report::{
 use crate::runner::{Context, RowStatus};
 
 use super::measure::{matmul_peak_gflops, step_gflop, StepResult, PEAK_MATMUL_SIZE};
-use super::StepBenchConfig;
+use super::{BenchNet, StepBenchConfig};
 
 /// One objective of the peer's JSON file (`--json` of `torch_sm_bench.py`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,21 +103,30 @@ fn mb(b: Option<u64>) -> String {
 pub fn markdown(r: &StepBenchResults) -> String {
     let c = &r.config;
     let params = r.results.first().map_or(0, |s| s.params);
+    let network = match c.net {
+        BenchNet::Resnet => format!(
+            "ResNet EBM {}x{} input, width {}, blocks {:?}, {:?}, {params} parameters, `{}` \
+             convolution kernels",
+            c.model.image_size,
+            c.model.image_size,
+            c.model.width,
+            c.model.blocks_per_stage,
+            c.model.activation,
+            c.model.conv_algorithm.name(),
+        ),
+        BenchNet::Mlp => format!(
+            "MLP {:?}, {:?}, {params} parameters",
+            c.mlp.sizes, c.mlp.activation
+        ),
+    };
     let mut md = format!(
-        "# Training-step cost\n\nResNet EBM {}x{} input, width {}, blocks {:?}, {:?}, {} \
-         parameters; batch {}, a fixed uniform batch; sigma {}, eps {}; Adam; `{}` convolution \
-         kernels. Median of {} steps after {} warm-up steps, each objective in its own process; memory is the peak resident \
-         memory over the timed steps. Machine: {} ({} cores), candle {}.\n\n",
-        c.model.image_size,
-        c.model.image_size,
-        c.model.width,
-        c.model.blocks_per_stage,
-        c.model.activation,
-        params,
+        "# Training-step cost\n\n{network}; batch {}, a fixed uniform batch; sigma {}, eps {}; \
+         Adam. Median of {} steps after {} warm-up steps, each objective in its own process; \
+         memory is the peak resident memory over the timed steps. Machine: {} ({} cores), \
+         candle {}.\n\n",
         c.batch,
         c.sigma,
         c.eps,
-        c.model.conv_algorithm.name(),
         c.steps,
         c.warmup,
         r.environment.cpu,

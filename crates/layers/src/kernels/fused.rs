@@ -18,6 +18,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::buffers::{par_build, par_build_in_order};
+use super::fast_math::{exp_f32, ln_1p_f32};
 use super::simd::vectorised;
 
 /// Elements per parallel task: small tensors stay on one thread.
@@ -48,18 +49,23 @@ pub(crate) trait Float:
 impl Float for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    #[inline(always)]
     fn exp(self) -> Self {
         exp_f32(self)
     }
+    #[inline(always)]
     fn ln_1p(self) -> Self {
-        f32::ln_1p(self)
+        ln_1p_f32(self)
     }
+    #[inline(always)]
     fn from_usize(n: usize) -> Self {
         n as f32
     }
+    #[inline(always)]
     fn from_i64(n: i64) -> Self {
         n as f32
     }
+    #[inline(always)]
     fn powi(self, n: i32) -> Self {
         f32::powi(self, n)
     }
@@ -68,61 +74,36 @@ impl Float for f32 {
 impl Float for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    #[inline(always)]
     fn exp(self) -> Self {
         f64::exp(self)
     }
+    #[inline(always)]
     fn ln_1p(self) -> Self {
         f64::ln_1p(self)
     }
+    #[inline(always)]
     fn from_usize(n: usize) -> Self {
         n as f64
     }
+    #[inline(always)]
     fn from_i64(n: i64) -> Self {
         n as f64
     }
+    #[inline(always)]
     fn powi(self, n: i32) -> Self {
         f64::powi(self, n)
     }
 }
 
-/// `e^x` in f32 without branches or library calls, so that loops over slices vectorise (the
-/// C library's `expf` is one scalar call per element): Cody-Waite reduction
-/// `x = n ln 2 + r`, `|r| <= ln 2 / 2`, the degree-7 minimax polynomial of the Cephes library
-/// for `e^r`, and `2^n` applied as two normal powers of two so that results that underflow to
-/// subnormals round correctly. Within 2 ulp of the exact value (tested against f64); `+inf`
-/// above `89`, `0` below `-104`, NaN for NaN, like `f32::exp`.
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    /// `1.5 * 2^23`: adding and subtracting it rounds an `|v| < 2^22` to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    /// `ln 2` split into a part with few significant bits and the rest.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-104.0, 89.0);
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
-    let e = p * (r * r) + r + 1.0;
-    // The integer n is in the low mantissa bits of `shifted` (no float-to-int conversion,
-    // whose saturation checks would keep the loop scalar). 2^n = 2^a 2^b with a = floor(n / 2),
-    // b = n - a, both in [-75, 64]: normal numbers. (For a NaN `x`, `e` is NaN.)
-    let n = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let a = n >> 1;
-    let pow2 = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
-    e * pow2(a) * pow2(n - a)
-}
-
 /// `f` applied to every element, in parallel chunks.
-fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+///
+/// `f` is taken by value (a function item or a closure over copies), so that the loop calls it
+/// directly and inlines it; called through a reference it stayed an out-of-line scalar call.
+fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync + Copy) -> Vec<T> {
     par_build_in_order(x.len(), PAR_MIN, 1, |i, out| {
         let x = &x[i * PAR_MIN..][..out.capacity()];
-        vectorised(|| out.extend_map(x, &f))
+        vectorised(|| out.extend_map(x, f))
     })
 }
 
@@ -130,11 +111,11 @@ fn map1<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
 ///
 /// # Panics
 /// `b` shorter than `a`.
-fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+fn map2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Copy) -> Vec<T> {
     par_build_in_order(a.len(), PAR_MIN, 1, |i, out| {
         let n = out.capacity();
         let (a, b) = (&a[i * PAR_MIN..][..n], &b[i * PAR_MIN..][..n]);
-        vectorised(|| out.extend_map2(a, b, &f))
+        vectorised(|| out.extend_map2(a, b, f))
     })
 }
 
@@ -174,6 +155,24 @@ pub(crate) fn elu_scaled_slope<T: Float>(g: T, x: T) -> T {
     g * if x > T::ZERO { T::ONE } else { below }
 }
 
+/// `softplus(z) = max(z, 0) + ln(1 + e^-|z|)`, both sides selected without a branch; a named
+/// function rather than a closure so that it is inlined into the vectorised loop.
+#[inline(always)]
+fn softplus_value<T: Float>(z: T) -> T {
+    let relu = if z > T::ZERO { z } else { T::ZERO };
+    let neg_abs = if z > T::ZERO { T::ZERO - z } else { z };
+    relu + neg_abs.exp().ln_1p()
+}
+
+/// `g * softplus'(z) = g * sigmoid(z)`, from `e = e^-|z|` without overflow: `1 / (1 + e)` for
+/// `z > 0`, `e / (1 + e)` otherwise (the first term of [`softplus_terms`]).
+#[inline(always)]
+fn softplus_scaled_slope<T: Float>(g: T, z: T) -> T {
+    let e = (if z > T::ZERO { T::ZERO - z } else { z }).exp();
+    let p = (if z > T::ZERO { T::ONE } else { e }) / (T::ONE + e);
+    g * p
+}
+
 /// `g * elu'(x)` as a differentiable op (its derivatives are again such ops).
 pub(crate) fn elu_slope_op(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     g.apply_op2(
@@ -202,11 +201,7 @@ impl Activation {
             // Both sides computed and one selected (no branch), so the loop vectorises; the
             // exponent is taken at `min(v, 0)` (NaN stays NaN), where it cannot overflow.
             Activation::Elu => map1(x, elu_value),
-            Activation::Softplus => map1(x, |z| {
-                let relu = if z > T::ZERO { z } else { T::ZERO };
-                let neg_abs = if z > T::ZERO { T::ZERO - z } else { z };
-                relu + neg_abs.exp().ln_1p()
-            }),
+            Activation::Softplus => map1(x, softplus_value),
         }
     }
 
@@ -223,6 +218,7 @@ impl Activation {
                     g * if x > T::ZERO { above } else { below }
                 })
             }
+            Activation::Softplus if order == 1 => map2(g, x, softplus_scaled_slope),
             Activation::Softplus => {
                 let terms: Vec<(i32, i32, T)> = softplus_terms(order)
                     .into_iter()
@@ -646,59 +642,6 @@ impl CustomOp1 for PoolSpread {
 
 #[cfg(test)]
 mod tests {
-    use super::exp_f32;
-
-    /// Distance in units in the last place between two non-negative floats (their bit
-    /// patterns are ordered like the values).
-    fn ulps(a: f32, b: f32) -> u32 {
-        a.to_bits().abs_diff(b.to_bits())
-    }
-
-    /// Against `f64::exp` rounded to f32, on four million points of the whole finite range
-    /// (results from subnormal to `f32::MAX`) and on every f32 in `[-1, 1]` near a rounding
-    /// step of the reduction.
-    #[test]
-    fn exp_f32_is_within_two_ulp() {
-        let steps = 4_000_000;
-        let mut worst = (0, 0.0f32);
-        for i in 0..=steps {
-            let x = -103.0 + 191.7 * i as f32 / steps as f32;
-            let exact = (x as f64).exp() as f32;
-            let d = ulps(exp_f32(x), exact);
-            if d > worst.0 {
-                worst = (d, x);
-            }
-        }
-        // Around x = +-ln 2 / 2 the reduced argument changes its integer part.
-        let half = std::f32::consts::LN_2 / 2.0;
-        for centre in [-half, half, -1.0, 1.0] {
-            let mut x = centre;
-            for _ in 0..10_000 {
-                x = x.next_up();
-                let d = ulps(exp_f32(x), (x as f64).exp() as f32);
-                if d > worst.0 {
-                    worst = (d, x);
-                }
-            }
-        }
-        assert!(worst.0 <= 2, "{} ulp at x = {}", worst.0, worst.1);
-    }
-
-    #[test]
-    fn exp_f32_edges_match_the_library() {
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
-        assert_eq!(exp_f32(89.0), f32::INFINITY);
-        assert_eq!(exp_f32(88.8), f32::INFINITY);
-        assert!(exp_f32(88.7).is_finite());
-        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_f32(-200.0), 0.0);
-        assert!(exp_f32(f32::NAN).is_nan());
-        // Subnormal results: e^-100 = 3.72e-44, a few subnormal steps of 1.4e-45.
-        let tiny = exp_f32(-100.0);
-        assert!(tiny > 0.0 && ulps(tiny, ((-100.0f64).exp()) as f32) <= 1);
-    }
-
     /// Every length from 0 to 70 (no full chunk, full chunks, remainders): small integers sum
     /// exactly in f32, so the lane sum must equal the closed form `sum_{i<n} (i mod 7 - 3)`;
     /// and for general values it stays within rounding of the f64 sum.

@@ -12,6 +12,7 @@ pub(crate) mod conv_cpu;
 pub(crate) mod conv_ops;
 pub(crate) mod dense;
 pub(crate) mod elu_conv;
+mod fast_math;
 pub(crate) mod fused;
 mod simd;
 mod small_map;
