@@ -21,7 +21,7 @@
 //! | activations | [`elu`], [`softplus`], [`shifted_softplus`] | |
 //! | normalisation | [`group_norm`], [`instance_norm`] | |
 //! | per-channel bias | [`bias_add`] | |
-//! | fully connected | (candle-nn's, matrix products) | [`Linear`], [`linear()`] |
+//! | fully connected | matrix product and [`bias_add`] | [`Linear`], [`linear()`] |
 //!
 //! On the CPU (f32, f64) the convolutions, activations, bias and pooling run on kernels of
 //! their own (`kernels/`: matrix products over patches, Winograd F(4x4, 3x3) / F(2x2, 3x3),
@@ -34,6 +34,7 @@ mod bias;
 mod conv;
 mod forbidden;
 pub mod grad_mode;
+mod linear;
 mod kernels;
 mod norm;
 mod pool;
@@ -41,7 +42,7 @@ mod upsample;
 
 pub use activation::{elu, shifted_softplus, softplus};
 pub use bias::bias_add;
-pub use candle_nn::{linear, Linear};
+pub use linear::{linear, Linear};
 pub use conv::{
     conv2d, conv2d_layer, conv2d_no_bias, elu_conv2d, Conv2d, Conv2dConfig, ConvAlgorithm, Residual,
 };

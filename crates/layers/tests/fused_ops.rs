@@ -194,6 +194,46 @@ fn bias_add_matches_broadcast_add_to_the_third_derivative() -> Result<()> {
     Ok(())
 }
 
+/// The `[N, C]` layout of a dense layer's output (rows plus the bias, column sums, rows of the
+/// bias), in the input and in the bias, to the third derivative; and [`layers::Linear`] against
+/// the product written out.
+#[test]
+fn bias_add_on_rows_and_linear_match_candle() -> Result<()> {
+    enable_higher_order().expect("Candle's higher-order mode");
+    // 300 columns: more than one block of the column sum.
+    let x = pattern(6, 300, 0.4);
+    let v = pattern(6, 300, 2.7);
+    let b = pattern(1, 300, 1.1).reshape(300)?;
+    check_op(
+        "bias_add rows (input)",
+        &|x| bias_add(x, &b),
+        &|x| x.broadcast_add(&b),
+        &x,
+        &v,
+    )?;
+    let vb = pattern(1, 300, 4.0).reshape(300)?;
+    check_op(
+        "bias_add rows (bias)",
+        &|b| bias_add(&x, b),
+        &|b| x.broadcast_add(b),
+        &b,
+        &vb,
+    )?;
+    let w = pattern(5, 300, 0.9);
+    let layer = layers::Linear::new(w.clone(), Some(pattern(1, 5, 0.2).reshape(5)?));
+    let want = x
+        .matmul(&w.t()?)?
+        .broadcast_add(&pattern(1, 5, 0.2).reshape(5)?)?;
+    let got = candle_core::Module::forward(&layer, &x)?;
+    assert!(max_abs_diff(&got, &want)? < 1e-12);
+    // A leading batch axis more: the same rows.
+    let x3 = x.reshape((2, 3, 300))?;
+    let got3 = candle_core::Module::forward(&layer, &x3)?;
+    assert_eq!(got3.dims(), [2, 3, 5]);
+    assert!(max_abs_diff(&got3.reshape((6, 5))?, &want)? < 1e-12);
+    Ok(())
+}
+
 #[test]
 fn avg_pool_matches_candle_to_the_third_derivative() -> Result<()> {
     enable_higher_order().expect("Candle's higher-order mode");

@@ -4,7 +4,8 @@
 //! half (NICE's coupling nets, DKEF's feature nets, the VAE/WAE score networks).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+use layers::Linear;
 use serde::{Deserialize, Serialize};
 use sm_objectives::LogDensity;
 

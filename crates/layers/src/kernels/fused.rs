@@ -355,6 +355,9 @@ impl CustomOp2 for ScaledDerivative {
 /// `x[n, c, ...] + b[c]`.
 pub(crate) struct BiasAdd;
 
+/// Columns per task of [`ChannelSum`] on `[N, C]` tensors.
+const COLUMN_BLOCK: usize = 256;
+
 /// `[N, C, ...] -> [C]`: the sum over every axis but the second.
 pub(crate) struct ChannelSum;
 
@@ -394,6 +397,13 @@ impl CustomOp2 for BiasAdd {
         }
         fn run<T: Float>(x: &[T], b: &[T], inner: usize) -> Vec<T> {
             let c = b.len();
+            if inner == 1 {
+                // `[N, C]` (a dense layer's output): each row plus the bias vector.
+                return par_build_in_order(x.len(), c, PAR_MIN / c.max(1), |row, out| {
+                    let x = &x[row * c..][..out.capacity()];
+                    vectorised(|| out.extend_map2(x, b, |v, bias| v + bias));
+                });
+            }
             par_build_in_order(x.len(), inner, PAR_MIN / inner, |plane, out| {
                 let bias = b[plane % c];
                 let x = &x[plane * inner..][..out.capacity()];
@@ -453,6 +463,23 @@ impl CustomOp1 for ChannelSum {
         // Per channel: each sample's positions summed ([`lane_sum`]), then the samples in
         // order.
         fn run<T: Float>(x: &[T], n: usize, c: usize, inner: usize) -> Vec<T> {
+            if inner == 1 {
+                // `[N, C]`: blocks of columns in parallel, the rows added in order into each
+                // block (the same order of sums as below, read row by row).
+                return par_build_in_order(c, COLUMN_BLOCK, 1, |block, out| {
+                    let (lo, w) = (block * COLUMN_BLOCK, out.capacity());
+                    let mut acc = vec![T::ZERO; w];
+                    vectorised(|| {
+                        for i in 0..n {
+                            let row = &x[i * c + lo..][..w];
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a = *a + v;
+                            }
+                        }
+                    });
+                    out.extend_map(&acc, |v| v);
+                });
+            }
             (0..c)
                 .into_par_iter()
                 .map(|ch| {
@@ -492,6 +519,12 @@ impl CustomOp1 for ChannelBroadcast {
         fn run<T: Float>(b: &[T], n: usize, inner: usize) -> Vec<T> {
             let c = b.len();
             let inner = inner.max(1);
+            if inner == 1 {
+                // `[N, C]`: every row a copy of `b`.
+                return par_build_in_order(n * c, c, PAR_MIN / c.max(1), |_, out| {
+                    out.extend_map(b, |v| v);
+                });
+            }
             par_build_in_order(n * c * inner, inner, PAR_MIN / inner, |plane, out| {
                 out.fill_rest(b[plane % c]);
             })
