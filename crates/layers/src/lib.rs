@@ -34,19 +34,19 @@ mod bias;
 mod conv;
 mod forbidden;
 pub mod grad_mode;
-mod linear;
 mod kernels;
+mod linear;
 mod norm;
 mod pool;
 mod upsample;
 
 pub use activation::{elu, shifted_softplus, softplus};
 pub use bias::bias_add;
-pub use linear::{linear, Linear};
 pub use conv::{
     conv2d, conv2d_layer, conv2d_no_bias, elu_conv2d, Conv2d, Conv2dConfig, ConvAlgorithm, Residual,
 };
 pub use forbidden::FORBIDDEN_OPS;
+pub use linear::{linear, Linear};
 pub use norm::{group_norm, instance_norm};
 pub use pool::{avg_pool2d, avg_pool2d_padded, AvgPool2d};
 pub use upsample::upsample_bilinear2d;
