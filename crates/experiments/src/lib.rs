@@ -96,9 +96,20 @@ pub fn require_memory(what: &str, bytes: u64) -> Result<()> {
     }
 }
 
-/// Memory of a ResNet EBM's trainable state: weights, gradients and Adam's two moments, f32.
-pub fn resnet_state_bytes(model: &models::ResNetEbmConfig) -> u64 {
-    model.parameter_count().saturating_mul(16)
+/// Checks that a ResNet EBM's trainable state (f32 weights, gradients and Adam's two moments)
+/// fits in memory, see [`require_memory`].
+///
+/// # Errors
+/// [`ExpError::Config`] naming the width, the parameters and the GB needed.
+pub fn require_resnet_memory(model: &models::ResNetEbmConfig) -> Result<()> {
+    require_memory(
+        &format!(
+            "a width-{} ResNet EBM ({} parameters: weights, gradients and Adam's moments)",
+            model.width,
+            model.parameter_count()
+        ),
+        model.parameter_count().saturating_mul(16),
+    )
 }
 
 /// Checks that every named setting is finite and positive.

@@ -150,14 +150,7 @@ impl StepBenchConfig {
                 self.mlp.parameter_count().saturating_mul(16),
             )?;
         }
-        crate::require_memory(
-            &format!(
-                "a width-{} ResNet EBM ({} parameters: weights, gradients and Adam's moments)",
-                self.model.width,
-                self.model.parameter_count()
-            ),
-            crate::resnet_state_bytes(&self.model),
-        )?;
+        crate::require_resnet_memory(&self.model)?;
         if self.model.blocks_per_stage.contains(&0) {
             return bad(format!(
                 "every stage needs at least one residual block, got blocks {:?}",

@@ -220,14 +220,7 @@ impl Table2Config {
                 self.eval_images
             ));
         }
-        crate::require_memory(
-            &format!(
-                "a width-{} ResNet EBM ({} parameters: weights, gradients and Adam's moments)",
-                self.model.width,
-                self.model.parameter_count()
-            ),
-            crate::resnet_state_bytes(&self.model),
-        )?;
+        crate::require_resnet_memory(&self.model)?;
         if self.model.image_size != 32 || self.model.in_channels != 1 {
             return bad("Table 2 uses 1 x 32 x 32 inputs (MNIST padded by 2)".into());
         }
