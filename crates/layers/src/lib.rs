@@ -32,6 +32,7 @@
 mod activation;
 mod bias;
 mod conv;
+pub mod cpu;
 mod forbidden;
 pub mod grad_mode;
 mod kernels;

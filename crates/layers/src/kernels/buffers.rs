@@ -34,7 +34,7 @@ where
 
 /// A chunk of a buffer under construction, written front to back: what has been written can be
 /// read back and changed, the rest cannot be reached.
-pub(crate) struct ChunkWriter<'a, T> {
+pub struct ChunkWriter<'a, T> {
     slots: &'a mut [MaybeUninit<T>],
     written: usize,
 }
@@ -42,13 +42,13 @@ pub(crate) struct ChunkWriter<'a, T> {
 impl<T: Copy> ChunkWriter<'_, T> {
     /// The chunk's length.
     #[inline(always)]
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.slots.len()
     }
 
     /// Appends the values of `values` until the chunk is full (values beyond it are not drawn).
     #[inline(always)]
-    pub(crate) fn extend(&mut self, values: impl IntoIterator<Item = T>) {
+    pub fn extend(&mut self, values: impl IntoIterator<Item = T>) {
         let mut n = 0;
         for (slot, v) in self.slots[self.written..].iter_mut().zip(values) {
             slot.write(v);
@@ -59,7 +59,7 @@ impl<T: Copy> ChunkWriter<'_, T> {
 
     /// Sets every element not written yet to `value` (a loop the compiler turns into a fill).
     #[inline(always)]
-    pub(crate) fn fill_rest(&mut self, value: T) {
+    pub fn fill_rest(&mut self, value: T) {
         for slot in &mut self.slots[self.written..] {
             slot.write(value);
         }
@@ -69,7 +69,7 @@ impl<T: Copy> ChunkWriter<'_, T> {
     /// Appends `f(s)` for every element `s` of `src` (as far as the chunk holds them): a loop
     /// over two slices, whose trip count the compiler knows, so it vectorises.
     #[inline(always)]
-    pub(crate) fn extend_map<S: Copy>(&mut self, src: &[S], f: impl Fn(S) -> T) {
+    pub fn extend_map<S: Copy>(&mut self, src: &[S], f: impl Fn(S) -> T) {
         let rest = &mut self.slots[self.written..];
         let n = rest.len().min(src.len());
         for (slot, &s) in rest[..n].iter_mut().zip(&src[..n]) {
@@ -81,7 +81,7 @@ impl<T: Copy> ChunkWriter<'_, T> {
     /// Appends `f(a, b)` for the pairs of elements of `a` and `b` (as far as the chunk and the
     /// shorter of the two go), vectorised as [`ChunkWriter::extend_map`].
     #[inline(always)]
-    pub(crate) fn extend_map2<S: Copy>(&mut self, a: &[S], b: &[S], f: impl Fn(S, S) -> T) {
+    pub fn extend_map2<S: Copy>(&mut self, a: &[S], b: &[S], f: impl Fn(S, S) -> T) {
         let rest = &mut self.slots[self.written..];
         let n = rest.len().min(a.len()).min(b.len());
         for ((slot, &u), &v) in rest[..n].iter_mut().zip(&a[..n]).zip(&b[..n]) {
@@ -90,11 +90,23 @@ impl<T: Copy> ChunkWriter<'_, T> {
         self.written += n;
     }
 
+    /// Appends `f(a, b, c)` for the triples of elements of `a`, `b` and `c` (as far as the
+    /// chunk and the shortest of the three go), vectorised as [`ChunkWriter::extend_map`].
+    #[inline(always)]
+    pub fn extend_map3<S: Copy>(&mut self, a: &[S], b: &[S], c: &[S], f: impl Fn(S, S, S) -> T) {
+        let rest = &mut self.slots[self.written..];
+        let n = rest.len().min(a.len()).min(b.len()).min(c.len());
+        for (((slot, &u), &v), &w) in rest[..n].iter_mut().zip(&a[..n]).zip(&b[..n]).zip(&c[..n]) {
+            slot.write(f(u, v, w));
+        }
+        self.written += n;
+    }
+
     /// Appends a copy of the written elements `range`.
     ///
     /// # Panics
     /// `range` reaches past what has been written, or the copy past the chunk's end.
-    pub(crate) fn repeat_written(&mut self, range: Range<usize>) {
+    pub fn repeat_written(&mut self, range: Range<usize>) {
         assert!(range.start <= range.end && range.end <= self.written);
         let (done, rest) = self.slots.split_at_mut(self.written);
         let n = range.len();
@@ -107,7 +119,7 @@ impl<T: Copy> ChunkWriter<'_, T> {
     }
 
     /// The elements written so far.
-    pub(crate) fn written_mut(&mut self) -> &mut [T] {
+    pub fn written_mut(&mut self) -> &mut [T] {
         let done = &mut self.slots[..self.written];
         // SAFETY: the first `written` elements are initialised, and `MaybeUninit<T>` has the
         // layout of `T`.
@@ -120,19 +132,14 @@ impl<T: Copy> ChunkWriter<'_, T> {
 
 /// A vector of `len` elements made of chunks of `chunk` elements (the last may be shorter),
 /// chunk `i` written in order by `fill(i, writer)` on a rayon worker, with at least
-/// `min_chunks` chunks per task. No zeroing pass: the zero-fills of [`par_build`] were about 6%
+/// `min_chunks` chunks per task. No zeroing pass: the zero-fills of the zeroing variant were about 6%
 /// of an FD-SSM step, most of it in the elementwise kernels.
 ///
 /// # Panics
 /// A `fill` that leaves part of its chunk unwritten (a kernel bug, caught before the buffer is
 /// used), and a panic of `fill` (the partly built buffer is discarded).
 #[allow(unsafe_code)]
-pub(crate) fn par_build_in_order<T, F>(
-    len: usize,
-    chunk: usize,
-    min_chunks: usize,
-    fill: F,
-) -> Vec<T>
+pub fn par_build_in_order<T, F>(len: usize, chunk: usize, min_chunks: usize, fill: F) -> Vec<T>
 where
     T: Copy + Send + Sync,
     F: Fn(usize, &mut ChunkWriter<'_, T>) + Sync + Send,

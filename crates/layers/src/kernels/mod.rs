@@ -14,7 +14,7 @@ pub(crate) mod dense;
 pub(crate) mod elu_conv;
 mod fast_math;
 pub(crate) mod fused;
-mod simd;
+pub(crate) mod simd;
 mod small_map;
 mod winograd;
 

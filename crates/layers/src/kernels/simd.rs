@@ -6,7 +6,7 @@
 /// `#[inline(always)]`, so that it is compiled into each of [`vectorised`]'s per-CPU copies
 /// whatever its size (a plain closure is only inlined there when the compiler finds it
 /// small).
-pub(crate) trait Kernel {
+pub trait Kernel {
     /// What the work returns.
     type Output;
     /// Does the work.
@@ -28,7 +28,7 @@ impl<R, F: FnOnce() -> R> Kernel for F {
 /// fused multiply-adds are introduced), so results are identical on every CPU.
 #[inline(always)]
 #[allow(unsafe_code)]
-pub(crate) fn vectorised<K: Kernel>(body: K) -> K::Output {
+pub fn vectorised<K: Kernel>(body: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         /// # Safety
