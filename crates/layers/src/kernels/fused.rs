@@ -173,6 +173,20 @@ fn softplus_scaled_slope<T: Float>(g: T, z: T) -> T {
     g * p
 }
 
+/// `g * softplus''(z) = g p q` with `p = sigmoid(z)`, `q = 1 - p`, both from `e = e^-|z|` (the
+/// second-order terms of [`softplus_terms`], `p q`), vectorisable like the first derivative.
+#[inline(always)]
+fn softplus_scaled_curvature<T: Float>(g: T, z: T) -> T {
+    let e = (if z > T::ZERO { T::ZERO - z } else { z }).exp();
+    let (small, large) = (e / (T::ONE + e), T::ONE / (T::ONE + e));
+    let (p, q) = if z > T::ZERO {
+        (large, small)
+    } else {
+        (small, large)
+    };
+    g * (p * q)
+}
+
 /// `g * elu'(x)` as a differentiable op (its derivatives are again such ops).
 pub(crate) fn elu_slope_op(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     g.apply_op2(
@@ -219,6 +233,7 @@ impl Activation {
                 })
             }
             Activation::Softplus if order == 1 => map2(g, x, softplus_scaled_slope),
+            Activation::Softplus if order == 2 => map2(g, x, softplus_scaled_curvature),
             Activation::Softplus => {
                 let terms: Vec<(i32, i32, T)> = softplus_terms(order)
                     .into_iter()
