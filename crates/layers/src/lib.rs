@@ -47,7 +47,7 @@ pub use conv::{
     conv2d, conv2d_layer, conv2d_no_bias, elu_conv2d, Conv2d, Conv2dConfig, ConvAlgorithm, Residual,
 };
 pub use forbidden::FORBIDDEN_OPS;
-pub use linear::{linear, Linear};
+pub use linear::{linear, DenseActivation, Linear};
 pub use norm::{group_norm, instance_norm};
 pub use pool::{avg_pool2d, avg_pool2d_padded, AvgPool2d};
 pub use upsample::upsample_bilinear2d;

@@ -6,6 +6,18 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::kernels::{dense_act, fused};
+
+/// The activations a dense layer applies in the same op as its product
+/// ([`Linear::forward_activated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseActivation {
+    /// ELU with `alpha = 1`.
+    Elu,
+    /// `log(1 + e^z)`.
+    Softplus,
+}
+
 /// A fully connected layer: weight `[out, in]`, optional bias `[out]`.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -27,6 +39,29 @@ impl Linear {
     /// The bias, `[out]`.
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
+    }
+
+    /// `act(x W^T + b)` for `x` of shape `[N, in]`, as one op on the CPU (the same values as
+    /// the forward pass followed by [`crate::elu`] or [`crate::softplus`], and derivatives of
+    /// every order); other shapes, devices or a layer without bias go through those ops.
+    ///
+    /// # Errors
+    /// Shapes that do not fit the layer.
+    pub fn forward_activated(&self, x: &Tensor, act: DenseActivation) -> Result<Tensor> {
+        let kind = match act {
+            DenseActivation::Elu => fused::Activation::Elu,
+            DenseActivation::Softplus => fused::Activation::Softplus,
+        };
+        match &self.bias {
+            Some(b) if x.rank() == 2 => dense_act::dense_act(x, &self.weight, b, kind),
+            _ => {
+                let z = self.forward(x)?;
+                match act {
+                    DenseActivation::Elu => crate::elu(&z),
+                    DenseActivation::Softplus => crate::softplus(&z),
+                }
+            }
+        }
     }
 }
 

@@ -234,6 +234,54 @@ fn bias_add_on_rows_and_linear_match_candle() -> Result<()> {
     Ok(())
 }
 
+/// The fused dense layer `act(x W^T + b)` against the composition from Candle's ops, in the
+/// input and in the weight, to the third derivative, for softplus and ELU.
+#[test]
+fn fused_dense_layer_matches_the_composition() -> Result<()> {
+    use candle_core::Module;
+    use layers::{DenseActivation, Linear};
+    enable_higher_order().expect("Candle's higher-order mode");
+    let x = pattern(4, 7, 0.4);
+    let v = pattern(4, 7, 2.7);
+    let w = (pattern(5, 7, 0.9) * 0.6)?;
+    let vw = pattern(5, 7, 3.1);
+    let b = pattern(1, 5, 0.2).reshape(5)?;
+    for (act, name) in [
+        (DenseActivation::Softplus, "softplus"),
+        (DenseActivation::Elu, "elu"),
+    ] {
+        let composed = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            let z = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+            match act {
+                DenseActivation::Softplus => candle_softplus(&z),
+                DenseActivation::Elu => z.elu(1.0),
+            }
+        };
+        let fused = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            Linear::new(w.clone(), Some(b.clone())).forward_activated(x, act)
+        };
+        check_op(
+            &format!("dense {name} (input)"),
+            &|x| fused(x, &w),
+            &|x| composed(x, &w),
+            &x,
+            &v,
+        )?;
+        check_op(
+            &format!("dense {name} (weight)"),
+            &|w| fused(&x, w),
+            &|w| composed(&x, w),
+            &w,
+            &vw,
+        )?;
+        // Without its activation the layer is the plain product plus bias.
+        let plain = Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
+        let want = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+        assert!(max_abs_diff(&plain, &want)? < 1e-12);
+    }
+    Ok(())
+}
+
 #[test]
 fn avg_pool_matches_candle_to_the_third_derivative() -> Result<()> {
     enable_higher_order().expect("Candle's higher-order mode");

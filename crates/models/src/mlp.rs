@@ -137,11 +137,17 @@ impl Mlp {
         }
         let mut h = x.reshape((b, d))?;
         let last = self.layers.len() - 1;
+        let act = match self.config.activation {
+            MlpActivation::Softplus => layers::DenseActivation::Softplus,
+            MlpActivation::Elu => layers::DenseActivation::Elu,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h)?;
-            if i < last {
-                h = self.config.activation.apply(&h)?;
-            }
+            // Hidden layers: product, bias and activation as one op.
+            h = if i < last {
+                layer.forward_activated(&h, act)?
+            } else {
+                layer.forward(&h)?
+            };
         }
         h.squeeze(1)
     }

@@ -158,7 +158,7 @@ pub(crate) fn elu_scaled_slope<T: Float>(g: T, x: T) -> T {
 /// `softplus(z) = max(z, 0) + ln(1 + e^-|z|)`, both sides selected without a branch; a named
 /// function rather than a closure so that it is inlined into the vectorised loop.
 #[inline(always)]
-fn softplus_value<T: Float>(z: T) -> T {
+pub(crate) fn softplus_value<T: Float>(z: T) -> T {
     let relu = if z > T::ZERO { z } else { T::ZERO };
     let neg_abs = if z > T::ZERO { T::ZERO - z } else { z };
     relu + neg_abs.exp().ln_1p()

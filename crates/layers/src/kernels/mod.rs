@@ -11,6 +11,7 @@ pub(crate) mod buffers;
 pub(crate) mod conv_cpu;
 pub(crate) mod conv_ops;
 pub(crate) mod dense;
+pub(crate) mod dense_act;
 pub(crate) mod elu_conv;
 mod fast_math;
 pub(crate) mod fused;
