@@ -243,36 +243,31 @@ fn transform_kernel<W: Transforms, T: Element>(g: &Geometry, weight: &[T]) -> Ve
                 for (l, col) in cols.chunks_exact_mut(o_n).enumerate() {
                     let (t0, t1, t2) = (tap(l), tap(3 + l), tap(6 + l));
                     let side = |o: usize| W::kernel_side([t0[o], t1[o], t2[o]]);
-                    fill_component(i, col, side, |v| v);
+                    fill_component(i, col, side);
                 }
                 let (c0, c1, c2) = (&cols[..o_n], &cols[o_n..2 * o_n], &cols[2 * o_n..]);
                 for (j, row) in u.chunks_exact_mut(c_n * o_n).enumerate() {
                     let row = &mut row[c * o_n..][..o_n];
                     let side = |o: usize| W::kernel_side([c0[o], c1[o], c2[o]]);
-                    fill_component(j, row, side, |v| v);
+                    fill_component(j, row, side);
                 }
             });
         }
     })
 }
 
-/// `out[t] = put(f(t)[k])`, with the component `k` chosen outside the loop, so that each loop
+/// `out[t] = f(t)[k]`, with the component `k` chosen outside the loop, so that each loop
 /// computes one component and vectorises (an index into the array inside the loop keeps it
 /// scalar).
 #[inline(always)]
-fn fill_component<T: Copy, S>(
-    k: usize,
-    out: &mut [S],
-    f: impl Fn(usize) -> [T; MAX_A],
-    put: impl Fn(T) -> S,
-) {
+fn fill_component<T: Copy>(k: usize, out: &mut [T], f: impl Fn(usize) -> [T; MAX_A]) {
     match k {
-        0 => fill(out, |t| put(f(t)[0])),
-        1 => fill(out, |t| put(f(t)[1])),
-        2 => fill(out, |t| put(f(t)[2])),
-        3 => fill(out, |t| put(f(t)[3])),
-        4 => fill(out, |t| put(f(t)[4])),
-        _ => fill(out, |t| put(f(t)[5])),
+        0 => fill(out, |t| f(t)[0]),
+        1 => fill(out, |t| f(t)[1]),
+        2 => fill(out, |t| f(t)[2]),
+        3 => fill(out, |t| f(t)[3]),
+        4 => fill(out, |t| f(t)[4]),
+        _ => fill(out, |t| f(t)[5]),
     }
 }
 
