@@ -9,7 +9,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::error::{io_err, ExpError, Result};
 
@@ -94,19 +93,18 @@ fn process_exists(pid: u32) -> bool {
 pub const ORPHAN_EXIT_CODE: i32 = 4;
 
 /// Makes this process exit (status [`ORPHAN_EXIT_CODE`]) soon after its parent does: a thread
-/// polls the parent's id, which changes when the parent dies and the process is adopted.
+/// polls the parent's id, which changes when the parent dies and the process is adopted. (Unix
+/// only; elsewhere nothing is watched.)
 pub fn exit_with_parent() {
     #[cfg(unix)]
     {
         let parent = std::os::unix::process::parent_id();
         std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(std::time::Duration::from_millis(200));
             if std::os::unix::process::parent_id() != parent {
                 eprintln!("the run that started this row is gone; stopping");
                 std::process::exit(ORPHAN_EXIT_CODE);
             }
         });
     }
-    #[cfg(not(unix))]
-    let _ = Duration::ZERO;
 }
