@@ -52,15 +52,15 @@ impl Linear {
             DenseActivation::Elu => fused::Activation::Elu,
             DenseActivation::Softplus => fused::Activation::Softplus,
         };
-        match &self.bias {
-            Some(b) if x.rank() == 2 => dense_act::dense_act(x, &self.weight, b, kind),
-            _ => {
-                let z = self.forward(x)?;
-                match act {
-                    DenseActivation::Elu => crate::elu(&z),
-                    DenseActivation::Softplus => crate::softplus(&z),
-                }
+        if let Some(b) = &self.bias {
+            if let Some(y) = dense_act::dense_act(x, &self.weight, b, kind)? {
+                return Ok(y);
             }
+        }
+        let z = self.forward(x)?;
+        match act {
+            DenseActivation::Elu => crate::elu(&z),
+            DenseActivation::Softplus => crate::softplus(&z),
         }
     }
 }

@@ -20,14 +20,11 @@ pub enum MlpActivation {
 }
 
 impl MlpActivation {
-    /// Applies the nonlinearity (ops correct at every derivative order, from `layers`).
-    ///
-    /// # Errors
-    /// Tensor errors only.
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+    /// The same activation as the fused dense layer of `layers` applies it.
+    pub fn dense(self) -> layers::DenseActivation {
         match self {
-            MlpActivation::Softplus => layers::softplus(x),
-            MlpActivation::Elu => layers::elu(x),
+            MlpActivation::Softplus => layers::DenseActivation::Softplus,
+            MlpActivation::Elu => layers::DenseActivation::Elu,
         }
     }
 }
@@ -48,6 +45,27 @@ impl MlpConfig {
             sizes: vec![784, 512, 512, 1],
             activation: MlpActivation::Softplus,
         }
+    }
+
+    /// Checks the sizes: at least an input and an output, all `>= 1`, ending in one output (the
+    /// energy).
+    ///
+    /// # Errors
+    /// A message naming the sizes.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.sizes.len() < 2 || self.sizes.contains(&0) {
+            return Err(format!(
+                "an MLP needs at least an input and an output size, all >= 1, got {:?}",
+                self.sizes
+            ));
+        }
+        if self.sizes.last() != Some(&1) {
+            return Err(format!(
+                "an energy MLP ends in one output (the energy), got sizes {:?}",
+                self.sizes
+            ));
+        }
+        Ok(())
     }
 
     /// Trainable parameters: `sum (in + 1) out` over the layers (saturating).
@@ -80,18 +98,7 @@ impl Mlp {
     /// Fewer than two sizes, a zero size, an output that is not one energy, or a `VarBuilder`
     /// lacking a weight or holding one of the wrong shape.
     pub fn new(config: &MlpConfig, vb: VarBuilder) -> Result<Self> {
-        if config.sizes.len() < 2 || config.sizes.contains(&0) {
-            candle_core::bail!(
-                "an MLP needs at least an input and an output size, all >= 1, got {:?}",
-                config.sizes
-            )
-        }
-        if config.sizes.last() != Some(&1) {
-            candle_core::bail!(
-                "an energy MLP ends in one output (the energy), got sizes {:?}",
-                config.sizes
-            )
-        }
+        config.check().map_err(candle_core::Error::Msg)?;
         let layers = config
             .sizes
             .windows(2)
@@ -137,10 +144,7 @@ impl Mlp {
         }
         let mut h = x.reshape((b, d))?;
         let last = self.layers.len() - 1;
-        let act = match self.config.activation {
-            MlpActivation::Softplus => layers::DenseActivation::Softplus,
-            MlpActivation::Elu => layers::DenseActivation::Elu,
-        };
+        let act = self.config.activation.dense();
         for (i, layer) in self.layers.iter().enumerate() {
             // Hidden layers: product, bias and activation as one op.
             h = if i < last {

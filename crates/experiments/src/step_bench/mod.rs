@@ -135,22 +135,16 @@ impl StepBenchConfig {
         if self.batch == 0 || self.steps == 0 || self.model.width == 0 {
             return bad("batch, steps and width must be at least 1".into());
         }
-        if self.net == BenchNet::Mlp {
-            if self.mlp.sizes.len() < 2
-                || self.mlp.sizes.contains(&0)
-                || self.mlp.sizes.last() != Some(&1)
-            {
-                return bad(format!(
-                    "the MLP needs sizes >= 1 ending in one output, got {:?}",
-                    self.mlp.sizes
-                ));
+        match self.net {
+            BenchNet::Mlp => {
+                self.mlp.check().map_err(ExpError::Config)?;
+                crate::require_memory(
+                    &format!("an MLP of {} parameters", self.mlp.parameter_count()),
+                    self.mlp.parameter_count().saturating_mul(16),
+                )?;
             }
-            crate::require_memory(
-                &format!("an MLP of {} parameters", self.mlp.parameter_count()),
-                self.mlp.parameter_count().saturating_mul(16),
-            )?;
+            BenchNet::Resnet => crate::require_resnet_memory(&self.model)?,
         }
-        crate::require_resnet_memory(&self.model)?;
         if self.model.blocks_per_stage.contains(&0) {
             return bad(format!(
                 "every stage needs at least one residual block, got blocks {:?}",

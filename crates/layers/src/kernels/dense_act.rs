@@ -211,19 +211,22 @@ impl CustomOp2 for OutputSlope {
     }
 }
 
-/// `act(x W^T + b)` as one op on the CPU (f32 or f64, `x` `[N, K]`), else from Candle's ops.
-pub(crate) fn dense_act(x: &Tensor, w: &Tensor, b: &Tensor, act: Activation) -> Result<Tensor> {
-    let cpu = [x, w, b].iter().all(|t| t.device().is_cpu())
+/// `act(x W^T + b)` as one op where the CPU kernels handle it (f32 or f64 on the CPU, `x`
+/// `[N, K]`); `None` elsewhere, for the caller to compose it from other ops.
+pub(crate) fn dense_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    act: Activation,
+) -> Result<Option<Tensor>> {
+    let handled = [x, w, b].iter().all(|t| t.device().is_cpu())
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && w.dtype() == x.dtype()
         && b.dtype() == x.dtype()
         && x.rank() == 2;
-    if cpu {
-        return x.apply_op3(w, b, DenseAct(act));
-    }
-    let z = x.matmul(&w.t()?)?.broadcast_add(b)?;
-    match act {
-        Activation::Elu => crate::elu(&z),
-        Activation::Softplus => crate::softplus(&z),
+    if handled {
+        x.apply_op3(w, b, DenseAct(act)).map(Some)
+    } else {
+        Ok(None)
     }
 }
