@@ -87,7 +87,7 @@ impl Experiment for Table2 {
     const KIND: Kind = Kind::Repro;
     const ABOUT: &'static str = "Table 2 of FD-SM: the deep-EBM ResNet on MNIST trained by DSM, \
         FD-DSM*, FD-DSM, SSM, SSMVR, FD-SSM*, FD-SSM, with the test SM loss, time per iteration \
-        and memory beside the paper's. Profiles: quick (2-core CPU, about 5 minutes) and paper \
+        and memory beside the paper's. Profiles: quick (2-core CPU, about 3 minutes after the build) and paper \
         (n = 128, 300K iterations; meant for a GPU). Writes table2.md, results.json, loss \
         curves and sample grids.";
     const PROFILES: &'static [&'static str] = &["quick", "paper"];
