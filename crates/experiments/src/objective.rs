@@ -159,11 +159,6 @@ impl Objective {
         )
     }
 
-    /// Whether the objective is an FD form.
-    pub fn finite_difference(self) -> bool {
-        self.forward_passes().is_some() && self != Objective::MleCost
-    }
-
     /// Forward passes per data point of a step that is forward passes plus one ordinary
     /// backward pass (`x`; `x~ +- v`; `x, x +- v`); `None` for the gradient-based objectives,
     /// whose nested backward passes have no such count.
