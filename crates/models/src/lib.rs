@@ -8,6 +8,8 @@
 //! * [`BernoulliPosterior`]: its variational posterior `q(h | v)` with relaxed samples.
 //! * [`GaussianPosterior`]: a diagonal-Gaussian `q(h | v)` for continuous latent variables.
 //! * [`Mlp`]: a fully connected energy network (the peer benchmark's 784-512-512-1).
+//! * [`Nice`]: the NICE flow of FD-SM Table 3, with exact `log p`, its inverse, and the
+//!   Approx-BP and curvature-propagation Hessian-diagonal estimates.
 //!
 //! Models use only ops whose higher-order backward is correct in Candle; `tests/forbidden_ops.rs`
 //! fails if one of `layers::FORBIDDEN_OPS` appears in this crate.
@@ -16,10 +18,12 @@ mod bernoulli_posterior;
 mod gaussian_posterior;
 mod grbm;
 mod mlp;
+mod nice;
 mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};
+pub use nice::{Nice, NiceConfig, ScoreAndDiagonal};
 pub use resnet_ebm::{Activation, ResNetEbm, ResNetEbmConfig};
