@@ -11,9 +11,9 @@
 //!   coupling whose network's last layer is diagonal), biased otherwise.
 //! * CP carries two random vectors `S_r`, `S_i` with `E[S_r S_r^T - S_i S_i^T] = H` exactly: a
 //!   linear map multiplies both by its Jacobian transpose, and softplus adds the curvature of the
-//!   unit, `M = g_a sigma (1 - sigma)`, as `S_r <- sigma S_r + sqrt(relu(M)) v`, `S_i <- sigma S_i
-//!   + sqrt(relu(-M)) v` with fresh Rademacher `v`. `S_r^2 - S_i^2` is an unbiased estimate of
-//!   the Hessian diagonal.
+//!   unit, `M = g_a sigma (1 - sigma)`, as `S_r <- sigma S_r + sqrt(relu(M)) v` and
+//!   `S_i <- sigma S_i + sqrt(relu(-M)) v` with fresh Rademacher `v`. `S_r^2 - S_i^2` is an
+//!   unbiased estimate of the Hessian diagonal.
 //!
 //! An additive coupling `off' = off + m(on)` passes the updated half's quantities through
 //! unchanged and adds their propagation through `m` to the read half. The coupling type (which
