@@ -11,6 +11,7 @@
 //! | objective | gradient-based | finite-difference |
 //! | --- | --- | --- |
 //! | exact SM (Eq. 1, test loss) | [`sm_exact`] | |
+//! | SM from a hand-propagated Hessian diagonal (Approx-BP, CP) | [`sm_from_diagonal`] | |
 //! | SSM (Eq. 3 / Eq. 9) | [`ssm`] | [`fd_ssm`] |
 //! | SSMVR, log-density (Eq. 11) | [`ssmvr`] | none: [`fd_ssm`] is the FD form of [`ssm`]; for one direction it differs from [`ssmvr`] (they agree only in expectation over `v`) |
 //! | SSMVR, score network (Sec. 4) | [`ssmvr_score`] | [`fd_ssmvr`] |
@@ -58,6 +59,7 @@
 //! ```
 
 pub mod autodiff;
+mod diagonal;
 mod fd;
 mod gradient;
 mod levels;
@@ -66,6 +68,7 @@ pub mod noise;
 mod reduction;
 mod validate;
 
+pub use diagonal::sm_from_diagonal;
 pub use fd::{
     annealed_fd_ssmvr, fd_directional_derivative, fd_dsm, fd_mdsm, fd_ssm, fd_ssmvr, BatchMode,
 };
