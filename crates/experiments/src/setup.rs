@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use layers::ConvAlgorithm;
-use models::{Grbm, GrbmConfig, Mlp, MlpConfig, ResNetEbm, ResNetEbmConfig};
+use models::{Grbm, GrbmConfig, Mlp, MlpConfig, Nice, NiceConfig, ResNetEbm, ResNetEbmConfig};
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
 
@@ -138,6 +138,34 @@ pub fn seeded_mlp(cfg: &MlpConfig, seed: u64, device: &Device) -> Result<(VarMap
     let (names, vars) = crate::trainer::named_vars(&vm);
     let mut noise = NoiseSource::new(seed ^ 0x31f);
     for (name, var) in names.iter().zip(vars) {
+        let layer = name.trim_end_matches(".weight").trim_end_matches(".bias");
+        let fan_in = {
+            let data = vm.data().lock().expect("VarMap lock");
+            data.get(&format!("{layer}.weight"))
+                .map_or(1, |w| w.dims().last().copied().unwrap_or(1))
+        };
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let u = noise.uniform_like(var.as_tensor())?;
+        var.set(&((u * (2.0 * bound))? - bound)?)?;
+    }
+    Ok((vm, net))
+}
+
+/// A trainable NICE flow drawn from a generator seeded with `seed`: the coupling networks'
+/// weights and biases uniform in `+-1/sqrt(fan_in)` (PyTorch's default, as the reference), the
+/// log-scales at 0.
+///
+/// # Errors
+/// A bad configuration (see [`Nice::new`]).
+pub fn seeded_nice(cfg: &NiceConfig, seed: u64, device: &Device) -> Result<(VarMap, Nice)> {
+    let vm = VarMap::new();
+    let net = Nice::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    let (names, vars) = crate::trainer::named_vars(&vm);
+    let mut noise = NoiseSource::new(seed ^ 0x41ce);
+    for (name, var) in names.iter().zip(vars) {
+        if name == "scale" {
+            continue;
+        }
         let layer = name.trim_end_matches(".weight").trim_end_matches(".bias");
         let fan_in = {
             let data = vm.data().lock().expect("VarMap lock");

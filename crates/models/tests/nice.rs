@@ -312,3 +312,64 @@ fn bad_sizes_are_named() {
     assert!(err.to_string().contains("6 values per sample"), "{err}");
     assert_eq!(small().parameter_count(), 4 * (4 * 5 + 6 * 5 + 6 * 3) + 6);
 }
+
+/// Saturated softplus units (curvature exactly 0 in f32) must not give NaN gradients through
+/// CP's square roots.
+#[test]
+fn curvature_propagation_gradients_are_finite_with_saturated_units() {
+    let vm = VarMap::new();
+    let nice = Nice::new(
+        &small(),
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let mut noise = NoiseSource::new(18);
+    // First layers large (saturating their units), the rest moderate, the scales at 0.
+    for (name, var) in vm.data().lock().unwrap().iter() {
+        let factor = if name == "scale" {
+            0.0
+        } else if name.contains("layers.0.") {
+            12.0
+        } else {
+            0.5
+        };
+        let z = noise.gaussian_like(var.as_tensor()).unwrap();
+        var.set(&(z * factor).unwrap()).unwrap();
+    }
+    let x = points(16, 6, 19).to_dtype(DType::F32).unwrap();
+    let est = nice.curvature_propagation(&x, &mut noise).unwrap();
+    // Some units are saturated: their curvature sigma (1 - sigma) is exactly 0 in f32.
+    let u = x.narrow(1, 0, 3).unwrap();
+    let first = vm.data().lock().unwrap()["coupling0.layers.0.weight"]
+        .as_tensor()
+        .clone();
+    let pre = u.matmul(&first.t().unwrap()).unwrap();
+    let saturated = pre
+        .gt(17.0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(saturated > 0.0, "the test needs saturated units");
+    let loss = sm_objectives::sm_from_diagonal(
+        &est.score,
+        &est.hessian_diag,
+        sm_objectives::Reduction::Mean,
+    )
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    for var in vm.all_vars() {
+        let g = grads.get(var.as_tensor()).unwrap();
+        let total = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(total.is_finite(), "non-finite gradient");
+    }
+}

@@ -111,9 +111,15 @@ fn net_backward(
                     candle_core::Error::Msg("curvature propagation needs a noise source".into())
                 })?;
                 let v = source.projection(&curvature, Directions::Rademacher)?.v;
+                // sqrt(|M|) v, split by the sign of M. The square root's derivative is infinite
+                // at 0 (where M vanishes, e.g. a saturated unit), so |M| is floored at 1e-30
+                // first: a value error below 1e-15, and finite gradients.
+                let root = (curvature.abs()?.maximum(1e-30)?.sqrt()? * &v)?;
+                let positive = curvature.gt(0.0)?.to_dtype(curvature.dtype())?;
+                let negative = curvature.lt(0.0)?.to_dtype(curvature.dtype())?;
                 Carried::Factor {
-                    real: ((real * &s)? + (curvature.relu()?.sqrt()? * &v)?)?,
-                    imag: ((imag * &s)? + (curvature.neg()?.relu()?.sqrt()? * &v)?)?,
+                    real: ((real * &s)? + (&root * positive)?)?,
+                    imag: ((imag * &s)? + (root * negative)?)?,
                 }
             }
         };

@@ -1,0 +1,226 @@
+//! Training one run of Table 3 (the `train` phase): the method's loss on dequantised logit-space
+//! MNIST, validation every `val_every` steps with the best parameters kept (the reference keeps
+//! the best model by validation), step times, and the training loss curve.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use candle_nn::VarMap;
+use models::Nice;
+use serde::{Deserialize, Serialize};
+use sm_objectives::NoiseSource;
+
+use crate::error::{io_err, ExpError, Result};
+use crate::optim::LrSchedule;
+use crate::report::{read_json, write_json};
+use crate::runner::RowContext;
+use crate::step_seed;
+use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
+
+use super::{data, objective, Run, Table3Config};
+
+/// The validation record, carried in the checkpoint so that a resumed run keeps it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Validation {
+    /// `(step, validation loss)` at every validation.
+    curve: Vec<(u64, f64)>,
+    /// The best finite validation loss so far and its step.
+    best: Option<(u64, f64)>,
+}
+
+impl TrainState for Validation {
+    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    fn json(&self) -> train::Result<serde_json::Value> {
+        serde_json::to_value(self)
+            .map_err(|e| train::TrainError::Config(format!("validation record: {e}")))
+    }
+
+    fn restore(
+        &mut self,
+        _: &std::collections::HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> train::Result<()> {
+        *self = serde_json::from_value(json.clone())
+            .map_err(|e| train::TrainError::Config(format!("validation record: {e}")))?;
+        Ok(())
+    }
+}
+
+/// What a training child reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The run.
+    pub run: Run,
+    /// Completed steps when `--stop-after` paused the run; `None` when it trained to the end.
+    #[serde(default)]
+    pub paused_at: Option<u64>,
+    /// `(step, loss)` of every step (a resumed run's earlier steps come from the report of the
+    /// run it resumed).
+    pub losses: Vec<(u64, f64)>,
+    /// `(step, validation loss)`.
+    pub validation: Vec<(u64, f64)>,
+    /// The step whose parameters are kept (best validation loss), and the loss.
+    pub best: Option<(u64, f64)>,
+    /// Median step time after warm-up, ms.
+    pub median_step_ms: Option<f64>,
+    /// Why training stopped early when its loss diverged (the best parameters so far are kept).
+    #[serde(default)]
+    pub diverged: Option<String>,
+}
+
+/// The file holding the best parameters of a run.
+pub fn best_file(dir: &Path) -> PathBuf {
+    dir.join("best.safetensors")
+}
+
+/// Writes the parameters to `path` atomically (a temporary file renamed over it).
+fn save_atomic(vm: &VarMap, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    vm.save(&tmp).map_err(|e| ExpError::Checkpoint {
+        path: tmp.clone(),
+        problem: format!("could not write the parameters: {e}"),
+    })?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// The method's loss on `images` (logit space) in batches, with noise from a fixed seed, so that
+/// validations along training are comparable.
+pub fn validation_loss(run: Run, nice: &Nice, images: &Tensor, cfg: &Table3Config) -> Result<f64> {
+    let n = images.dim(0)?;
+    let mut noise = NoiseSource::new(cfg.seed ^ 0x7a11d);
+    let mut total = 0.0;
+    for start in (0..n).step_by(cfg.eval_batch) {
+        let len = cfg.eval_batch.min(n - start);
+        let x = images.narrow(0, start, len)?;
+        let value = objective::loss(run.method, nice, &x, &mut noise, cfg)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        total += value * len as f64;
+    }
+    Ok(total / n as f64)
+}
+
+/// Trains one run (the `train` phase) and writes `train.json` into the row's directory.
+///
+/// # Errors
+/// Data, configuration and I/O errors; higher-order mode off for a method that needs it. A
+/// diverged run is not an error: it is reported, and its best parameters so far are kept.
+pub fn train_run(ctx: &RowContext, cfg: &Table3Config, run: Run) -> Result<TrainReport> {
+    cfg.validate()?;
+    if run.method.higher_order() {
+        ctx.higher_order()?;
+    }
+    let dir = &ctx.dir;
+    let control = ctx.run.control;
+    let device = ctx.run.device;
+    let splits = data::load(ctx.run.data_dir, device)?;
+    let val = data::to_logit(
+        &splits.val.narrow(0, 0, cfg.val_images)?,
+        &mut NoiseSource::new(cfg.seed ^ 0xda7a),
+    )?;
+    let seed = run.seed_value(cfg);
+    let batch = cfg.batch_of(run.method);
+    let mut batcher = datasets::Batcher::new(splits.train.dim(0)?, batch, seed)?;
+    let (vm, nice) = crate::setup::seeded_nice(&cfg.model, seed, device)?;
+    let mut opts = TrainOptions::new(cfg.iters, cfg.lr(run.method))
+        .with_schedule(LrSchedule::Constant)
+        .with_adam(cfg.adam)
+        .with_checkpoint(
+            dir.join("checkpoint.safetensors"),
+            cfg.checkpoint_every,
+            control.resume,
+        )
+        .with_progress(control.progress, run.label_text())
+        .with_config_json(
+            serde_json::to_string(&(cfg.training_identity(), run))
+                .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?,
+        );
+    opts.stop_after = control.stop_after;
+    opts.explode_threshold = 1e12;
+    let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
+        let pixels = batcher
+            .batch(&splits.train, step)
+            .map_err(candle_core::Error::wrap)?;
+        let mut noise = NoiseSource::new(step_seed(seed, step));
+        let x = data::to_logit(&pixels, &mut noise).map_err(candle_core::Error::wrap)?;
+        objective::loss(run.method, &nice, &x, &mut noise, cfg)
+    };
+    let mut validation = Validation::default();
+    let mut seen: Vec<StepRecord> = Vec::new();
+    let best_path = best_file(dir);
+    let mut after = |r: &StepRecord, v: &mut Validation| -> Result<()> {
+        seen.push(*r);
+        let done = r.step + 1;
+        if done % cfg.val_every == 0 || done == cfg.iters {
+            let value = validation_loss(run, &nice, &val, cfg)?;
+            v.curve.push((done, value));
+            if value.is_finite() && v.best.is_none_or(|(_, b)| value < b) {
+                save_atomic(&vm, &best_path)?;
+                v.best = Some((done, value));
+            }
+        }
+        Ok(())
+    };
+    let result = train_with_state(
+        &vm,
+        &opts,
+        &mut validation,
+        &mut |step, _| loss_at(step),
+        &mut after,
+    );
+    let (summary, diverged) = match result {
+        Ok(summary) => (Some(summary), None),
+        Err(ExpError::Train(e @ train::TrainError::Diverged { .. })) => (None, Some(e.to_string())),
+        Err(e) => return Err(e),
+    };
+    if diverged.is_some() && validation.best.is_none() {
+        // Nothing validated yet: keep the initial parameters' place empty, and say so.
+        return Err(ExpError::Config(format!(
+            "{} diverged before its first validation ({}); lower the learning rate or validate \
+             more often (val_every)",
+            run.label_text(),
+            diverged.unwrap_or_default()
+        )));
+    }
+    if let Some(s) = &summary {
+        if s.records.is_empty() {
+            // A finished run resumed: nothing was trained, the original report stands.
+            if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
+                return Ok(previous);
+            }
+        }
+    }
+    let mut losses: Vec<(u64, f64)> = Vec::new();
+    if let Some(from) = summary.as_ref().and_then(|s| s.resumed_from) {
+        if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
+            losses.extend(previous.losses.into_iter().filter(|(s, _)| *s < from));
+        }
+    }
+    losses.extend(seen.iter().map(|r| (r.step, r.loss)));
+    let warmup = cfg.timing_warmup as u64;
+    let mut times: Vec<f64> = seen
+        .iter()
+        .filter(|r| r.step >= warmup)
+        .map(|r| r.seconds * 1e3)
+        .collect();
+    if times.is_empty() {
+        times = seen.iter().map(|r| r.seconds * 1e3).collect();
+    }
+    times.sort_by(f64::total_cmp);
+    let report = TrainReport {
+        run,
+        paused_at: summary
+            .as_ref()
+            .and_then(|s| (s.completed < cfg.iters).then_some(s.completed)),
+        losses,
+        validation: validation.curve,
+        best: validation.best,
+        median_step_ms: times.get(times.len() / 2).copied(),
+        diverged,
+    };
+    write_json(&dir.join("train.json"), &report)?;
+    Ok(report)
+}
