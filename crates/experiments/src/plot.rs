@@ -12,7 +12,32 @@ use crate::error::{ExpError, Result};
 /// Writes `[N, 1, H, W]` images with values in `[0, 1]` (clamped) as a grid of `cols` columns
 /// with a 2-pixel border.
 pub fn save_image_grid(images: &Tensor, cols: usize, path: &Path) -> Result<()> {
+    save_image_grid_scaled(images, cols, 1, path)
+}
+
+/// [`save_image_grid`] with every pixel drawn as a `scale x scale` block (e.g. 3 for 28 x 28
+/// digits that stay readable on a screen).
+pub fn save_image_grid_scaled(
+    images: &Tensor,
+    cols: usize,
+    scale: usize,
+    path: &Path,
+) -> Result<()> {
     let (n, c, h, w) = images.dims4()?;
+    if scale == 0 {
+        return Err(ExpError::Plot {
+            path: path.to_path_buf(),
+            problem: "the pixel scale must be >= 1".into(),
+        });
+    }
+    let images = if scale > 1 {
+        images
+            .to_dtype(DType::F32)?
+            .upsample_nearest2d(h * scale, w * scale)?
+    } else {
+        images.clone()
+    };
+    let (h, w) = (h * scale, w * scale);
     if c != 1 || n == 0 || cols == 0 {
         return Err(ExpError::Plot {
             path: path.to_path_buf(),

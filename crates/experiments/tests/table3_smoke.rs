@@ -100,7 +100,11 @@ fn tiny_table3_run_writes_every_output_and_resumes_exactly() {
             Some(png) => {
                 assert_eq!(t.run.seed, 0);
                 let img = image::open(out.join(png)).unwrap();
-                assert_eq!(img.width(), 2 + 6 * 30, "6 x 6 grid of 28 x 28 samples");
+                assert_eq!(
+                    img.width(),
+                    2 + 6 * 86,
+                    "6 x 6 grid of 28 x 28 samples drawn 3x"
+                );
             }
             None => assert_eq!(t.run.seed, 1),
         }

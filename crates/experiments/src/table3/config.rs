@@ -17,8 +17,10 @@ pub enum Method {
     /// Curvature propagation (Martens et al. 2012).
     Cp,
     /// DSM with `sigma = 0.1` (the sliced-score-matching paper's choice; DSM† of the table).
+    #[serde(rename = "dsm-0.1")]
     DsmSmall,
     /// DSM with `sigma = 1.74` (Saremi et al.'s choice; DSM†† of the table).
+    #[serde(rename = "dsm-1.74")]
     DsmLarge,
     /// Sliced score matching, Rademacher directions.
     Ssm,

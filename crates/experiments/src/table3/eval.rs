@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sm_objectives::{sm_exact, Graph, NoiseSource, Reduction};
 
 use crate::error::{ExpError, Result};
-use crate::plot::save_image_grid;
+use crate::plot::save_image_grid_scaled;
 use crate::report::write_json;
 use crate::runner::RowContext;
 
@@ -114,7 +114,7 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table3Config, run: Run) -> Result<EvalRe
         let x: Tensor = nice.inverse(&y)?;
         let file = PathBuf::from(format!("samples_{}.png", run.method.key()));
         let cols = (cfg.samples as f64).sqrt().ceil() as usize;
-        save_image_grid(&data::to_pixels(&x)?, cols, &ctx.run.out.join(&file))?;
+        save_image_grid_scaled(&data::to_pixels(&x)?, cols, 3, &ctx.run.out.join(&file))?;
         Some(file)
     } else {
         None
