@@ -62,6 +62,8 @@ fn run(dir: &Path, iters: u64, pause: Option<u64>) -> anyhow::Result<Vec<Vec<f32
 }
 
 fn main() -> anyhow::Result<()> {
+    // First thing: Candle's CPU matrix product then reads its thread count once (faster steps).
+    layers::cpu::settle_thread_count();
     let dir = std::env::temp_dir().join(format!("fdsm-resume-example-{}", std::process::id()));
     let (straight, paused) = (
         run(&dir.join("a"), 400, None)?,

@@ -66,6 +66,8 @@ fn mode_margin(model: &Energy, ring: &GaussianMixture) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First thing: Candle's CPU matrix product then reads its thread count once (faster steps).
+    layers::cpu::settle_thread_count();
     let (model, ring) = run(2000, true)?;
     println!(
         "log p~(modes) - log p~(centre) = {:.2} (the data's: about 32)",

@@ -66,6 +66,8 @@ fn run(iters: u64, progress: bool) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First thing: Candle's CPU matrix product then reads its thread count once (faster steps).
+    layers::cpu::settle_thread_count();
     println!(
         "relative error of the learned score: {:.3}",
         run(3000, true)?

@@ -10,6 +10,8 @@ use experiments::runner::cli::PAUSED_EXIT_CODE;
 use experiments::{runner, setup, EXPERIMENTS};
 
 fn main() -> Result<ExitCode> {
+    // Before any thread starts: the thread count read once instead of at every matrix product.
+    layers::cpu::settle_thread_count();
     experiments::allocator::tune_for_training();
     let matches = runner::cli::command(&EXPERIMENTS).get_matches();
     // The device is opened once, here, and passed down to every row and report.
