@@ -22,6 +22,7 @@
 //! | normalisation | [`group_norm`], [`instance_norm`] | |
 //! | per-channel bias | [`bias_add`] | |
 //! | fully connected | matrix product and [`bias_add`] | [`Linear`], [`linear()`] |
+//! | linear solve, symmetric positive-definite | [`spd_solve`] (Cholesky) | |
 //!
 //! On the CPU (f32, f64) the convolutions, activations, bias and pooling run on kernels of
 //! their own (`kernels/`: matrix products over patches, Winograd F(4x4, 3x3) / F(2x2, 3x3),
@@ -39,6 +40,7 @@ mod kernels;
 mod linear;
 mod norm;
 mod pool;
+mod solve;
 mod upsample;
 
 pub use activation::{elu, shifted_softplus, softplus};
@@ -50,4 +52,5 @@ pub use forbidden::FORBIDDEN_OPS;
 pub use linear::{linear, DenseActivation, Linear};
 pub use norm::{group_norm, instance_norm};
 pub use pool::{avg_pool2d, avg_pool2d_padded, AvgPool2d};
+pub use solve::spd_solve;
 pub use upsample::upsample_bilinear2d;

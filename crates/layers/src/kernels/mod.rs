@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor};
 #[macro_use]
 pub(crate) mod storage;
 pub(crate) mod buffers;
+pub(crate) mod cholesky;
 pub(crate) mod conv_cpu;
 pub(crate) mod conv_ops;
 pub(crate) mod dense;
