@@ -4,6 +4,8 @@
 //!
 //! * [`ResNetEbm`]: the deep-EBM ResNet with a generalised quadratic head (FD-SM Sec. 6.1,
 //!   App. C.2).
+//! * [`Dkef`]: the deep kernel exponential family of FD-SM Table 1, with closed-form kernel
+//!   weights (exact, sliced and FD forms) and an importance-sampled `log Z`.
 //! * [`Grbm`]: the Gaussian RBM of BiSM Sec. 5.1 / VaGES App. F, with exact and AIS `log Z`.
 //! * [`BernoulliPosterior`]: its variational posterior `q(h | v)` with relaxed samples.
 //! * [`GaussianPosterior`]: a diagonal-Gaussian `q(h | v)` for continuous latent variables.
@@ -15,6 +17,7 @@
 //! fails if one of `layers::FORBIDDEN_OPS` appears in this crate.
 
 mod bernoulli_posterior;
+mod dkef;
 mod gaussian_posterior;
 mod grbm;
 mod mlp;
@@ -22,6 +25,7 @@ mod nice;
 mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
+pub use dkef::{Dkef, DkefConfig, DkefDensity, KernelDerivatives, KernelTerms, INDUCING};
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};
