@@ -105,6 +105,36 @@ pub enum KernelDerivatives<'a> {
     },
 }
 
+/// The score-matching objective whose closed-form kernel weights and loss are computed.
+#[derive(Debug, Clone, Copy)]
+pub enum DkefObjective<'a> {
+    /// Exact SM: every coordinate.
+    Exact,
+    /// SSM along one direction per point, `[N, d]` (Rademacher in the reference).
+    Sliced(&'a Tensor),
+    /// SSMVR: the full gradient norm and the second derivative along one direction per point.
+    SlicedVr(&'a Tensor),
+    /// FD-SSM: SSM's quantities by central finite differences along the direction.
+    FiniteDifference {
+        /// The directions, `[N, d]`.
+        v: &'a Tensor,
+        /// The FD step.
+        eps: f64,
+    },
+}
+
+/// The pieces of an objective (see `Dkef::parts`).
+struct Parts {
+    /// `[N, M, C]`.
+    grad: Tensor,
+    /// `[N, C]`.
+    base_grad: Tensor,
+    /// Summed second derivatives of the kernel, `[N, M]`.
+    second: Tensor,
+    /// Summed second derivatives of `log q0`, `[N]`.
+    base_second: Tensor,
+}
+
 /// The kernel between points and inducing points, with its derivatives in `x`.
 #[derive(Debug, Clone)]
 pub struct KernelTerms {
@@ -309,7 +339,7 @@ impl Dkef {
     /// Points or directions of the wrong shape, a non-positive `eps`.
     pub fn kernel_terms(&self, x: &Tensor, which: KernelDerivatives) -> Result<KernelTerms> {
         let n = self.check_points(x, "the points")?;
-        let d = self.config.dim;
+
         match which {
             KernelDerivatives::FiniteDifference { v, eps } => {
                 self.check_points(v, "the directions")?;
@@ -335,48 +365,54 @@ impl Dkef {
                     second: second.unsqueeze(2)?,
                 })
             }
-            KernelDerivatives::Coordinates | KernelDerivatives::Direction(_) => {
-                let dirs = match which {
-                    KernelDerivatives::Direction(v) => {
-                        self.check_points(v, "the directions")?;
-                        v.unsqueeze(2)?
-                    }
-                    _ => Tensor::eye(d, x.dtype(), x.device())?
-                        .unsqueeze(0)?
-                        .broadcast_as((n, d, d))?
-                        .contiguous()?,
-                };
-                let pi = self.mixture()?;
-                let mut acc: Option<(Tensor, Tensor, Tensor)> = None;
-                for (j, net) in self.nets.iter().enumerate() {
-                    let (fx, jx, sx) = net.forward_with_derivatives(x, &dirs)?;
-                    let fz = net.forward(&self.inducing)?;
-                    let c = self.neg_half_precision(j)?; // -1 / (2 sigma^2)
-                    let kj = squared_distances(&fx, &fz)?.broadcast_mul(&c)?.exp()?; // [N, M]
-                                                                                     // r = phi(x) - phi(z): [N, M, h]; r.J: [N, M, C]; r.S: [N, M, C].
-                    let r = fx.unsqueeze(1)?.broadcast_sub(&fz.unsqueeze(0)?)?;
-                    let rj = r.matmul(&jx)?;
-                    let rs = r.matmul(&sx)?;
-                    let jj = jx.sqr()?.sum_keepdim(1)?; // [N, 1, C]
-                                                        // With u = -|r|^2 / (2 sigma^2): d_c k = k d_c u, d_c u = 2c (r.J_c),
-                                                        // d_c^2 k = k ((d_c u)^2 + d_c^2 u), d_c^2 u = 2c (|J_c|^2 + r.S_c).
-                    let c2 = (&c * 2.0)?;
-                    let du = rj.broadcast_mul(&c2)?;
-                    let d2u = rs.broadcast_add(&jj)?.broadcast_mul(&c2)?;
-                    let weight = kj.broadcast_mul(&pi.narrow(0, j, 1)?)?.unsqueeze(2)?;
-                    let g = du.broadcast_mul(&weight)?;
-                    let s = (du.sqr()? + d2u)?.broadcast_mul(&weight)?;
-                    let kw = weight.squeeze(2)?;
-                    acc = Some(match acc {
-                        Some((a, b, e)) => ((a + kw)?, (b + g)?, (e + s)?),
-                        None => (kw, g, s),
-                    });
-                }
-                let (k, grad, second) =
-                    acc.ok_or_else(|| candle_core::Error::Msg("DKEF without kernels".into()))?;
-                Ok(KernelTerms { k, grad, second })
+            KernelDerivatives::Coordinates => self.terms_along(x, &Self::coordinate_dirs(x)?),
+            KernelDerivatives::Direction(v) => {
+                self.check_points(v, "the directions")?;
+                self.terms_along(x, &v.unsqueeze(2)?)
             }
         }
+    }
+
+    /// The unit vectors of every coordinate for every point, `[N, d, d]`.
+    fn coordinate_dirs(x: &Tensor) -> Result<Tensor> {
+        let (n, d) = x.dims2()?;
+        Tensor::eye(d, x.dtype(), x.device())?
+            .unsqueeze(0)?
+            .broadcast_as((n, d, d))?
+            .contiguous()
+    }
+
+    /// The kernel and its first and second derivatives along the columns of `dirs` (`[N, d, C]`).
+    fn terms_along(&self, x: &Tensor, dirs: &Tensor) -> Result<KernelTerms> {
+        let pi = self.mixture()?;
+        let mut acc: Option<(Tensor, Tensor, Tensor)> = None;
+        for (j, net) in self.nets.iter().enumerate() {
+            let (fx, jx, sx) = net.forward_with_derivatives(x, dirs)?;
+            let fz = net.forward(&self.inducing)?;
+            let c = self.neg_half_precision(j)?; // -1 / (2 sigma^2)
+            let kj = squared_distances(&fx, &fz)?.broadcast_mul(&c)?.exp()?; // [N, M]
+                                                                             // r = phi(x) - phi(z): [N, M, h]; r.J: [N, M, C]; r.S: [N, M, C].
+            let r = fx.unsqueeze(1)?.broadcast_sub(&fz.unsqueeze(0)?)?;
+            let rj = r.matmul(&jx)?;
+            let rs = r.matmul(&sx)?;
+            let jj = jx.sqr()?.sum_keepdim(1)?; // [N, 1, C]
+                                                // With u = -|r|^2 / (2 sigma^2): d_c k = k d_c u, d_c u = 2c (r.J_c),
+                                                // d_c^2 k = k ((d_c u)^2 + d_c^2 u), d_c^2 u = 2c (|J_c|^2 + r.S_c).
+            let c2 = (&c * 2.0)?;
+            let du = rj.broadcast_mul(&c2)?;
+            let d2u = rs.broadcast_add(&jj)?.broadcast_mul(&c2)?;
+            let weight = kj.broadcast_mul(&pi.narrow(0, j, 1)?)?.unsqueeze(2)?;
+            let g = du.broadcast_mul(&weight)?;
+            let s = (du.sqr()? + d2u)?.broadcast_mul(&weight)?;
+            let kw = weight.squeeze(2)?;
+            acc = Some(match acc {
+                Some((a, b, e)) => ((a + kw)?, (b + g)?, (e + s)?),
+                None => (kw, g, s),
+            });
+        }
+        let (k, grad, second) =
+            acc.ok_or_else(|| candle_core::Error::Msg("DKEF without kernels".into()))?;
+        Ok(KernelTerms { k, grad, second })
     }
 
     /// `d_c log q0(x)` along the coordinates or directions of `which`, `[N, C]`.
@@ -404,22 +440,79 @@ impl Dkef {
         }
     }
 
+    /// The pieces of a score-matching objective: first derivatives of the kernel and of
+    /// `log q0` along the objective's coordinates or direction, and the summed second
+    /// derivatives.
+    fn parts(&self, x: &Tensor, objective: DkefObjective) -> Result<Parts> {
+        let n = self.check_points(x, "the points")?;
+        let d = self.config.dim;
+        let single = |t: KernelTerms, which: KernelDerivatives| -> Result<Parts> {
+            Ok(Parts {
+                base_grad: self.base_grad(x, which)?,
+                base_second: self.base_second(x, which)?,
+                second: t.second.sum(2)?,
+                grad: t.grad,
+            })
+        };
+        match objective {
+            DkefObjective::Exact => {
+                let w = KernelDerivatives::Coordinates;
+                single(self.kernel_terms(x, w)?, w)
+            }
+            DkefObjective::Sliced(v) => {
+                let w = KernelDerivatives::Direction(v);
+                single(self.kernel_terms(x, w)?, w)
+            }
+            DkefObjective::FiniteDifference { v, eps } => {
+                let w = KernelDerivatives::FiniteDifference { v, eps };
+                single(self.kernel_terms(x, w)?, w)
+            }
+            DkefObjective::SlicedVr(v) => {
+                self.check_points(v, "the directions")?;
+                // One pass along the d coordinates and v: the full gradient, and the second
+                // derivative along v.
+                let dirs = Tensor::cat(&[&Self::coordinate_dirs(x)?, &v.unsqueeze(2)?], 2)?;
+                let t = self.terms_along(x, &dirs)?;
+                let _ = n;
+                Ok(Parts {
+                    grad: t.grad.narrow(2, 0, d)?,
+                    base_grad: self.base_grad(x, KernelDerivatives::Coordinates)?,
+                    second: t.second.narrow(2, d, 1)?.squeeze(2)?,
+                    base_second: self.base_second(x, KernelDerivatives::Direction(v))?,
+                })
+            }
+        }
+    }
+
     /// The closed-form kernel weights on the points `x`: `alpha = -(G + lambda I)^-1 b`
-    /// (module docs), differentiable in every parameter; `[M]`.
+    /// (module docs) for the objective, differentiable in every parameter; `[M]`.
     ///
     /// # Errors
     /// Shapes, and a system the solve refuses (not positive definite, non-finite).
-    pub fn fit_alpha(&self, x: &Tensor, which: KernelDerivatives) -> Result<Tensor> {
+    pub fn fit_alpha(&self, x: &Tensor, objective: DkefObjective) -> Result<Tensor> {
         let n = self.check_points(x, "the points")?;
-        let t = self.kernel_terms(x, which)?;
-        let (m, c) = (self.config.inducing, t.grad.dim(2)?);
+        let p = self.parts(x, objective)?;
+        let (m, c) = (self.config.inducing, p.grad.dim(2)?);
         // G = mean_n D_n D_n^T with D_n = grad[n] [M, C]: as [M, N C] times its transpose.
-        let flat = t.grad.transpose(0, 1)?.reshape((m, n * c))?;
+        let flat = p.grad.transpose(0, 1)?.reshape((m, n * c))?;
         let g = (flat.matmul(&flat.t()?)? / n as f64)?;
-        let q = self.base_grad(x, which)?; // [N, C]
-        let b = (t.second.sum(2)? + t.grad.broadcast_mul(&q.unsqueeze(1)?)?.sum(2)?)?.mean(0)?; // [M]
+        let b = (p.second + p.grad.broadcast_mul(&p.base_grad.unsqueeze(1)?)?.sum(2)?)?.mean(0)?; // [M]
         let ridge = Tensor::eye(m, g.dtype(), g.device())?.broadcast_mul(&self.lambda()?)?;
         layers::spd_solve(&(g + ridge)?, &b)?.neg()
+    }
+
+    /// Per point, the score-matching objective of `log p~` with weights `alpha`: exact `1/2
+    /// |grad log p~|^2 + lap log p~`; sliced `1/2 (v.grad)^2 + v^T H v` (by autodiff-free
+    /// forward derivatives, or by finite differences); SSMVR `1/2 |grad|^2 + v^T H v`; `[N]`.
+    ///
+    /// # Errors
+    /// Shapes.
+    pub fn sm_loss(&self, x: &Tensor, alpha: &Tensor, objective: DkefObjective) -> Result<Tensor> {
+        let p = self.parts(x, objective)?;
+        let a = alpha.unsqueeze(0)?.unsqueeze(2)?; // [1, M, 1]
+        let grad = (p.grad.broadcast_mul(&a)?.sum(1)? + p.base_grad)?; // [N, C]
+        let second = (p.second.broadcast_mul(&alpha.unsqueeze(0)?)?.sum(1)? + p.base_second)?;
+        (grad.sqr()?.sum(1)? * 0.5)? + second
     }
 
     /// `f(x) = sum_m alpha_m k(x, z_m)`, `[N]`.
@@ -441,20 +534,6 @@ impl Dkef {
         let log_q0 =
             ((x.sqr()?.sum(1)? * (-0.5 / s2))? - 0.5 * d * (2.0 * std::f64::consts::PI * s2).ln())?;
         log_q0 + self.f(x, alpha)?
-    }
-
-    /// Per point, the score-matching loss of `log p~` along the coordinates (exact: `1/2
-    /// |grad log p~|^2 + lap log p~`) or a direction (sliced: `1/2 (v.grad)^2 + v^T H v`), or by
-    /// finite differences along it, with weights `alpha`; `[N]`.
-    ///
-    /// # Errors
-    /// Shapes.
-    pub fn sm_loss(&self, x: &Tensor, alpha: &Tensor, which: KernelDerivatives) -> Result<Tensor> {
-        let t = self.kernel_terms(x, which)?;
-        let a = alpha.unsqueeze(0)?.unsqueeze(2)?; // [1, M, 1]
-        let grad = (t.grad.broadcast_mul(&a)?.sum(1)? + self.base_grad(x, which)?)?; // [N, C]
-        let second = (t.second.broadcast_mul(&a)?.sum(1)?.sum(1)? + self.base_second(x, which)?)?;
-        (grad.sqr()?.sum(1)? * 0.5)? + second
     }
 
     /// `log Z` of `p~ = q0 exp(f)` by importance sampling from `q0`: `log mean exp f(x_s)` over

@@ -25,7 +25,9 @@ mod nice;
 mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
-pub use dkef::{Dkef, DkefConfig, DkefDensity, KernelDerivatives, KernelTerms, INDUCING};
+pub use dkef::{
+    Dkef, DkefConfig, DkefDensity, DkefObjective, KernelDerivatives, KernelTerms, INDUCING,
+};
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use models::{Dkef, DkefConfig, DkefDensity, KernelDerivatives, INDUCING};
+use models::{Dkef, DkefConfig, DkefDensity, DkefObjective, KernelDerivatives, INDUCING};
 use sm_objectives::autodiff::{enable_higher_order, input_gradient};
 use sm_objectives::{sm_exact, Graph, NoiseSource, Reduction};
 
@@ -167,7 +167,7 @@ fn closed_form_alpha_matches_a_direct_solve() {
     }
     let direct: Vec<f64> = gauss_solve(a, b).into_iter().map(|v| -v).collect();
     let alpha = model
-        .fit_alpha(&x, KernelDerivatives::Coordinates)
+        .fit_alpha(&x, DkefObjective::Exact)
         .unwrap()
         .to_vec1::<f64>()
         .unwrap();
@@ -183,7 +183,7 @@ fn closed_form_alpha_matches_a_direct_solve() {
 fn sliced_form_over_every_sign_vector_is_the_exact_form() {
     let (_, model) = build(6);
     let x = points(5, 7);
-    let exact = model.fit_alpha(&x, KernelDerivatives::Coordinates).unwrap();
+    let exact = model.fit_alpha(&x, DkefObjective::Exact).unwrap();
     // Every point with each of the four sign vectors of R^2: the sample means are expectations.
     let signs = [[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]];
     let xr = Tensor::cat(&[&x, &x, &x, &x], 0).unwrap();
@@ -192,14 +192,12 @@ fn sliced_form_over_every_sign_vector_is_the_exact_form() {
         .flat_map(|s| std::iter::repeat_n(s, 5).flat_map(|p| p.iter().copied()))
         .collect();
     let v = Tensor::from_vec(v, (20, 2), &Device::Cpu).unwrap();
-    let sliced = model
-        .fit_alpha(&xr, KernelDerivatives::Direction(&v))
-        .unwrap();
+    let sliced = model.fit_alpha(&xr, DkefObjective::Sliced(&v)).unwrap();
     assert!(max_abs(&(&sliced - &exact).unwrap()) < 1e-9 * (1.0 + max_abs(&exact)));
     // And the FD form approaches the sliced one as eps shrinks (O(eps^2)).
     let err = |eps: f64| {
         let fd = model
-            .fit_alpha(&xr, KernelDerivatives::FiniteDifference { v: &v, eps })
+            .fit_alpha(&xr, DkefObjective::FiniteDifference { v: &v, eps })
             .unwrap();
         max_abs(&(fd - &sliced).unwrap())
     };
@@ -213,10 +211,8 @@ fn exact_sm_loss_and_score_match_autodiff() {
     enable_higher_order().expect("higher-order mode");
     let (_, model) = build(8);
     let x = points(6, 9);
-    let alpha = model.fit_alpha(&x, KernelDerivatives::Coordinates).unwrap();
-    let ours = model
-        .sm_loss(&x, &alpha, KernelDerivatives::Coordinates)
-        .unwrap();
+    let alpha = model.fit_alpha(&x, DkefObjective::Exact).unwrap();
+    let ours = model.sm_loss(&x, &alpha, DkefObjective::Exact).unwrap();
     let density = DkefDensity {
         model: &model,
         alpha: alpha.clone(),
@@ -250,7 +246,7 @@ fn exact_sm_loss_and_score_match_autodiff() {
 fn importance_sampled_log_z_matches_a_numerical_integral() {
     let (_, model) = build(10);
     let x = points(8, 11);
-    let alpha = model.fit_alpha(&x, KernelDerivatives::Coordinates).unwrap();
+    let alpha = model.fit_alpha(&x, DkefObjective::Exact).unwrap();
     // Midpoint rule on [-14, 14]^2 (q0 has standard deviation 2).
     let n = 400;
     let half = 14.0;
