@@ -5,7 +5,7 @@
 //!   with named profiles, rows, the phases of a row, the report); the runner owns the results
 //!   directory, one child process per row and phase, limits, pausing and resuming, and the
 //!   command line of the `experiments` binary. [`EXPERIMENTS`] lists every experiment.
-//! - One folder per experiment: [`table2`], [`table3`], [`grbm_checkerboard`], [`bism_table1`] (repro),
+//! - One folder per experiment: [`table1`], [`table2`], [`table3`], [`grbm_checkerboard`], [`bism_table1`] (repro),
 //!   [`step_bench`], [`order_scaling`] (bench).
 //! - Shared pieces: the objectives the experiments compare ([`objective`]), data and model
 //!   set-up ([`setup`]), figures ([`plot`]), result files ([`report`]), memory measurement
@@ -26,6 +26,7 @@ pub mod report;
 pub mod runner;
 pub mod setup;
 pub mod step_bench;
+pub mod table1;
 pub mod table2;
 pub mod table3;
 
@@ -35,7 +36,8 @@ pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
 use runner::cli::{Entry, Registered};
 
 /// Every experiment, in the order `experiments list` prints them.
-pub static EXPERIMENTS: [&dyn Registered; 6] = [
+pub static EXPERIMENTS: [&dyn Registered; 7] = [
+    &Entry::<table1::Table1>::new(),
     &Entry::<table2::Table2>::new(),
     &Entry::<table3::Table3>::new(),
     &Entry::<grbm_checkerboard::GrbmCheckerboard>::new(),

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use layers::ConvAlgorithm;
-use models::{Grbm, GrbmConfig, Mlp, MlpConfig, Nice, NiceConfig, ResNetEbm, ResNetEbmConfig};
+use models::{
+    Dkef, DkefConfig, Grbm, GrbmConfig, Mlp, MlpConfig, Nice, NiceConfig, ResNetEbm,
+    ResNetEbmConfig,
+};
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
 
@@ -177,6 +180,43 @@ pub fn seeded_nice(cfg: &NiceConfig, seed: u64, device: &Device) -> Result<(VarM
         var.set(&((u * (2.0 * bound))? - bound)?)?;
     }
     Ok((vm, net))
+}
+
+/// A trainable DKEF drawn from a generator seeded with `seed`: feature-network weights
+/// `N(0, 1) / sqrt(fan_out)` (the reference's), biases 0, the configured bandwidths and
+/// `lambda`, and the inducing points `M` distinct rows of `data` picked at random (the reference
+/// initialises them from data).
+///
+/// # Errors
+/// A bad configuration, fewer data rows than inducing points.
+pub fn seeded_dkef(
+    cfg: &DkefConfig,
+    data: &Tensor,
+    seed: u64,
+    device: &Device,
+) -> Result<(VarMap, Dkef)> {
+    let n = data.dim(0)?;
+    if n < cfg.inducing {
+        return Err(crate::ExpError::Config(format!(
+            "DKEF needs at least as many training points ({n}) as inducing points ({})",
+            cfg.inducing
+        )));
+    }
+    let vm = VarMap::new();
+    let model = Dkef::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    let (names, vars) = crate::trainer::named_vars(&vm);
+    let mut noise = NoiseSource::new(seed ^ 0xdcef);
+    for (name, var) in names.iter().zip(vars) {
+        if name == models::INDUCING {
+            let pick = datasets::Batcher::new(n, cfg.inducing, seed ^ 0x1d)?.batch(data, 0)?;
+            var.set(&pick.to_dtype(DType::F32)?.to_device(device)?)?;
+        } else if name.ends_with(".weight") {
+            let fan_out = var.dims()[0];
+            let z = noise.gaussian_like(var.as_tensor())?;
+            var.set(&(z / (fan_out as f64).sqrt())?)?;
+        }
+    }
+    Ok((vm, model))
 }
 
 /// Fan-in of a conv layer from its weight (`[out, in, k, k]`); biases use their weight's.

@@ -114,6 +114,11 @@ pub enum DkefObjective<'a> {
     Sliced(&'a Tensor),
     /// SSMVR: the full gradient norm and the second derivative along one direction per point.
     SlicedVr(&'a Tensor),
+    /// SSM's quantities by nested reverse-mode autodiff, as the reference computes them (the
+    /// directional derivatives of every `k(x, z_m)` by the double-backward trick, four reverse
+    /// passes): the same values as [`DkefObjective::Sliced`], at autodiff's cost. Needs Candle's
+    /// higher-order mode.
+    SlicedAutodiff(&'a Tensor),
     /// FD-SSM: SSM's quantities by central finite differences along the direction.
     FiniteDifference {
         /// The directions, `[N, d]`.
@@ -123,17 +128,48 @@ pub enum DkefObjective<'a> {
     },
 }
 
-/// The pieces of an objective (see `Dkef::parts`).
-struct Parts {
+/// The pieces of a score-matching objective on a set of points ([`Dkef::objective_terms`]):
+/// what the closed-form kernel weights and the loss are computed from. They do not depend on
+/// `lambda` or `alpha`, so a phase that trains only `lambda` computes them once
+/// ([`ObjectiveTerms::detach`]).
+#[derive(Debug, Clone)]
+pub struct ObjectiveTerms {
+    /// First derivatives of the kernel along the objective's coordinates or direction,
     /// `[N, M, C]`.
-    grad: Tensor,
-    /// `[N, C]`.
-    base_grad: Tensor,
+    pub grad: Tensor,
+    /// The same of `log q0`, `[N, C]`.
+    pub base_grad: Tensor,
     /// Summed second derivatives of the kernel, `[N, M]`.
-    second: Tensor,
+    pub second: Tensor,
     /// Summed second derivatives of `log q0`, `[N]`.
-    base_second: Tensor,
+    pub base_second: Tensor,
 }
+
+impl ObjectiveTerms {
+    /// The same terms cut from the parameters' graph.
+    pub fn detach(&self) -> Self {
+        Self {
+            grad: self.grad.detach(),
+            base_grad: self.base_grad.detach(),
+            second: self.second.detach(),
+            base_second: self.base_second.detach(),
+        }
+    }
+
+    /// The per-point loss with kernel weights `alpha` `[M]`, `[N]`.
+    ///
+    /// # Errors
+    /// An `alpha` of the wrong length.
+    pub fn loss(&self, alpha: &Tensor) -> Result<Tensor> {
+        let a = alpha.unsqueeze(0)?.unsqueeze(2)?; // [1, M, 1]
+        let grad = (self.grad.broadcast_mul(&a)?.sum(1)? + &self.base_grad)?; // [N, C]
+        let second =
+            (self.second.broadcast_mul(&alpha.unsqueeze(0)?)?.sum(1)? + &self.base_second)?;
+        (grad.sqr()?.sum(1)? * 0.5)? + second
+    }
+}
+
+type Parts = ObjectiveTerms;
 
 /// The kernel between points and inducing points, with its derivatives in `x`.
 #[derive(Debug, Clone)]
@@ -467,6 +503,18 @@ impl Dkef {
                 let w = KernelDerivatives::FiniteDifference { v, eps };
                 single(self.kernel_terms(x, w)?, w)
             }
+            DkefObjective::SlicedAutodiff(v) => {
+                self.check_points(v, "the directions")?;
+                let (k, jv, jvv) = self.directional_by_autodiff(x, v)?;
+                let _ = k;
+                let w = KernelDerivatives::Direction(v);
+                Ok(Parts {
+                    grad: jv.unsqueeze(2)?,
+                    base_grad: self.base_grad(x, w)?,
+                    second: jvv,
+                    base_second: self.base_second(x, w)?,
+                })
+            }
             DkefObjective::SlicedVr(v) => {
                 self.check_points(v, "the directions")?;
                 // One pass along the d coordinates and v: the full gradient, and the second
@@ -484,35 +532,63 @@ impl Dkef {
         }
     }
 
-    /// The closed-form kernel weights on the points `x`: `alpha = -(G + lambda I)^-1 b`
-    /// (module docs) for the objective, differentiable in every parameter; `[M]`.
+    /// `k(x_n, z_m)`, `v_n . grad_x k(x_n, z_m)` and `v_n^T grad_x^2 k(x_n, z_m) v_n`, each
+    /// `[N, M]`, by nested reverse passes: with a dummy `u` `[N, M]`, `g = grad_x sum(u k)` and
+    /// `grad_u (g . v) = J v`; the same once more for the second derivative.
+    fn directional_by_autodiff(&self, x: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        sm_objectives::autodiff::ensure_higher_order()?;
+        let xv = candle_core::Var::from_tensor(&x.detach())?;
+        let k = self.kernel_between(xv.as_tensor(), &self.inducing)?;
+        let jvp = |t: &Tensor| -> Result<Tensor> {
+            let u = candle_core::Var::from_tensor(&t.zeros_like()?.detach())?;
+            let g = grad_of(&(t * u.as_tensor())?.sum_all()?, xv.as_tensor())?;
+            grad_of(&(g * v)?.sum_all()?, u.as_tensor())
+        };
+        let jv = jvp(&k)?;
+        let jvv = jvp(&jv)?;
+        Ok((k, jv, jvv))
+    }
+
+    /// The terms of `objective` on the points `x` (see [`ObjectiveTerms`]).
     ///
     /// # Errors
-    /// Shapes, and a system the solve refuses (not positive definite, non-finite).
-    pub fn fit_alpha(&self, x: &Tensor, objective: DkefObjective) -> Result<Tensor> {
-        let n = self.check_points(x, "the points")?;
-        let p = self.parts(x, objective)?;
-        let (m, c) = (self.config.inducing, p.grad.dim(2)?);
-        // G = mean_n D_n D_n^T with D_n = grad[n] [M, C]: as [M, N C] times its transpose.
-        let flat = p.grad.transpose(0, 1)?.reshape((m, n * c))?;
+    /// Shapes; higher-order mode off for [`DkefObjective::SlicedAutodiff`].
+    pub fn objective_terms(&self, x: &Tensor, objective: DkefObjective) -> Result<ObjectiveTerms> {
+        self.parts(x, objective)
+    }
+
+    /// The closed-form kernel weights from the terms on some points:
+    /// `alpha = -(G + lambda I)^-1 b` with `G = mean_n D_n D_n^T` (`D_n` the `[M, C]` first
+    /// derivatives of point `n`) and `b = mean_n (second_n + D_n base_grad_n)`; `[M]`.
+    ///
+    /// # Errors
+    /// A system the solve refuses (not positive definite, non-finite).
+    pub fn alpha_from_terms(&self, t: &ObjectiveTerms) -> Result<Tensor> {
+        let (n, m, c) = t.grad.dims3()?;
+        let flat = t.grad.transpose(0, 1)?.reshape((m, n * c))?;
         let g = (flat.matmul(&flat.t()?)? / n as f64)?;
-        let b = (p.second + p.grad.broadcast_mul(&p.base_grad.unsqueeze(1)?)?.sum(2)?)?.mean(0)?; // [M]
+        let b = (&t.second + t.grad.broadcast_mul(&t.base_grad.unsqueeze(1)?)?.sum(2)?)?.mean(0)?; // [M]
         let ridge = Tensor::eye(m, g.dtype(), g.device())?.broadcast_mul(&self.lambda()?)?;
         layers::spd_solve(&(g + ridge)?, &b)?.neg()
     }
 
+    /// The closed-form kernel weights on the points `x` for the objective (module docs),
+    /// differentiable in every parameter; `[M]`.
+    ///
+    /// # Errors
+    /// Shapes, and a system the solve refuses (not positive definite, non-finite).
+    pub fn fit_alpha(&self, x: &Tensor, objective: DkefObjective) -> Result<Tensor> {
+        self.alpha_from_terms(&self.parts(x, objective)?)
+    }
+
     /// Per point, the score-matching objective of `log p~` with weights `alpha`: exact `1/2
-    /// |grad log p~|^2 + lap log p~`; sliced `1/2 (v.grad)^2 + v^T H v` (by autodiff-free
-    /// forward derivatives, or by finite differences); SSMVR `1/2 |grad|^2 + v^T H v`; `[N]`.
+    /// |grad log p~|^2 + lap log p~`; sliced `1/2 (v.grad)^2 + v^T H v` (exact derivatives, or
+    /// by finite differences); SSMVR `1/2 |grad|^2 + v^T H v`; `[N]`.
     ///
     /// # Errors
     /// Shapes.
     pub fn sm_loss(&self, x: &Tensor, alpha: &Tensor, objective: DkefObjective) -> Result<Tensor> {
-        let p = self.parts(x, objective)?;
-        let a = alpha.unsqueeze(0)?.unsqueeze(2)?; // [1, M, 1]
-        let grad = (p.grad.broadcast_mul(&a)?.sum(1)? + p.base_grad)?; // [N, C]
-        let second = (p.second.broadcast_mul(&alpha.unsqueeze(0)?)?.sum(1)? + p.base_second)?;
-        (grad.sqr()?.sum(1)? * 0.5)? + second
+        self.parts(x, objective)?.loss(alpha)
     }
 
     /// `f(x) = sum_m alpha_m k(x, z_m)`, `[N]`.
@@ -562,6 +638,14 @@ impl Dkef {
         let mean = w.iter().sum::<f64>() / s as f64;
         let var = w.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (s.max(2) - 1) as f64;
         Ok((max + mean.ln(), (var / s as f64).sqrt() / mean))
+    }
+}
+
+/// `d(output)/d(wrt)`, zeros where `output` does not depend on `wrt`.
+fn grad_of(output: &Tensor, wrt: &Tensor) -> Result<Tensor> {
+    match output.backward()?.remove(wrt) {
+        Some(g) => Ok(g),
+        None => wrt.zeros_like(),
     }
 }
 

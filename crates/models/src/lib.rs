@@ -26,7 +26,8 @@ mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
 pub use dkef::{
-    Dkef, DkefConfig, DkefDensity, DkefObjective, KernelDerivatives, KernelTerms, INDUCING,
+    Dkef, DkefConfig, DkefDensity, DkefObjective, KernelDerivatives, KernelTerms, ObjectiveTerms,
+    INDUCING,
 };
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
