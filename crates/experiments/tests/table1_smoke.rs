@@ -116,3 +116,42 @@ fn tiny_table1_run_writes_every_output_and_resumes_exactly() {
         assert_eq!(e.test_sm, e0.test_sm, "{:?}", t.run);
     }
 }
+
+/// Early stopping: with a patience of one validation the run ends at the first validation that
+/// does not improve, before its step budget, and the report says so.
+#[test]
+fn early_stopping_ends_a_run_and_is_reported() {
+    let Some(data) = common::data_dir_with("wine-quality/winequality-red.csv") else {
+        return;
+    };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("table1-early-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let status = run(
+        &data,
+        &out,
+        &[
+            "--data",
+            "checkerboard",
+            "--methods",
+            "fd-ssm",
+            "--epochs",
+            "20",
+            "--val-every",
+            "1",
+            "--patience",
+            "1",
+        ],
+    );
+    assert!(status.success());
+    let results: Table1Results = experiments::report::read_json(&out.join("results.json")).unwrap();
+    let (t, _) = &results.runs[0];
+    let stop = t.stopped_early_at.expect("a patience of 1 stops this run");
+    assert!(stop < t.steps, "{stop} of {}", t.steps);
+    assert_eq!(t.losses.len() as u64, stop);
+    let (last, value) = *t.validation.last().unwrap();
+    assert_eq!(last, stop);
+    assert!(value >= t.best.unwrap().1);
+    let md = std::fs::read_to_string(out.join("table1.md")).unwrap();
+    assert!(md.contains("Stopped early"), "{md}");
+}

@@ -142,8 +142,12 @@ pub struct TrainSummary {
     pub records: Vec<StepRecord>,
     /// The step a resumed run started from.
     pub resumed_from: Option<u64>,
-    /// Steps complete at return: `iters`, or fewer when `stop_after` paused the run.
+    /// Steps complete at return: `iters`, or fewer when `stop_after` paused the run or the
+    /// state asked to stop ([`TrainSummary::stopped_early`]).
     pub completed: u64,
+    /// Whether the run ended before `iters` because the state asked it to
+    /// ([`TrainState::stop_requested`], e.g. early stopping on a validation loss).
+    pub stopped_early: bool,
     /// Training wall time of all completed steps, earlier runs' included, seconds.
     pub train_seconds: f64,
 }
@@ -181,6 +185,12 @@ pub trait TrainState {
         tensors: &HashMap<String, Tensor>,
         json: &serde_json::Value,
     ) -> Result<()>;
+    /// Whether training should end now (checked before every step; the state it is decided from
+    /// travels in the checkpoint, so a resumed run ends at the same step). Early stopping on a
+    /// validation loss sets it; the default never stops.
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 /// No state besides the parameters.
@@ -312,7 +322,13 @@ where
     };
     let mut records = Vec::new();
     let end = opts.stop_after.map_or(opts.iters, |s| s.min(opts.iters));
+    let mut completed = end.max(start);
+    let mut stopped_early = false;
     for step in start..end {
+        if state.stop_requested() {
+            (completed, stopped_early) = (step, true);
+            break;
+        }
         let t0 = Instant::now();
         let loss = match loss_at(step, state) {
             Ok(loss) => loss,
@@ -367,7 +383,7 @@ where
         // The step's evaluations belong to the state the checkpoint captures.
         after_step(&record, state)?;
         let done = step + 1;
-        let due = done % opts.checkpoint_every == 0 || done == end;
+        let due = done % opts.checkpoint_every == 0 || done == end || state.stop_requested();
         if let (true, Some(path)) = (due, &opts.checkpoint) {
             let meta = CheckpointMeta {
                 step: done,
@@ -392,7 +408,8 @@ where
     Ok(TrainSummary {
         records,
         resumed_from,
-        completed: end.max(start),
+        completed,
+        stopped_early,
         train_seconds,
     })
 }

@@ -412,3 +412,78 @@ fn a_corrupted_checkpoint_is_refused() {
         .to_string();
     assert!(err.contains("SHA-256"), "{err}");
 }
+
+/// A state that asks to stop once it has seen `after` steps (early stopping's shape).
+#[derive(Default)]
+struct StopAfter {
+    seen: u64,
+    after: u64,
+}
+
+impl train::trainer::TrainState for StopAfter {
+    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+    fn json(&self) -> train::Result<serde_json::Value> {
+        Ok(serde_json::json!(self.seen))
+    }
+    fn restore(
+        &mut self,
+        _: &std::collections::HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> train::Result<()> {
+        self.seen = json.as_u64().unwrap_or(0);
+        Ok(())
+    }
+    fn stop_requested(&self) -> bool {
+        self.seen >= self.after
+    }
+}
+
+#[test]
+fn a_state_can_stop_training_early_and_a_resume_stays_stopped() {
+    let data = seeded_data();
+    let dir = tmp("early-stop");
+    let (vm, net) = tiny(3);
+    let mut loss = loss_fn(&net, &data);
+    let mut state = StopAfter { seen: 0, after: 3 };
+    let summary = train::train_with_state(
+        &vm,
+        &options(&dir, 10, 0.01),
+        &mut state,
+        &mut |step, _| loss(step),
+        &mut |_, s: &mut StopAfter| -> Result<(), TrainError> {
+            s.seen += 1;
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!((summary.completed, summary.stopped_early), (3, true));
+    assert_eq!(summary.records.len(), 3);
+    // The stop step is checkpointed (checkpoint_every is 2, so only because of the stop).
+    let meta = checkpoint::load(&dir.join("ckpt.safetensors"), &Device::Cpu)
+        .unwrap()
+        .meta;
+    assert_eq!(meta.step, 3);
+    let before = params(&vm);
+    // Resumed, the restored state still asks to stop: no step is trained.
+    let (vm2, net2) = tiny(4);
+    let mut loss2 = loss_fn(&net2, &data);
+    let mut state2 = StopAfter { seen: 0, after: 3 };
+    let again = train::train_with_state(
+        &vm2,
+        &options(&dir, 10, 0.01),
+        &mut state2,
+        &mut |step, _| loss2(step),
+        &mut |_, s: &mut StopAfter| -> Result<(), TrainError> {
+            s.seen += 1;
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (again.records.len(), again.completed, again.stopped_early),
+        (0, 3, true)
+    );
+    assert_eq!(params(&vm2), before);
+}

@@ -162,6 +162,9 @@ pub struct Table1Config {
     pub val_points: usize,
     /// Validate every this many steps (and at the end).
     pub val_every: u64,
+    /// Stop after this many validations without improvement (reference 200); `None` trains
+    /// every epoch.
+    pub patience: Option<u64>,
     /// Steps of the final phase that trains only `lambda` on the validation loss (reference
     /// 1000, Adam 1e-3); 0 to skip it.
     pub lambda_steps: u64,
@@ -210,6 +213,7 @@ impl Table1Config {
             alpha_points: 2000,
             val_points: 1000,
             val_every: 100,
+            patience: Some(200),
             lambda_steps: 1000,
             is_samples: 1_000_000,
             toy_points: 4000,

@@ -124,6 +124,9 @@ pub struct Table1Options {
     /// Override the validation interval (steps).
     #[arg(long)]
     pub val_every: Option<u64>,
+    /// Stop after this many validations without improvement (0: never).
+    #[arg(long)]
+    pub patience: Option<u64>,
     /// Override the training points the kernel weights of validation and test are solved on.
     #[arg(long)]
     pub alpha_points: Option<usize>,
@@ -181,6 +184,9 @@ impl Experiment for Table1 {
         }
         if let Some(v) = a.val_every {
             cfg.val_every = v;
+        }
+        if let Some(p) = a.patience {
+            cfg.patience = (p > 0).then_some(p);
         }
         if let Some(n) = a.alpha_points {
             cfg.alpha_points = n;

@@ -215,8 +215,41 @@ pub fn markdown(r: &Table1Results) -> String {
             ]
         })
         .collect();
+    let log_z: Vec<Vec<String>> = r
+        .runs
+        .iter()
+        .map(|(t, e)| {
+            vec![
+                t.run.label_text(),
+                format!("{:.3} ± {:.3}", e.log_z.0, e.log_z.1),
+                format!("{:.3} ± {:.3}", e.test_nll.mean, e.test_nll.std_err),
+                format!("{:.3e}", e.lambda),
+            ]
+        })
+        .collect();
     let env = &r.environment;
     let diverged: usize = r.cells.iter().map(|x| x.diverged).sum();
+    let mut notes = String::new();
+    if diverged > 0 {
+        notes.push_str(&format!(
+            " {diverged} run(s) diverged and were evaluated at their best parameters before it."
+        ));
+    }
+    let early: Vec<String> = r
+        .runs
+        .iter()
+        .filter_map(|(t, _)| {
+            t.stopped_early_at
+                .map(|s| format!("{} at step {s} of {}", t.run.label_text(), t.steps))
+        })
+        .collect();
+    if !early.is_empty() {
+        notes.push_str(&format!(
+            " Stopped early (patience {:?}): {}.",
+            c.patience,
+            early.join("; ")
+        ));
+    }
     format!(
         "# Table 1: DKEF on UCI data ({} profile)\n\n\
          DKEF with {} kernels, {}-unit feature networks, {} inducing points; {} epochs at batch {} \
@@ -226,6 +259,9 @@ pub fn markdown(r: &Table1Results) -> String {
          density; test exact SM loss; both per point on the test split, mean over {} run(s). Ours: {} \
          on a CPU ({}, {} cores), time = median step after {} warm-up steps. Paper: 500 epochs, GPU.{}\n\n\
          {}\n## FD-SSM speed-up over SSM\n\n{}\n{}\
+         ## Per run\n\nlog Z by importance sampling with its Monte-Carlo standard error; the test NLL \
+         with its standard error over test points (add the log Z error for the estimate's); lambda \
+         after the final phase.\n\n{}\n\
          Curves: `loss_curves.png` (validation exact SM loss); every number: `results.json`.\n",
         c.profile,
         c.log10_bandwidths.len(),
@@ -245,11 +281,7 @@ pub fn markdown(r: &Table1Results) -> String {
         env.cpu,
         env.cores,
         c.timing_warmup,
-        if diverged > 0 {
-            format!(" {diverged} run(s) diverged and were evaluated at their best parameters before it.")
-        } else {
-            String::new()
-        },
+        notes,
         markdown_table(&header_refs, &rows),
         markdown_table(&["Data set", "SSM time / FD-SSM time (ours)", "(paper)"], &speed),
         if toy.is_empty() {
@@ -260,5 +292,6 @@ pub fn markdown(r: &Table1Results) -> String {
                 markdown_table(&["Method", "test NLL", "test SM loss", "Time"], &toy)
             )
         },
+        markdown_table(&["Run", "log Z", "test NLL", "lambda"], &log_z),
     )
 }

@@ -23,11 +23,17 @@ use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
 
 use super::{data, Method, Run, Table1Config};
 
-/// The validation record, carried in the checkpoint.
+/// The validation record, carried in the checkpoint; it asks the trainer to stop after
+/// `patience` validations without improvement (early stopping).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Validation {
     curve: Vec<(u64, f64)>,
     best: Option<(u64, f64)>,
+    /// Validations since the best one.
+    since_best: u64,
+    /// From the configuration, not the checkpoint.
+    #[serde(skip)]
+    patience: Option<u64>,
 }
 
 impl TrainState for Validation {
@@ -45,9 +51,17 @@ impl TrainState for Validation {
         _: &std::collections::HashMap<String, Tensor>,
         json: &serde_json::Value,
     ) -> train::Result<()> {
-        *self = serde_json::from_value(json.clone())
+        let saved: Validation = serde_json::from_value(json.clone())
             .map_err(|e| train::TrainError::Config(format!("validation record: {e}")))?;
+        *self = Validation {
+            patience: self.patience,
+            ..saved
+        };
         Ok(())
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.patience.is_some_and(|p| self.since_best >= p)
     }
 }
 
@@ -72,6 +86,10 @@ pub struct TrainReport {
     /// Why training stopped early when it diverged (the best parameters so far are kept).
     #[serde(default)]
     pub diverged: Option<String>,
+    /// The step at which early stopping ended training (`patience` validations without
+    /// improvement), if it did.
+    #[serde(default)]
+    pub stopped_early_at: Option<u64>,
 }
 
 /// The file of a run's best parameters.
@@ -206,7 +224,10 @@ pub fn train_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<Train
         let mut noise = NoiseSource::new(step_seed(seed, step));
         step_loss(&model, run.method, &x, &mut noise, cfg.eps)
     };
-    let mut validation = Validation::default();
+    let mut validation = Validation {
+        patience: cfg.patience,
+        ..Validation::default()
+    };
     let mut seen: Vec<StepRecord> = Vec::new();
     let best_path = best_file(dir);
     let mut after = |r: &StepRecord, v: &mut Validation| -> Result<()> {
@@ -220,6 +241,9 @@ pub fn train_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<Train
             if value.is_finite() && v.best.is_none_or(|(_, b)| value < b) {
                 save_atomic(&vm, &best_path)?;
                 v.best = Some((done, value));
+                v.since_best = 0;
+            } else {
+                v.since_best += 1;
             }
         }
         Ok(())
@@ -273,13 +297,16 @@ pub fn train_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<Train
         run,
         paused_at: summary
             .as_ref()
-            .and_then(|s| (s.completed < steps).then_some(s.completed)),
+            .and_then(|s| (s.completed < steps && !s.stopped_early).then_some(s.completed)),
         steps,
         losses,
         validation: validation.curve,
         best: validation.best,
         median_step_ms: times.get(times.len() / 2).copied(),
         diverged,
+        stopped_early_at: summary
+            .as_ref()
+            .and_then(|s| s.stopped_early.then_some(s.completed)),
     };
     write_json(&dir.join("train.json"), &report)?;
     Ok(report)
