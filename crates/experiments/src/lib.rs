@@ -7,7 +7,8 @@
 //!   command line of the `experiments` binary. [`EXPERIMENTS`] lists every experiment.
 //! - One folder per experiment: [`table1`], [`table2`], [`table3`], [`grbm_checkerboard`], [`bism_table1`] (repro),
 //!   [`step_bench`], [`order_scaling`] (bench).
-//! - Shared pieces: the objectives the experiments compare ([`objective`]), data and model
+//! - Shared pieces: the objectives the experiments compare ([`objective`]), training that keeps
+//!   the best validated parameters ([`keep_best`]), data and model
 //!   set-up ([`setup`]), figures ([`plot`]), result files ([`report`]), memory measurement
 //!   ([`memory`], [`allocator`]).
 //!
@@ -18,6 +19,7 @@ pub mod allocator;
 pub mod bism_table1;
 mod error;
 pub mod grbm_checkerboard;
+pub mod keep_best;
 pub mod memory;
 pub mod objective;
 pub mod order_scaling;

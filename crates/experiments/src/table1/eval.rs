@@ -15,8 +15,9 @@ use crate::optim::Adam;
 use crate::report::write_json;
 use crate::runner::RowContext;
 
-use super::train::{best_file, exact_sm, head, model_config, save_atomic};
+use super::train::{best_file, exact_sm, head, model_config};
 use super::{data, DataSet, Run, Table1Config};
+use crate::keep_best::save_atomic;
 
 /// A mean over test points with its standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

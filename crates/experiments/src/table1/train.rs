@@ -7,63 +7,21 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
-use candle_nn::VarMap;
 use models::{Dkef, DkefConfig, DkefDensity, DkefObjective};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{
     fd_ssm, ssm, ssmvr, BatchMode, Directions, NoiseSource, Projection, Reduction,
 };
 
-use crate::error::{io_err, ExpError, Result};
+use crate::error::{ExpError, Result};
+use crate::keep_best::{train_keeping_best, KeepBest};
 use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
 use crate::step_seed;
-use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
+use crate::trainer::TrainOptions;
 
 use super::{data, Method, Run, Table1Config};
-
-/// The validation record, carried in the checkpoint; it asks the trainer to stop after
-/// `patience` validations without improvement (early stopping).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Validation {
-    curve: Vec<(u64, f64)>,
-    best: Option<(u64, f64)>,
-    /// Validations since the best one.
-    since_best: u64,
-    /// From the configuration, not the checkpoint.
-    #[serde(skip)]
-    patience: Option<u64>,
-}
-
-impl TrainState for Validation {
-    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
-        Ok(Vec::new())
-    }
-
-    fn json(&self) -> train::Result<serde_json::Value> {
-        serde_json::to_value(self)
-            .map_err(|e| train::TrainError::Config(format!("validation record: {e}")))
-    }
-
-    fn restore(
-        &mut self,
-        _: &std::collections::HashMap<String, Tensor>,
-        json: &serde_json::Value,
-    ) -> train::Result<()> {
-        let saved: Validation = serde_json::from_value(json.clone())
-            .map_err(|e| train::TrainError::Config(format!("validation record: {e}")))?;
-        *self = Validation {
-            patience: self.patience,
-            ..saved
-        };
-        Ok(())
-    }
-
-    fn stop_requested(&self) -> bool {
-        self.patience.is_some_and(|p| self.since_best >= p)
-    }
-}
 
 /// What a training child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,15 +53,6 @@ pub struct TrainReport {
 /// The file of a run's best parameters.
 pub fn best_file(dir: &Path) -> PathBuf {
     dir.join("best.safetensors")
-}
-
-pub(crate) fn save_atomic(vm: &VarMap, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
-    vm.save(&tmp).map_err(|e| ExpError::Checkpoint {
-        path: tmp.clone(),
-        problem: format!("could not write the parameters: {e}"),
-    })?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// The model configuration of a run on data of dimension `dim`.
@@ -224,89 +173,45 @@ pub fn train_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<Train
         let mut noise = NoiseSource::new(step_seed(seed, step));
         step_loss(&model, run.method, &x, &mut noise, cfg.eps)
     };
-    let mut validation = Validation {
-        patience: cfg.patience,
-        ..Validation::default()
-    };
-    let mut seen: Vec<StepRecord> = Vec::new();
-    let best_path = best_file(dir);
-    let mut after = |r: &StepRecord, v: &mut Validation| -> Result<()> {
-        seen.push(*r);
-        let done = r.step + 1;
-        if done % cfg.val_every == 0 || done == steps {
-            let value = exact_sm(&model, &fit_points, &val)?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            v.curve.push((done, value));
-            if value.is_finite() && v.best.is_none_or(|(_, b)| value < b) {
-                save_atomic(&vm, &best_path)?;
-                v.best = Some((done, value));
-                v.since_best = 0;
-            } else {
-                v.since_best += 1;
-            }
-        }
-        Ok(())
-    };
-    let result = train_with_state(
+    let mut keep = KeepBest::new(cfg.patience);
+    let earlier = read_json::<TrainReport>(&dir.join("train.json"))
+        .map(|r| r.losses)
+        .unwrap_or_default();
+    let trained = train_keeping_best(
         &vm,
         &opts,
-        &mut validation,
-        &mut |step, _| loss_at(step),
-        &mut after,
-    );
-    let (summary, diverged) = match result {
-        Ok(summary) => (Some(summary), None),
-        Err(ExpError::Train(e @ train::TrainError::Diverged { .. })) => (None, Some(e.to_string())),
-        Err(e) => return Err(e),
-    };
-    if let Some(why) = &diverged {
-        if validation.best.is_none() {
-            return Err(ExpError::Config(format!(
-                "{} diverged before its first validation ({why}); lower the learning rate or \
-                 validate more often (val_every)",
-                run.label_text()
-            )));
-        }
-    }
-    if let Some(s) = &summary {
-        if s.records.is_empty() {
-            if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
-                return Ok(previous);
+        &mut keep,
+        &best_file(dir),
+        &mut loss_at,
+        &mut |done| {
+            if done % cfg.val_every == 0 || done == steps {
+                let value = exact_sm(&model, &fit_points, &val)?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+                Ok(Some(value))
+            } else {
+                Ok(None)
             }
-        }
-    }
-    let mut losses: Vec<(u64, f64)> = Vec::new();
-    if let Some(from) = summary.as_ref().and_then(|s| s.resumed_from) {
+        },
+        earlier,
+        cfg.timing_warmup as u64,
+        &run.label_text(),
+    )?;
+    if trained.nothing_trained {
         if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
-            losses.extend(previous.losses.into_iter().filter(|(s, _)| *s < from));
+            return Ok(previous);
         }
     }
-    losses.extend(seen.iter().map(|r| (r.step, r.loss)));
-    let warmup = cfg.timing_warmup as u64;
-    let mut times: Vec<f64> = seen
-        .iter()
-        .filter(|r| r.step >= warmup)
-        .map(|r| r.seconds * 1e3)
-        .collect();
-    if times.is_empty() {
-        times = seen.iter().map(|r| r.seconds * 1e3).collect();
-    }
-    times.sort_by(f64::total_cmp);
     let report = TrainReport {
         run,
-        paused_at: summary
-            .as_ref()
-            .and_then(|s| (s.completed < steps && !s.stopped_early).then_some(s.completed)),
+        paused_at: trained.paused_at(steps),
         steps,
-        losses,
-        validation: validation.curve,
-        best: validation.best,
-        median_step_ms: times.get(times.len() / 2).copied(),
-        diverged,
-        stopped_early_at: summary
-            .as_ref()
-            .and_then(|s| s.stopped_early.then_some(s.completed)),
+        losses: trained.losses.clone(),
+        validation: keep.curve,
+        best: keep.best,
+        median_step_ms: trained.median_step_ms,
+        stopped_early_at: trained.stopped_early_at(),
+        diverged: trained.diverged,
     };
     write_json(&dir.join("train.json"), &report)?;
     Ok(report)

@@ -5,49 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-use candle_nn::VarMap;
 use models::Nice;
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
 
-use crate::error::{io_err, ExpError, Result};
+use crate::error::{ExpError, Result};
+use crate::keep_best::{train_keeping_best, KeepBest};
 use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
 use crate::step_seed;
-use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
+use crate::trainer::TrainOptions;
 
 use super::{data, objective, Run, Table3Config};
-
-/// The validation record, carried in the checkpoint so that a resumed run keeps it.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Validation {
-    /// `(step, validation loss)` at every validation.
-    curve: Vec<(u64, f64)>,
-    /// The best finite validation loss so far and its step.
-    best: Option<(u64, f64)>,
-}
-
-impl TrainState for Validation {
-    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
-        Ok(Vec::new())
-    }
-
-    fn json(&self) -> train::Result<serde_json::Value> {
-        serde_json::to_value(self)
-            .map_err(|e| train::TrainError::Config(format!("validation record: {e}")))
-    }
-
-    fn restore(
-        &mut self,
-        _: &std::collections::HashMap<String, Tensor>,
-        json: &serde_json::Value,
-    ) -> train::Result<()> {
-        *self = serde_json::from_value(json.clone())
-            .map_err(|e| train::TrainError::Config(format!("validation record: {e}")))?;
-        Ok(())
-    }
-}
 
 /// What a training child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,16 +44,6 @@ pub struct TrainReport {
 /// The file holding the best parameters of a run.
 pub fn best_file(dir: &Path) -> PathBuf {
     dir.join("best.safetensors")
-}
-
-/// Writes the parameters to `path` atomically (a temporary file renamed over it).
-fn save_atomic(vm: &VarMap, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
-    vm.save(&tmp).map_err(|e| ExpError::Checkpoint {
-        path: tmp.clone(),
-        problem: format!("could not write the parameters: {e}"),
-    })?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// The method's loss on `images` (logit space) in batches, with noise from a fixed seed, so that
@@ -148,78 +108,41 @@ pub fn train_run(ctx: &RowContext, cfg: &Table3Config, run: Run) -> Result<Train
         let x = data::to_logit(&pixels, &mut noise).map_err(candle_core::Error::wrap)?;
         objective::loss(run.method, &nice, &x, &mut noise, cfg)
     };
-    let mut validation = Validation::default();
-    let mut seen: Vec<StepRecord> = Vec::new();
-    let best_path = best_file(dir);
-    let mut after = |r: &StepRecord, v: &mut Validation| -> Result<()> {
-        seen.push(*r);
-        let done = r.step + 1;
-        if done % cfg.val_every == 0 || done == cfg.iters {
-            let value = validation_loss(run, &nice, &val, cfg)?;
-            v.curve.push((done, value));
-            if value.is_finite() && v.best.is_none_or(|(_, b)| value < b) {
-                save_atomic(&vm, &best_path)?;
-                v.best = Some((done, value));
-            }
-        }
-        Ok(())
-    };
-    let result = train_with_state(
+    let mut keep = KeepBest::new(None);
+    let earlier = read_json::<TrainReport>(&dir.join("train.json"))
+        .map(|r| r.losses)
+        .unwrap_or_default();
+    let trained = train_keeping_best(
         &vm,
         &opts,
-        &mut validation,
-        &mut |step, _| loss_at(step),
-        &mut after,
-    );
-    let (summary, diverged) = match result {
-        Ok(summary) => (Some(summary), None),
-        Err(ExpError::Train(e @ train::TrainError::Diverged { .. })) => (None, Some(e.to_string())),
-        Err(e) => return Err(e),
-    };
-    if diverged.is_some() && validation.best.is_none() {
-        // Nothing validated yet: keep the initial parameters' place empty, and say so.
-        return Err(ExpError::Config(format!(
-            "{} diverged before its first validation ({}); lower the learning rate or validate \
-             more often (val_every)",
-            run.label_text(),
-            diverged.unwrap_or_default()
-        )));
-    }
-    if let Some(s) = &summary {
-        if s.records.is_empty() {
-            // A finished run resumed: nothing was trained, the original report stands.
-            if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
-                return Ok(previous);
+        &mut keep,
+        &best_file(dir),
+        &mut loss_at,
+        &mut |done| {
+            if done % cfg.val_every == 0 || done == cfg.iters {
+                Ok(Some(validation_loss(run, &nice, &val, cfg)?))
+            } else {
+                Ok(None)
             }
-        }
-    }
-    let mut losses: Vec<(u64, f64)> = Vec::new();
-    if let Some(from) = summary.as_ref().and_then(|s| s.resumed_from) {
+        },
+        earlier,
+        cfg.timing_warmup as u64,
+        &run.label_text(),
+    )?;
+    if trained.nothing_trained {
+        // A finished run resumed: nothing was trained, the original report stands.
         if let Ok(previous) = read_json::<TrainReport>(&dir.join("train.json")) {
-            losses.extend(previous.losses.into_iter().filter(|(s, _)| *s < from));
+            return Ok(previous);
         }
     }
-    losses.extend(seen.iter().map(|r| (r.step, r.loss)));
-    let warmup = cfg.timing_warmup as u64;
-    let mut times: Vec<f64> = seen
-        .iter()
-        .filter(|r| r.step >= warmup)
-        .map(|r| r.seconds * 1e3)
-        .collect();
-    if times.is_empty() {
-        times = seen.iter().map(|r| r.seconds * 1e3).collect();
-    }
-    times.sort_by(f64::total_cmp);
     let report = TrainReport {
         run,
-        paused_at: summary
-            .as_ref()
-            .and_then(|s| (s.completed < cfg.iters).then_some(s.completed)),
-        losses,
-        validation: validation.curve,
-        best: validation.best,
-        median_step_ms: times.get(times.len() / 2).copied(),
-        diverged,
+        paused_at: trained.paused_at(cfg.iters),
+        losses: trained.losses,
+        validation: keep.curve,
+        best: keep.best,
+        median_step_ms: trained.median_step_ms,
+        diverged: trained.diverged,
     };
     write_json(&dir.join("train.json"), &report)?;
     Ok(report)
