@@ -103,3 +103,70 @@ pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// A mean over samples (test points, images) with its standard error.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Estimate {
+    /// Mean.
+    pub mean: f64,
+    /// Standard error of the mean (sample standard deviation over `sqrt(count)`).
+    pub std_err: f64,
+    /// Number of samples.
+    pub count: usize,
+}
+
+impl Estimate {
+    /// The estimate from the samples' values (a standard error of 0 for fewer than two).
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n.max(1) as f64;
+        let var = if n > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            std_err: (var / n.max(1) as f64).sqrt(),
+            count: n,
+        }
+    }
+}
+
+/// The `train.json` and `eval.json` reports of every row, from the rows' directories.
+///
+/// # Errors
+/// A missing or unreadable report.
+pub fn read_train_eval<R, T, E>(
+    ctx: &crate::runner::Context,
+    rows: &[(R, crate::runner::RowStatus)],
+) -> Result<Vec<(T, E)>>
+where
+    R: crate::runner::ExperimentRow,
+    T: serde::de::DeserializeOwned,
+    E: serde::de::DeserializeOwned,
+{
+    rows.iter()
+        .map(|(row, _)| {
+            let dir = ctx.row_dir(&row.key());
+            Ok((
+                read_json::<T>(&dir.join("train.json"))?,
+                read_json::<E>(&dir.join("eval.json"))?,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Estimate;
+
+    #[test]
+    fn estimate_of_known_values() {
+        let e = Estimate::of(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!((e.mean, e.count), (2.5, 4));
+        // Sample variance 5/3, standard error sqrt(5/3 / 4).
+        assert!((e.std_err - (5.0f64 / 12.0).sqrt()).abs() < 1e-15);
+        assert_eq!(Estimate::of(&[7.0]).std_err, 0.0);
+    }
+}

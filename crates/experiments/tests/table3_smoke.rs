@@ -95,7 +95,7 @@ fn tiny_table3_run_writes_every_output_and_resumes_exactly() {
         );
         let best = t.best.unwrap();
         assert!(t.validation.iter().all(|v| v.1 >= best.1));
-        assert_eq!((e.test_sm.images, e.test_nll.images), (3, 20));
+        assert_eq!((e.test_sm.count, e.test_nll.count), (3, 20));
         match &e.samples_png {
             Some(png) => {
                 assert_eq!(t.run.seed, 0);

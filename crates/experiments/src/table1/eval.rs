@@ -12,33 +12,12 @@ use sm_objectives::NoiseSource;
 
 use crate::error::{ExpError, Result};
 use crate::optim::Adam;
-use crate::report::write_json;
+use crate::report::{write_json, Estimate};
 use crate::runner::RowContext;
 
 use super::train::{best_file, exact_sm, head, model_config};
 use super::{data, DataSet, Run, Table1Config};
 use crate::keep_best::save_atomic;
-
-/// A mean over test points with its standard error.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Estimate {
-    /// Mean.
-    pub mean: f64,
-    /// Standard error of the mean.
-    pub std_err: f64,
-}
-
-impl Estimate {
-    fn of(values: &[f64]) -> Self {
-        let n = values.len().max(1);
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
-        Self {
-            mean,
-            std_err: (var / n as f64).sqrt(),
-        }
-    }
-}
 
 /// What an evaluation child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]

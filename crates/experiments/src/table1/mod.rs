@@ -16,7 +16,7 @@ mod train;
 
 pub use config::{DataSet, Method, Table1Config, DATA_SETS, METHODS};
 pub use data::{load as load_data, Splits};
-pub use eval::{eval_run, Estimate, EvalReport};
+pub use eval::{eval_run, EvalReport};
 pub use report::{markdown, Table1Results};
 pub use train::{step_loss, train_run, TrainReport};
 

@@ -8,7 +8,7 @@ use crate::eval::SmEstimate;
 use crate::objective::Objective;
 use crate::plot::{save_line_plot, Axes, Panel, Series};
 use crate::report::{
-    environment, markdown_table, read_json, write_atomic, write_json, Environment,
+    environment, markdown_table, read_train_eval, write_atomic, write_json, Environment,
 };
 use crate::runner::{Context, RowStatus};
 
@@ -37,14 +37,7 @@ pub fn write(
     cfg: &Table2Config,
     statuses: &[(Objective, RowStatus)],
 ) -> Result<String> {
-    let mut rows = Vec::new();
-    for (row, _) in statuses {
-        let dir = ctx.row_dir(row.key());
-        rows.push((
-            read_json::<TrainReport>(&dir.join("train.json"))?,
-            read_json::<EvalReport>(&dir.join("eval.json"))?,
-        ));
-    }
+    let rows: Vec<(TrainReport, EvalReport)> = read_train_eval(ctx, statuses)?;
     let time = |r: Objective| {
         rows.iter()
             .find(|(t, _)| t.row == r)

@@ -12,35 +12,11 @@ use sm_objectives::{sm_exact, Graph, NoiseSource, Reduction};
 
 use crate::error::{ExpError, Result};
 use crate::plot::save_image_grid_scaled;
-use crate::report::write_json;
+use crate::report::{write_json, Estimate};
 use crate::runner::RowContext;
 
 use super::train::best_file;
 use super::{data, Run, Table3Config};
-
-/// A mean over test images with its standard error.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Estimate {
-    /// Mean over the images.
-    pub mean: f64,
-    /// Standard error of the mean.
-    pub std_err: f64,
-    /// Number of images.
-    pub images: usize,
-}
-
-impl Estimate {
-    fn of(values: &[f64]) -> Self {
-        let n = values.len();
-        let mean = values.iter().sum::<f64>() / n.max(1) as f64;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
-        Self {
-            mean,
-            std_err: (var / n.max(1) as f64).sqrt(),
-            images: n,
-        }
-    }
-}
 
 /// What an evaluation child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]

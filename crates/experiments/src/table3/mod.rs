@@ -15,7 +15,7 @@ mod train;
 
 pub use config::{Method, PaperRow, Table3Config, ALL_METHODS, METHODS};
 pub use data::{load as load_mnist, to_logit, to_pixels, MnistSplits, SPLIT_SEED};
-pub use eval::{eval_run, Estimate, EvalReport};
+pub use eval::{eval_run, EvalReport};
 pub use objective::loss;
 pub use report::{markdown, MethodSummary, Table3Results};
 pub use train::{train_run, validation_loss, TrainReport};

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::plot::{save_panels, Axes, Panel, Series};
 use crate::report::{
-    environment, markdown_table, read_json, write_atomic, write_json, Environment,
+    environment, markdown_table, read_train_eval, write_atomic, write_json, Environment,
 };
-use crate::runner::{Context, ExperimentRow, RowStatus};
+use crate::runner::{Context, RowStatus};
 
 use super::{EvalReport, Method, Run, Table3Config, TrainReport};
 
@@ -76,14 +76,7 @@ pub struct Table3Results {
 /// # Errors
 /// Unreadable run reports, I/O and plotting errors.
 pub fn write(ctx: &Context, cfg: &Table3Config, statuses: &[(Run, RowStatus)]) -> Result<String> {
-    let mut runs = Vec::new();
-    for (run, _) in statuses {
-        let dir = ctx.row_dir(&run.key());
-        runs.push((
-            read_json::<TrainReport>(&dir.join("train.json"))?,
-            read_json::<EvalReport>(&dir.join("eval.json"))?,
-        ));
-    }
+    let runs: Vec<(TrainReport, EvalReport)> = read_train_eval(ctx, statuses)?;
     let mut methods: Vec<MethodSummary> = cfg
         .methods
         .iter()
