@@ -138,35 +138,17 @@ pub fn seeded_resnet_ebm(
 pub fn seeded_mlp(cfg: &MlpConfig, seed: u64, device: &Device) -> Result<(VarMap, Mlp)> {
     let vm = VarMap::new();
     let net = Mlp::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
-    let (names, vars) = crate::trainer::named_vars(&vm);
-    let mut noise = NoiseSource::new(seed ^ 0x31f);
-    for (name, var) in names.iter().zip(vars) {
-        let layer = name.trim_end_matches(".weight").trim_end_matches(".bias");
-        let fan_in = {
-            let data = vm.data().lock().expect("VarMap lock");
-            data.get(&format!("{layer}.weight"))
-                .map_or(1, |w| w.dims().last().copied().unwrap_or(1))
-        };
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let u = noise.uniform_like(var.as_tensor())?;
-        var.set(&((u * (2.0 * bound))? - bound)?)?;
-    }
+    seed_dense_layers(&vm, &mut NoiseSource::new(seed ^ 0x31f), &[])?;
     Ok((vm, net))
 }
 
-/// A trainable NICE flow drawn from a generator seeded with `seed`: the coupling networks'
-/// weights and biases uniform in `+-1/sqrt(fan_in)` (PyTorch's default, as the reference), the
-/// log-scales at 0.
-///
-/// # Errors
-/// A bad configuration (see [`Nice::new`]).
-pub fn seeded_nice(cfg: &NiceConfig, seed: u64, device: &Device) -> Result<(VarMap, Nice)> {
-    let vm = VarMap::new();
-    let net = Nice::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
-    let (names, vars) = crate::trainer::named_vars(&vm);
-    let mut noise = NoiseSource::new(seed ^ 0x41ce);
+/// Draws every dense layer's weight and bias of `vm` (sorted by name) uniformly in
+/// `+-1/sqrt(fan_in)`, PyTorch's default, from `noise`; the variables named in `skip` keep their
+/// values.
+fn seed_dense_layers(vm: &VarMap, noise: &mut NoiseSource, skip: &[&str]) -> Result<()> {
+    let (names, vars) = crate::trainer::named_vars(vm);
     for (name, var) in names.iter().zip(vars) {
-        if name == "scale" {
+        if skip.contains(&name.as_str()) {
             continue;
         }
         let layer = name.trim_end_matches(".weight").trim_end_matches(".bias");
@@ -179,6 +161,19 @@ pub fn seeded_nice(cfg: &NiceConfig, seed: u64, device: &Device) -> Result<(VarM
         let u = noise.uniform_like(var.as_tensor())?;
         var.set(&((u * (2.0 * bound))? - bound)?)?;
     }
+    Ok(())
+}
+
+/// A trainable NICE flow drawn from a generator seeded with `seed`: the coupling networks'
+/// weights and biases uniform in `+-1/sqrt(fan_in)` (PyTorch's default, as the reference), the
+/// log-scales at 0.
+///
+/// # Errors
+/// A bad configuration (see [`Nice::new`]).
+pub fn seeded_nice(cfg: &NiceConfig, seed: u64, device: &Device) -> Result<(VarMap, Nice)> {
+    let vm = VarMap::new();
+    let net = Nice::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    seed_dense_layers(&vm, &mut NoiseSource::new(seed ^ 0x41ce), &["scale"])?;
     Ok((vm, net))
 }
 

@@ -4,7 +4,7 @@
 //! half (NICE's coupling nets, DKEF's feature nets, the VAE/WAE score networks).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use layers::Linear;
 use serde::{Deserialize, Serialize};
 use sm_objectives::LogDensity;
@@ -103,18 +103,7 @@ impl Mlp {
             .sizes
             .windows(2)
             .enumerate()
-            .map(|(i, w)| {
-                let bound = 1.0 / (w[0] as f64).sqrt();
-                let init = Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                };
-                let vb = vb.pp(format!("layers.{i}"));
-                Ok(Linear::new(
-                    vb.get_with_hints((w[1], w[0]), "weight", init)?,
-                    Some(vb.get_with_hints(w[1], "bias", init)?),
-                ))
-            })
+            .map(|(i, w)| layers::linear(w[0], w[1], vb.pp(format!("layers.{i}"))))
             .collect::<Result<_>>()?;
         Ok(Self {
             layers,

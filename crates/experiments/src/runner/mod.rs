@@ -128,6 +128,37 @@ pub struct RowContext<'a> {
 }
 
 impl RowContext<'_> {
+    /// Training options for this row: `iters` steps at base rate `lr`, checkpoints in
+    /// `<row dir>/checkpoint.safetensors` every `every` steps, resuming, pausing and progress as
+    /// the run asks, labelled `label`, and `identity` (the settings a checkpoint must match) as
+    /// the configuration JSON. The schedule, optimiser and clip are left at their defaults.
+    ///
+    /// # Errors
+    /// `identity` does not serialise.
+    pub fn train_options(
+        &self,
+        iters: u64,
+        lr: f64,
+        every: u64,
+        label: String,
+        identity: &impl Serialize,
+    ) -> Result<crate::trainer::TrainOptions> {
+        let control = self.run.control;
+        let mut opts = crate::trainer::TrainOptions::new(iters, lr)
+            .with_checkpoint(
+                self.dir.join("checkpoint.safetensors"),
+                every,
+                control.resume,
+            )
+            .with_progress(control.progress, label)
+            .with_config_json(
+                serde_json::to_string(identity)
+                    .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?,
+            );
+        opts.stop_after = control.stop_after;
+        Ok(opts)
+    }
+
     /// The proof of higher-order mode.
     ///
     /// # Errors

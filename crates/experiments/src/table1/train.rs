@@ -19,7 +19,6 @@ use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
 use crate::step_seed;
-use crate::trainer::TrainOptions;
 
 use super::{data, Method, Run, Table1Config};
 
@@ -128,7 +127,6 @@ pub fn train_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<Train
         ctx.higher_order()?;
     }
     let dir = &ctx.dir;
-    let control = ctx.run.control;
     let device = ctx.run.device;
     let splits = data::load(ctx.run.data_dir, run.data, cfg.toy_points, device)?;
     let (n, dim) = splits.train.dims2()?;
@@ -150,21 +148,17 @@ pub fn train_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<Train
         Method::FdSsm => cfg.clip_fd,
         _ => cfg.clip_sliced,
     };
-    let mut opts = TrainOptions::new(steps, cfg.lr)
+    let mut opts = ctx
+        .train_options(
+            steps,
+            cfg.lr,
+            cfg.checkpoint_every,
+            run.label_text(),
+            &(cfg.training_identity(), run),
+        )?
         .with_schedule(LrSchedule::Constant)
         .with_adam(cfg.adam)
-        .with_clip(clip)
-        .with_checkpoint(
-            dir.join("checkpoint.safetensors"),
-            cfg.checkpoint_every,
-            control.resume,
-        )
-        .with_progress(control.progress, run.label_text())
-        .with_config_json(
-            serde_json::to_string(&(cfg.training_identity(), run))
-                .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?,
-        );
-    opts.stop_after = control.stop_after;
+        .with_clip(clip);
     opts.explode_threshold = 1e10;
     let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
         let x = batcher

@@ -13,7 +13,7 @@ use crate::objective::{MultiscaleNoise, Objective, ObjectiveSettings};
 use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
-use crate::trainer::{train_with_state, StepRecord, TrainOptions, TrainState};
+use crate::trainer::{train_with_state, StepRecord, TrainState};
 use crate::{memory, step_seed};
 
 use super::{reference_scale, Table2Config};
@@ -80,7 +80,6 @@ pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result
     }
     let higher_order = sm_objectives::autodiff::higher_order_enabled();
     let dir = &ctx.dir;
-    let control = ctx.run.control;
     let device = ctx.run.device;
     let images = crate::setup::mnist32(ctx.run.data_dir, true, device)?;
     let mut batcher = datasets::Batcher::new(images.dim(0)?, cfg.batch, cfg.seed)?;
@@ -103,28 +102,22 @@ pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result
         }),
     };
     let scale = reference_scale(row, dim);
-    let mut opts = TrainOptions::new(
-        cfg.iters,
-        if row.denoising() {
-            cfg.lr_dsm
-        } else {
-            cfg.lr_ssm
-        },
-    )
-    .with_schedule(LrSchedule::Cosine)
-    .with_adam(cfg.adam)
-    .with_checkpoint(
-        dir.join("checkpoint.safetensors"),
-        cfg.checkpoint_every,
-        control.resume,
-    )
-    .with_progress(control.progress, row.label())
-    .with_config_json(
-        serde_json::to_string(&(cfg.training_identity(), row))
-            .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?,
-    );
+    let lr = if row.denoising() {
+        cfg.lr_dsm
+    } else {
+        cfg.lr_ssm
+    };
+    let mut opts = ctx
+        .train_options(
+            cfg.iters,
+            lr,
+            cfg.checkpoint_every,
+            row.label().to_string(),
+            &(cfg.training_identity(), row),
+        )?
+        .with_schedule(LrSchedule::Cosine)
+        .with_adam(cfg.adam);
     opts.clip = cfg.clip;
-    opts.stop_after = control.stop_after;
     opts.explode_threshold = 1e12;
     let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
         let x = batcher

@@ -9,13 +9,12 @@ use models::Nice;
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
 
-use crate::error::{ExpError, Result};
+use crate::error::Result;
 use crate::keep_best::{train_keeping_best, KeepBest};
 use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
 use crate::step_seed;
-use crate::trainer::TrainOptions;
 
 use super::{data, objective, Run, Table3Config};
 
@@ -74,7 +73,6 @@ pub fn train_run(ctx: &RowContext, cfg: &Table3Config, run: Run) -> Result<Train
         ctx.higher_order()?;
     }
     let dir = &ctx.dir;
-    let control = ctx.run.control;
     let device = ctx.run.device;
     let splits = data::load(ctx.run.data_dir, device)?;
     let val = data::to_logit(
@@ -85,20 +83,16 @@ pub fn train_run(ctx: &RowContext, cfg: &Table3Config, run: Run) -> Result<Train
     let batch = cfg.batch_of(run.method);
     let mut batcher = datasets::Batcher::new(splits.train.dim(0)?, batch, seed)?;
     let (vm, nice) = crate::setup::seeded_nice(&cfg.model, seed, device)?;
-    let mut opts = TrainOptions::new(cfg.iters, cfg.lr(run.method))
-        .with_schedule(LrSchedule::Constant)
-        .with_adam(cfg.adam)
-        .with_checkpoint(
-            dir.join("checkpoint.safetensors"),
+    let mut opts = ctx
+        .train_options(
+            cfg.iters,
+            cfg.lr(run.method),
             cfg.checkpoint_every,
-            control.resume,
-        )
-        .with_progress(control.progress, run.label_text())
-        .with_config_json(
-            serde_json::to_string(&(cfg.training_identity(), run))
-                .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?,
-        );
-    opts.stop_after = control.stop_after;
+            run.label_text(),
+            &(cfg.training_identity(), run),
+        )?
+        .with_schedule(LrSchedule::Constant)
+        .with_adam(cfg.adam);
     opts.explode_threshold = 1e12;
     let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
         let pixels = batcher

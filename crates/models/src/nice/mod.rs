@@ -105,22 +105,11 @@ pub(crate) struct CouplingNet {
 
 impl CouplingNet {
     fn new(sizes: &[usize], vb: VarBuilder) -> Result<Self> {
+        // PyTorch's default initialisation of nn.Linear, as the reference uses.
         let layers = sizes
             .windows(2)
             .enumerate()
-            .map(|(i, w)| {
-                // PyTorch's default initialisation of nn.Linear, as the reference uses.
-                let bound = 1.0 / (w[0] as f64).sqrt();
-                let init = Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                };
-                let vb = vb.pp(format!("layers.{i}"));
-                Ok(Linear::new(
-                    vb.get_with_hints((w[1], w[0]), "weight", init)?,
-                    Some(vb.get_with_hints(w[1], "bias", init)?),
-                ))
-            })
+            .map(|(i, w)| layers::linear(w[0], w[1], vb.pp(format!("layers.{i}"))))
             .collect::<Result<_>>()?;
         Ok(Self { layers })
     }
