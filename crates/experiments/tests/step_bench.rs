@@ -137,3 +137,30 @@ fn every_objective_steps_on_the_mlp() -> Result<()> {
     assert!(md.contains("MLP [8, 4, 1]"), "{md}");
     Ok(())
 }
+
+/// `--net nice` times every objective on Table 3's flow (here with 4-unit coupling networks),
+/// with the parameter count of `NiceConfig::parameter_count`, and names it in the report.
+#[test]
+fn every_objective_steps_on_nice() -> Result<()> {
+    let out = out_dir("step-bench-nice");
+    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args(["bench", "steps", "--net", "nice", "--nice-hidden", "4"])
+        .args(["--batch", "2", "--steps", "2", "--warmup", "1", "--out"])
+        .arg(&out)
+        .env_remove(sm_objectives::autodiff::HIGHER_ORDER_ENV)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    assert!(status.success());
+    let r: StepBenchResults = experiments::report::read_json(&out.join("results.json"))?;
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.results.len(), PEER_OBJECTIVES.len());
+    // Four couplings of 392-4-4-4-4-392 plus 784 scales.
+    let net = (392 + 1) * 4 + 3 * (4 + 1) * 4 + (4 + 1) * 392;
+    for s in &r.results {
+        assert_eq!(s.params, 4 * net + 784, "{s:?}");
+        assert!(s.last_loss.is_finite(), "{s:?}");
+    }
+    let md = std::fs::read_to_string(out.join("steps.md"))?;
+    assert!(md.contains("NICE, 4 couplings"), "{md}");
+    Ok(())
+}

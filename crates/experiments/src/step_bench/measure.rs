@@ -58,6 +58,16 @@ pub fn measure(cfg: &StepBenchConfig, objective: Objective, dev: &Device) -> Res
                 &Tensor::zeros(shape, DType::F32, dev)?,
             )
         }
+        BenchNet::Nice => {
+            let (vm, net) = setup::seeded_nice(&cfg.nice, cfg.seed, dev)?;
+            time_steps(
+                cfg,
+                objective,
+                &vm,
+                &net,
+                &Tensor::zeros((cfg.batch, cfg.nice.dim), DType::F32, dev)?,
+            )
+        }
         BenchNet::Mlp => {
             let (vm, net) = setup::seeded_mlp(&cfg.mlp, cfg.seed, dev)?;
             let shape = (cfg.batch, cfg.mlp.sizes[0]);
@@ -145,6 +155,7 @@ pub fn step_gflop(cfg: &StepBenchConfig, objective: Objective) -> Option<f64> {
     let macs = match cfg.net {
         BenchNet::Resnet => cfg.model.forward_macs_per_image(),
         BenchNet::Mlp => cfg.mlp.forward_macs_per_sample(),
+        BenchNet::Nice => cfg.nice.forward_macs_per_sample(),
     };
     Some(3.0 * 2.0 * (macs * images) as f64 / 1e9)
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use models::{Activation, MlpConfig, ResNetEbmConfig};
+use models::{Activation, MlpConfig, NiceConfig, ResNetEbmConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExpError, Result};
@@ -49,6 +49,8 @@ pub enum BenchNet {
     Resnet,
     /// A dense energy network ([`StepBenchConfig::mlp`], the peer's 784-512-512-1 softplus).
     Mlp,
+    /// The NICE flow of Table 3 ([`StepBenchConfig::nice`]) on flattened 28 x 28 inputs.
+    Nice,
 }
 
 /// Settings of the step benchmark; the defaults are the peer script's.
@@ -62,6 +64,9 @@ pub struct StepBenchConfig {
     /// The MLP (peer: 784-512-512-1, softplus), on flattened 28 x 28 inputs.
     #[serde(default = "MlpConfig::peer")]
     pub mlp: MlpConfig,
+    /// The NICE flow (Table 3's: four couplings of 392-1000x4-392 softplus networks).
+    #[serde(default = "NiceConfig::mnist")]
+    pub nice: NiceConfig,
     /// Images per step.
     pub batch: usize,
     /// Untimed steps first.
@@ -109,6 +114,7 @@ impl Default for StepBenchConfig {
             },
             net: BenchNet::Resnet,
             mlp: MlpConfig::peer(),
+            nice: NiceConfig::mnist(),
             batch: 64,
             warmup: 3,
             steps: 20,
@@ -141,6 +147,13 @@ impl StepBenchConfig {
                 crate::require_memory(
                     &format!("an MLP of {} parameters", self.mlp.parameter_count()),
                     self.mlp.parameter_count().saturating_mul(16),
+                )?;
+            }
+            BenchNet::Nice => {
+                self.nice.check().map_err(ExpError::Config)?;
+                crate::require_memory(
+                    &format!("a NICE of {} parameters", self.nice.parameter_count()),
+                    self.nice.parameter_count().saturating_mul(16),
                 )?;
             }
             BenchNet::Resnet => crate::require_resnet_memory(&self.model)?,
@@ -185,13 +198,16 @@ pub struct StepBench;
 #[derive(Debug, Clone, Args)]
 pub struct StepBenchOptions {
     /// The network: resnet (the deep-EBM ResNet) or mlp (784-512-512-1 softplus), as the
-    /// peer's --net.
+    /// peer's --net; or nice (Table 3's flow, no peer).
     #[arg(long, value_enum, default_value_t = BenchNet::Resnet)]
     pub net: BenchNet,
     /// Layer sizes of the MLP, comma-separated, ending in 1 (default 784,512,512,1); e.g.
     /// 16,16,1 with a small --batch measures the cost per op rather than per FLOP.
     #[arg(long, value_delimiter = ',')]
     pub mlp_sizes: Option<Vec<usize>>,
+    /// Hidden width of NICE's coupling networks (default 1000, Table 3's quick profile 200).
+    #[arg(long)]
+    pub nice_hidden: Option<usize>,
     /// ResNet width (peer --width).
     #[arg(long, default_value_t = 32)]
     pub width: usize,
@@ -249,6 +265,9 @@ impl Experiment for StepBench {
         };
         if let Some(sizes) = &a.mlp_sizes {
             cfg.mlp.sizes.clone_from(sizes);
+        }
+        if let Some(h) = a.nice_hidden {
+            cfg.nice.hidden = h;
         }
         cfg.model.width = a.width;
         cfg.model.blocks_per_stage = [a.blocks; 3];

@@ -118,6 +118,11 @@ pub fn markdown(r: &StepBenchResults) -> String {
             "MLP {:?}, {:?}, {params} parameters",
             c.mlp.sizes, c.mlp.activation
         ),
+        BenchNet::Nice => format!(
+            "NICE, {} couplings of {:?} softplus networks, {params} parameters",
+            c.nice.couplings,
+            c.nice.net_sizes()
+        ),
     };
     let mut md = format!(
         "# Training-step cost\n\n{network}; batch {}, a fixed uniform batch; sigma {}, eps {}; \

@@ -77,6 +77,16 @@ impl NiceConfig {
         sizes
     }
 
+    /// Multiply-accumulates of one forward pass of one sample: the coupling networks' products.
+    pub fn forward_macs_per_sample(&self) -> u64 {
+        let net: u64 = self
+            .net_sizes()
+            .windows(2)
+            .map(|w| (w[0] * w[1]) as u64)
+            .sum();
+        net * self.couplings as u64
+    }
+
     /// Trainable parameters: the coupling networks' weights and biases and the `D` scales.
     pub fn parameter_count(&self) -> u64 {
         let net: u64 = self
