@@ -1,6 +1,6 @@
 //! Activations whose derivatives of every order are correct in Candle: ELU, the numerically
 //! stable softplus and the shifted softplus of the deep-EBM runs (FD-SM App. C.2), each one
-//! fused multithreaded pass on the CPU.
+//! fused multithreaded pass on the CPU, and the logistic sigmoid (softplus's slope).
 
 use candle_core::{Result, Tensor};
 
@@ -37,4 +37,15 @@ pub fn softplus(z: &Tensor) -> Result<Tensor> {
 /// reference code.
 pub fn shifted_softplus(z: &Tensor) -> Result<Tensor> {
     softplus(z)? - std::f64::consts::LN_2
+}
+
+/// The logistic sigmoid `1 / (1 + e^-z)`, softplus's derivative, as `(tanh(z / 2) + 1) / 2`:
+/// finite for every `z` and differentiable at every order (`1 / (1 + e^-z)` gives `inf / inf`
+/// in its derivative for very negative `z`). Used by the hand-propagated derivatives of NICE
+/// and DKEF and to map logits back to pixels.
+///
+/// # Shapes
+/// * `z`: any; returns the shape of `z`
+pub fn sigmoid(z: &Tensor) -> Result<Tensor> {
+    ((z * 0.5)?.tanh()? * 0.5)? + 0.5
 }

@@ -18,7 +18,7 @@
 //! | convolution of `elu(x)`, skip connection and pooling fused in | [`elu_conv2d`] | [`Conv2d::forward_elu`] |
 //! | average pooling | [`avg_pool2d`], [`avg_pool2d_padded`] | [`AvgPool2d`] |
 //! | bilinear upsampling | [`upsample_bilinear2d`] | |
-//! | activations | [`elu`], [`softplus`], [`shifted_softplus`] | |
+//! | activations | [`elu`], [`softplus`], [`shifted_softplus`], [`sigmoid`] | |
 //! | normalisation | [`group_norm`], [`instance_norm`] | |
 //! | per-channel bias | [`bias_add`] | |
 //! | fully connected | matrix product and [`bias_add`] | [`Linear`], [`linear()`] |
@@ -43,7 +43,7 @@ mod pool;
 mod solve;
 mod upsample;
 
-pub use activation::{elu, shifted_softplus, softplus};
+pub use activation::{elu, shifted_softplus, sigmoid, softplus};
 pub use bias::bias_add;
 pub use conv::{
     conv2d, conv2d_layer, conv2d_no_bias, elu_conv2d, Conv2d, Conv2dConfig, ConvAlgorithm, Residual,

@@ -7,7 +7,7 @@ mod common;
 use candle_core::{Result, Tensor};
 use common::*;
 use layers::grad_mode::enable_higher_order;
-use layers::{avg_pool2d, group_norm, instance_norm, shifted_softplus, softplus};
+use layers::{avg_pool2d, group_norm, instance_norm, shifted_softplus, sigmoid, softplus};
 
 #[test]
 fn ops_have_correct_second_derivatives() -> Result<()> {
@@ -71,6 +71,16 @@ fn ops_compute_the_right_values() -> Result<()> {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
     assert!(shifted_softplus(&Tensor::new(&[0.0f64], &DEV)?)?.to_vec1::<f64>()?[0].abs() < 1e-15);
+    // sigmoid: 1 / (1 + e^-z), finite at the extremes, and softplus's slope (central differences).
+    let s = sigmoid(&z)?.to_vec1::<f64>()?;
+    for (&a, zv) in s.iter().zip([-1000.0f64, -3.0, 0.0, 2.5, 1000.0]) {
+        assert!((a - 1.0 / (1.0 + (-zv).exp())).abs() < 1e-15, "{a} at {zv}");
+    }
+    let h = 1e-6;
+    let slope = ((softplus(&(&z + h)?)? - softplus(&(&z - h)?)?)? / (2.0 * h))?.to_vec1::<f64>()?;
+    for (a, b) in s.iter().zip(slope) {
+        assert!((a - b).abs() < 1e-8, "{a} vs {b}");
+    }
     // instance_norm: zero mean and unit variance per (sample, channel).
     let x = pattern(3, 4 * 25, 1.0).reshape((3, 4, 5, 5))?.exp()?;
     let n = instance_norm(&x, 1e-12)?.reshape((12, 25))?;

@@ -189,11 +189,6 @@ struct FeatureNet {
     skip: Linear,
 }
 
-/// `sigmoid(u)` from `tanh`, finite and differentiable everywhere.
-fn sigmoid(u: &Tensor) -> Result<Tensor> {
-    ((u * 0.5)?.tanh()? * 0.5)? + 0.5
-}
-
 impl FeatureNet {
     fn new(d: usize, h: usize, vb: VarBuilder) -> Result<Self> {
         // N(0, 1) / sqrt(fan_out), as the reference initialises them.
@@ -248,7 +243,7 @@ impl FeatureNet {
             let su = lin(layer.weight(), &s2)?;
             if i < 2 {
                 // a = softplus(u): a' = sigmoid(u), a'' = sigmoid (1 - sigmoid).
-                let s = sigmoid(&u)?.unsqueeze(2)?;
+                let s = layers::sigmoid(&u)?.unsqueeze(2)?;
                 let curv = (&s * (1.0 - &s)?)?;
                 h = layers::softplus(&u)?;
                 s2 = (ju.sqr()?.broadcast_mul(&curv)? + su.broadcast_mul(&s)?)?;

@@ -85,7 +85,7 @@ pub fn to_logit(pixels: &Tensor, noise: &mut NoiseSource) -> Result<Tensor> {
 /// Tensor errors only.
 pub fn to_pixels(logits: &Tensor) -> Result<Tensor> {
     let n = logits.dim(0)?;
-    let p = (((logits * 0.5)?.tanh()? * 0.5)? + 0.5)?;
+    let p = layers::sigmoid(logits)?;
     Ok(p.reshape((n, 1, 28, 28))?)
 }
 

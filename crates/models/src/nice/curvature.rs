@@ -48,11 +48,6 @@ struct Walk {
     carried: Carried,
 }
 
-/// `sigmoid(u)` from `tanh`, finite and differentiable for every `u`.
-fn sigmoid(u: &Tensor) -> Result<Tensor> {
-    ((u * 0.5)?.tanh()? * 0.5)? + 0.5
-}
-
 /// The forward pass of a coupling network keeping the hidden pre-activations.
 fn net_forward(net: &CouplingNet, on: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
     let last = net.layers.len() - 1;
@@ -102,7 +97,7 @@ fn net_backward(
             break;
         }
         // Through the softplus before this layer.
-        let s = sigmoid(&pre[i - 1])?;
+        let s = layers::sigmoid(&pre[i - 1])?;
         let curvature = (&grad * (&s * (1.0 - &s)?)?)?;
         carried = match carried {
             Carried::Diagonal(h) => Carried::Diagonal(((h * s.sqr()?)? + &curvature)?),
