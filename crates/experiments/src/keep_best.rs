@@ -4,7 +4,7 @@
 //! validations without improvement, and a divergence after the first validation ends training
 //! instead of failing it (the best parameters so far are evaluated).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 use candle_nn::VarMap;
@@ -82,6 +82,11 @@ impl TrainState for KeepBest {
     fn stop_requested(&self) -> bool {
         self.patience.is_some_and(|p| self.since_best >= p)
     }
+}
+
+/// The file of a run's best parameters in its row directory.
+pub fn best_file(dir: &Path) -> PathBuf {
+    dir.join("best.safetensors")
 }
 
 /// Writes the parameters to `path` atomically (a temporary file renamed over it).

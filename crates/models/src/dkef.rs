@@ -276,6 +276,9 @@ pub struct Dkef {
 /// The name of the inducing points' variable, to initialise them from data.
 pub const INDUCING: &str = "inducing";
 
+/// The name of the `log10 lambda` variable (`[1]`), e.g. to train it alone.
+pub const LOG10_LAMBDA: &str = "log10_lambda";
+
 impl Dkef {
     /// Builds the model, creating or loading its weights through `vb`. New inducing points are
     /// zeros: set the variable [`INDUCING`] from data before training (as the reference does).
@@ -295,8 +298,7 @@ impl Dkef {
         }
         let inducing =
             vb.get_with_hints((config.inducing, config.dim), INDUCING, Init::Const(0.0))?;
-        let log10_lambda =
-            vb.get_with_hints(1, "log10_lambda", Init::Const(config.log10_lambda))?;
+        let log10_lambda = vb.get_with_hints(1, LOG10_LAMBDA, Init::Const(config.log10_lambda))?;
         Ok(Self {
             nets,
             log10_bandwidth,
@@ -463,7 +465,7 @@ impl Dkef {
         let inv = -1.0 / self.config.q0_std.powi(2);
         match which {
             KernelDerivatives::Coordinates => {
-                x.narrow(1, 0, 1)?.squeeze(1)?.ones_like()? * (inv * self.config.dim as f64)
+                Tensor::ones(x.dim(0)?, x.dtype(), x.device())? * (inv * self.config.dim as f64)
             }
             KernelDerivatives::Direction(v) | KernelDerivatives::FiniteDifference { v, .. } => {
                 v.sqr()?.sum(1)? * inv
@@ -475,7 +477,7 @@ impl Dkef {
     /// `log q0` along the objective's coordinates or direction, and the summed second
     /// derivatives.
     fn parts(&self, x: &Tensor, objective: DkefObjective) -> Result<Parts> {
-        let n = self.check_points(x, "the points")?;
+        self.check_points(x, "the points")?;
         let d = self.config.dim;
         let single = |t: KernelTerms, which: KernelDerivatives| -> Result<Parts> {
             Ok(Parts {
@@ -500,15 +502,10 @@ impl Dkef {
             }
             DkefObjective::SlicedAutodiff(v) => {
                 self.check_points(v, "the directions")?;
-                let (k, jv, jvv) = self.directional_by_autodiff(x, v)?;
-                let _ = k;
-                let w = KernelDerivatives::Direction(v);
-                Ok(Parts {
-                    grad: jv.unsqueeze(2)?,
-                    base_grad: self.base_grad(x, w)?,
-                    second: jvv,
-                    base_second: self.base_second(x, w)?,
-                })
+                single(
+                    self.directional_by_autodiff(x, v)?,
+                    KernelDerivatives::Direction(v),
+                )
             }
             DkefObjective::SlicedVr(v) => {
                 self.check_points(v, "the directions")?;
@@ -516,7 +513,6 @@ impl Dkef {
                 // derivative along v.
                 let dirs = Tensor::cat(&[&Self::coordinate_dirs(x)?, &v.unsqueeze(2)?], 2)?;
                 let t = self.terms_along(x, &dirs)?;
-                let _ = n;
                 Ok(Parts {
                     grad: t.grad.narrow(2, 0, d)?,
                     base_grad: self.base_grad(x, KernelDerivatives::Coordinates)?,
@@ -527,10 +523,10 @@ impl Dkef {
         }
     }
 
-    /// `k(x_n, z_m)`, `v_n . grad_x k(x_n, z_m)` and `v_n^T grad_x^2 k(x_n, z_m) v_n`, each
-    /// `[N, M]`, by nested reverse passes: with a dummy `u` `[N, M]`, `g = grad_x sum(u k)` and
-    /// `grad_u (g . v) = J v`; the same once more for the second derivative.
-    fn directional_by_autodiff(&self, x: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    /// The kernel and its first and second derivatives along `v` (`[N, M, 1]` each) by nested
+    /// reverse passes: with a dummy `u` `[N, M]`, `g = grad_x sum(u k)` and `grad_u (g . v) = J v`;
+    /// the same once more for the second derivative.
+    fn directional_by_autodiff(&self, x: &Tensor, v: &Tensor) -> Result<KernelTerms> {
         sm_objectives::autodiff::ensure_higher_order()?;
         let xv = candle_core::Var::from_tensor(&x.detach())?;
         let k = self.kernel_between(xv.as_tensor(), &self.inducing)?;
@@ -541,7 +537,11 @@ impl Dkef {
         };
         let jv = jvp(&k)?;
         let jvv = jvp(&jv)?;
-        Ok((k, jv, jvv))
+        Ok(KernelTerms {
+            k,
+            grad: jv.unsqueeze(2)?,
+            second: jvv.unsqueeze(2)?,
+        })
     }
 
     /// The terms of `objective` on the points `x` (see [`ObjectiveTerms`]).

@@ -27,7 +27,7 @@ mod resnet_ebm;
 pub use bernoulli_posterior::BernoulliPosterior;
 pub use dkef::{
     Dkef, DkefConfig, DkefDensity, DkefObjective, KernelDerivatives, KernelTerms, ObjectiveTerms,
-    INDUCING,
+    INDUCING, LOG10_LAMBDA,
 };
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::{DkefConfig, DkefObjective};
+use models::{DkefConfig, DkefObjective, LOG10_LAMBDA};
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
 
@@ -15,8 +15,9 @@ use crate::optim::Adam;
 use crate::report::{write_json, Estimate};
 use crate::runner::RowContext;
 
-use super::train::{best_file, exact_sm, head, model_config};
+use super::train::{head, model_config};
 use super::{data, DataSet, Run, Table1Config};
+use crate::keep_best::best_file;
 use crate::keep_best::save_atomic;
 
 /// What an evaluation child reports.
@@ -62,15 +63,25 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<EvalRe
     let fit_points = head(&splits.train, cfg.alpha_points)?;
     let val = head(&splits.val, cfg.val_points)?;
     let scalar = |t: Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
-    let val_before = scalar(exact_sm(&model, &fit_points, &val)?)?;
+    // G, b and the validation terms do not depend on lambda: computed once.
+    let fit_terms = model
+        .objective_terms(&fit_points, DkefObjective::Exact)?
+        .detach();
+    let val_terms = model.objective_terms(&val, DkefObjective::Exact)?.detach();
+    let val_loss = || -> Result<Tensor> {
+        Ok(val_terms
+            .loss(&model.alpha_from_terms(&fit_terms)?)?
+            .mean_all()?)
+    };
+    let val_before = scalar(val_loss()?)?;
     // The final phase: only lambda, on the validation loss (reference: Adam 1e-3).
     let lambda_var = vm
         .data()
         .lock()
         .expect("VarMap lock")
-        .get("log10_lambda")
+        .get(LOG10_LAMBDA)
         .cloned()
-        .ok_or_else(|| ExpError::Config("the DKEF has no log10_lambda variable".into()))?;
+        .ok_or_else(|| ExpError::Config(format!("the DKEF has no {LOG10_LAMBDA} variable")))?;
     let mut adam = Adam::new(vec![lambda_var], cfg.adam)?;
     let bar = if ctx.run.control.progress {
         ProgressBar::new(cfg.lambda_steps)
@@ -83,24 +94,13 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<EvalRe
             .progress_chars("=> "),
     );
     bar.set_prefix(run.label_text());
-    // G, b and the validation terms do not depend on lambda: computed once.
-    let fit_terms = model
-        .objective_terms(&fit_points, DkefObjective::Exact)?
-        .detach();
-    let val_terms = model.objective_terms(&val, DkefObjective::Exact)?.detach();
     for _ in 0..cfg.lambda_steps {
-        let alpha = model.alpha_from_terms(&fit_terms)?;
-        let loss = val_terms.loss(&alpha)?.mean_all()?;
-        let grads = loss.backward()?;
+        let grads = val_loss()?.backward()?;
         adam.step_with_lr(&grads, 1e-3)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let val_after = scalar(
-        val_terms
-            .loss(&model.alpha_from_terms(&fit_terms)?)?
-            .mean_all()?,
-    )?;
+    let val_after = scalar(val_loss()?)?;
     if !val_after.is_finite() {
         return Err(ExpError::Config(format!(
             "{}: the validation loss is not finite after the lambda phase",
@@ -108,7 +108,7 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table1Config, run: Run) -> Result<EvalRe
         )));
     }
     save_atomic(&vm, &dir.join("final.safetensors"))?;
-    let alpha = model.fit_alpha(&fit_points, DkefObjective::Exact)?.detach();
+    let alpha = model.alpha_from_terms(&fit_terms)?.detach();
     let lambda = scalar(model.lambda()?)?;
     // Test SM loss, per point, in batches.
     let test = &splits.test;

@@ -4,8 +4,6 @@
 //! clipping. The exact SM loss on validation points (kernel weights from training points) is
 //! computed every `val_every` steps and the best parameters are kept.
 
-use std::path::{Path, PathBuf};
-
 use candle_core::{DType, Tensor};
 use models::{Dkef, DkefConfig, DkefDensity, DkefObjective};
 use serde::{Deserialize, Serialize};
@@ -14,7 +12,7 @@ use sm_objectives::{
 };
 
 use crate::error::{ExpError, Result};
-use crate::keep_best::{train_keeping_best, KeepBest};
+use crate::keep_best::{best_file, train_keeping_best, KeepBest};
 use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
@@ -47,11 +45,6 @@ pub struct TrainReport {
     /// improvement), if it did.
     #[serde(default)]
     pub stopped_early_at: Option<u64>,
-}
-
-/// The file of a run's best parameters.
-pub fn best_file(dir: &Path) -> PathBuf {
-    dir.join("best.safetensors")
 }
 
 /// The model configuration of a run on data of dimension `dim`.

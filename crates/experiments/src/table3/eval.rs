@@ -15,8 +15,8 @@ use crate::plot::save_image_grid_scaled;
 use crate::report::{write_json, Estimate};
 use crate::runner::RowContext;
 
-use super::train::best_file;
 use super::{data, Run, Table3Config};
+use crate::keep_best::best_file;
 
 /// What an evaluation child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,15 +2,13 @@
 //! MNIST, validation every `val_every` steps with the best parameters kept (the reference keeps
 //! the best model by validation), step times, and the training loss curve.
 
-use std::path::{Path, PathBuf};
-
 use candle_core::Tensor;
 use models::Nice;
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
 
 use crate::error::Result;
-use crate::keep_best::{train_keeping_best, KeepBest};
+use crate::keep_best::{best_file, train_keeping_best, KeepBest};
 use crate::optim::LrSchedule;
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
@@ -38,11 +36,6 @@ pub struct TrainReport {
     /// Why training stopped early when its loss diverged (the best parameters so far are kept).
     #[serde(default)]
     pub diverged: Option<String>,
-}
-
-/// The file holding the best parameters of a run.
-pub fn best_file(dir: &Path) -> PathBuf {
-    dir.join("best.safetensors")
 }
 
 /// The method's loss on `images` (logit space) in batches, with noise from a fixed seed, so that
