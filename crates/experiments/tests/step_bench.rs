@@ -113,13 +113,13 @@ fn bad_names_settings_and_peer_files_are_named() -> Result<()> {
     Ok(())
 }
 
-/// `--net mlp` times every objective on a dense network (here a tiny one), with its parameter
-/// count in closed form `sum (in + 1) out`, and names it in the report.
-#[test]
-fn every_objective_steps_on_the_mlp() -> Result<()> {
-    let out = out_dir("step-bench-mlp");
+/// Runs every objective for two steps at batch 2 on the network `net_args` chooses; checks that
+/// none failed and returns the output directory and the results.
+fn small_net_bench(name: &str, net_args: &[&str]) -> Result<(PathBuf, StepBenchResults)> {
+    let out = out_dir(name);
     let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args(["bench", "steps", "--net", "mlp", "--mlp-sizes", "8,4,1"])
+        .args(["bench", "steps"])
+        .args(net_args)
         .args(["--batch", "2", "--steps", "2", "--warmup", "1", "--out"])
         .arg(&out)
         .env_remove(sm_objectives::autodiff::HIGHER_ORDER_ENV)
@@ -129,6 +129,14 @@ fn every_objective_steps_on_the_mlp() -> Result<()> {
     let r: StepBenchResults = experiments::report::read_json(&out.join("results.json"))?;
     assert!(r.failed.is_empty(), "{:?}", r.failed);
     assert_eq!(r.results.len(), PEER_OBJECTIVES.len());
+    Ok((out, r))
+}
+
+/// `--net mlp` times every objective on a dense network (here a tiny one), with its parameter
+/// count in closed form `sum (in + 1) out`, and names it in the report.
+#[test]
+fn every_objective_steps_on_the_mlp() -> Result<()> {
+    let (out, r) = small_net_bench("step-bench-mlp", &["--net", "mlp", "--mlp-sizes", "8,4,1"])?;
     for s in &r.results {
         assert_eq!(s.params, (8 + 1) * 4 + (4 + 1), "{s:?}");
         assert!(s.last_loss.is_finite(), "{s:?}");
@@ -142,18 +150,7 @@ fn every_objective_steps_on_the_mlp() -> Result<()> {
 /// with the parameter count of `NiceConfig::parameter_count`, and names it in the report.
 #[test]
 fn every_objective_steps_on_nice() -> Result<()> {
-    let out = out_dir("step-bench-nice");
-    let status = Command::new(env!("CARGO_BIN_EXE_experiments"))
-        .args(["bench", "steps", "--net", "nice", "--nice-hidden", "4"])
-        .args(["--batch", "2", "--steps", "2", "--warmup", "1", "--out"])
-        .arg(&out)
-        .env_remove(sm_objectives::autodiff::HIGHER_ORDER_ENV)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    assert!(status.success());
-    let r: StepBenchResults = experiments::report::read_json(&out.join("results.json"))?;
-    assert!(r.failed.is_empty(), "{:?}", r.failed);
-    assert_eq!(r.results.len(), PEER_OBJECTIVES.len());
+    let (out, r) = small_net_bench("step-bench-nice", &["--net", "nice", "--nice-hidden", "4"])?;
     // Four couplings of 392-4-4-4-4-392 plus 784 scales.
     let net = (392 + 1) * 4 + 3 * (4 + 1) * 4 + (4 + 1) * 392;
     for s in &r.results {
