@@ -35,11 +35,55 @@ pub struct ScoreAndDiagonal {
 }
 
 /// The second-order quantity each method carries per unit.
+#[derive(Clone)]
 enum Carried {
     /// Approx-BP: the diagonal of the Hessian.
     Diagonal(Tensor),
     /// CP: the real and imaginary parts of the random factor.
     Factor { real: Tensor, imag: Tensor },
+}
+
+impl Carried {
+    /// Applies `f` to every tensor it holds.
+    fn map(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Self> {
+        Ok(match self {
+            Carried::Diagonal(h) => Carried::Diagonal(f(h)?),
+            Carried::Factor { real, imag } => Carried::Factor {
+                real: f(real)?,
+                imag: f(imag)?,
+            },
+        })
+    }
+
+    /// Its even and odd pixels.
+    fn split(&self) -> Result<(Self, Self)> {
+        Ok((
+            self.map(|t| Ok(Nice::split(t)?.0))?,
+            self.map(|t| Ok(Nice::split(t)?.1))?,
+        ))
+    }
+
+    /// The sum of the quantities of two paths into the same units.
+    fn add(self, other: Self) -> Result<Self> {
+        Ok(match (self, other) {
+            (Carried::Diagonal(a), Carried::Diagonal(b)) => Carried::Diagonal((a + b)?),
+            (Carried::Factor { real, imag }, Carried::Factor { real: r, imag: i }) => {
+                Carried::Factor {
+                    real: (real + r)?,
+                    imag: (imag + i)?,
+                }
+            }
+            _ => candle_core::bail!("mixed second-order quantities (a bug)"),
+        })
+    }
+
+    /// The estimate of the Hessian diagonal: `h`, or `S_r^2 - S_i^2`.
+    fn diagonal(&self) -> Result<Tensor> {
+        match self {
+            Carried::Diagonal(h) => Ok(h.clone()),
+            Carried::Factor { real, imag } => real.sqr()? - imag.sqr()?,
+        }
+    }
 }
 
 /// Per-half state during the backward walk: the gradient and the carried quantity.
@@ -75,23 +119,14 @@ fn net_backward(
     noise: &mut Option<&mut NoiseSource>,
 ) -> Result<Walk> {
     let mut grad = out.grad.clone();
-    let mut carried = match &out.carried {
-        Carried::Diagonal(h) => Carried::Diagonal(h.clone()),
-        Carried::Factor { real, imag } => Carried::Factor {
-            real: real.clone(),
-            imag: imag.clone(),
-        },
-    };
+    let mut carried = out.carried.clone();
     for (i, layer) in net.layers.iter().enumerate().rev() {
         // Through the linear map: multiply by W (rows of the batch times [out, in]).
         let w = layer.weight();
         grad = grad.matmul(w)?;
         carried = match carried {
             Carried::Diagonal(h) => Carried::Diagonal(h.matmul(&w.sqr()?)?),
-            Carried::Factor { real, imag } => Carried::Factor {
-                real: real.matmul(w)?,
-                imag: imag.matmul(w)?,
-            },
+            factor => factor.map(|t| t.matmul(w))?,
         };
         if i == 0 {
             break;
@@ -123,25 +158,11 @@ fn net_backward(
     Ok(Walk { grad, carried })
 }
 
-/// `a + b` for the carried quantities of the two paths into a read half.
+/// `a + b` for the two paths into a read half.
 fn add(a: Walk, b: Walk) -> Result<Walk> {
-    let carried = match (a.carried, b.carried) {
-        (Carried::Diagonal(x), Carried::Diagonal(y)) => Carried::Diagonal((x + y)?),
-        (
-            Carried::Factor { real, imag },
-            Carried::Factor {
-                real: real2,
-                imag: imag2,
-            },
-        ) => Carried::Factor {
-            real: (real + real2)?,
-            imag: (imag + imag2)?,
-        },
-        _ => candle_core::bail!("mixed second-order quantities (a bug)"),
-    };
     Ok(Walk {
         grad: (a.grad + b.grad)?,
-        carried,
+        carried: a.carried.add(b.carried)?,
     })
 }
 
@@ -211,45 +232,16 @@ impl Nice {
                 }
             }
         };
-        let split_walk = |w: Walk| -> Result<(Walk, Walk)> {
-            let (g_even, g_odd) = Self::split(&w.grad)?;
-            Ok(match w.carried {
-                Carried::Diagonal(h) => {
-                    let (h_even, h_odd) = Self::split(&h)?;
-                    (
-                        Walk {
-                            grad: g_even,
-                            carried: Carried::Diagonal(h_even),
-                        },
-                        Walk {
-                            grad: g_odd,
-                            carried: Carried::Diagonal(h_odd),
-                        },
-                    )
-                }
-                Carried::Factor { real, imag } => {
-                    let (r_even, r_odd) = Self::split(&real)?;
-                    let (i_even, i_odd) = Self::split(&imag)?;
-                    (
-                        Walk {
-                            grad: g_even,
-                            carried: Carried::Factor {
-                                real: r_even,
-                                imag: i_even,
-                            },
-                        },
-                        Walk {
-                            grad: g_odd,
-                            carried: Carried::Factor {
-                                real: r_odd,
-                                imag: i_odd,
-                            },
-                        },
-                    )
-                }
-            })
+        let (g_even, g_odd) = Self::split(&grad)?;
+        let (c_even, c_odd) = carried.split()?;
+        let mut w_even = Walk {
+            grad: g_even,
+            carried: c_even,
         };
-        let (mut w_even, mut w_odd) = split_walk(Walk { grad, carried })?;
+        let mut w_odd = Walk {
+            grad: g_odd,
+            carried: c_odd,
+        };
         // Backward through the couplings: the updated half's quantities pass unchanged; the read
         // half gains their propagation through the coupling's network.
         for (k, net) in self.couplings.iter().enumerate().rev() {
@@ -266,21 +258,7 @@ impl Nice {
             }
         }
         let score = Self::merge(&w_even.grad, &w_odd.grad)?;
-        let hessian_diag = match (w_even.carried, w_odd.carried) {
-            (Carried::Diagonal(a), Carried::Diagonal(b)) => Self::merge(&a, &b)?,
-            (
-                Carried::Factor { real, imag },
-                Carried::Factor {
-                    real: real2,
-                    imag: imag2,
-                },
-            ) => {
-                let even = (real.sqr()? - imag.sqr()?)?;
-                let odd = (real2.sqr()? - imag2.sqr()?)?;
-                Self::merge(&even, &odd)?
-            }
-            _ => candle_core::bail!("mixed second-order quantities (a bug)"),
-        };
+        let hessian_diag = Self::merge(&w_even.carried.diagonal()?, &w_odd.carried.diagonal()?)?;
         Ok(ScoreAndDiagonal {
             score,
             hessian_diag,
