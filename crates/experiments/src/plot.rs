@@ -80,6 +80,23 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// A moving average over `window` points of `(step, value)` records, plotted at `step + 1` (the
+/// steps completed): readable training-loss curves.
+pub fn moving_average(points: &[(u64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let window = window.max(1);
+    let mut out = Vec::with_capacity(points.len());
+    let mut sum = 0.0;
+    for (i, &(step, v)) in points.iter().enumerate() {
+        sum += v;
+        if i >= window {
+            sum -= points[i - window].1;
+        }
+        let n = (i + 1).min(window) as f64;
+        out.push((step as f64 + 1.0, sum / n));
+    }
+    out
+}
+
 /// Registers the embedded DejaVu Sans as the `sans-serif` family of `plotters` (once per
 /// process), so text renders without system fonts; other `plotters` users in the process (e.g.
 /// criterion's report plots) benefit too.

@@ -94,7 +94,7 @@ fn tiny_table1_run_writes_every_output_and_resumes_exactly() {
     ] {
         assert!(md.contains(label), "table1.md lacks {label:?}:\n{md}");
     }
-    for png in ["loss_curves.png", "densities.png"] {
+    for png in ["loss_curves.png", "validation_curves.png", "densities.png"] {
         image::open(out.join(png)).unwrap();
     }
     assert!(results

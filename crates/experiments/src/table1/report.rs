@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::plot::{save_heat_maps, save_panels, Axes, HeatMap, Panel, Series};
+use crate::plot::{moving_average, save_heat_maps, save_panels, Axes, HeatMap, Panel, Series};
 use crate::report::{
     environment, markdown_table, read_train_eval, write_atomic, write_json, Environment,
 };
@@ -46,8 +46,8 @@ pub struct Table1Results {
     pub runs: Vec<(TrainReport, EvalReport)>,
 }
 
-/// Reads the runs' reports and writes `results.json`, `table1.md`, `loss_curves.png` and (with
-/// the checkerboard) `densities.png`; returns the Markdown.
+/// Reads the runs' reports and writes `results.json`, `table1.md`, `loss_curves.png`,
+/// `validation_curves.png` and (with the checkerboard) `densities.png`; returns the Markdown.
 ///
 /// # Errors
 /// Unreadable run reports, I/O and plotting errors.
@@ -86,30 +86,40 @@ pub fn write(ctx: &Context, cfg: &Table1Config, statuses: &[(Run, RowStatus)]) -
     write_json(&ctx.out.join("results.json"), &results)?;
     let md = markdown(&results);
     write_atomic(&ctx.out.join("table1.md"), &md)?;
-    let panels: Vec<Panel> = cfg
-        .data_sets
-        .iter()
-        .filter_map(|&data| {
-            let series: Vec<Series> = results
-                .runs
-                .iter()
-                .filter(|(t, _)| t.run.data == data && t.run.seed == 0)
-                .map(|(t, _)| Series {
-                    name: t.run.method.label().into(),
-                    points: t.validation.iter().map(|&(s, v)| (s as f64, v)).collect(),
+    for (file, validation) in [("loss_curves.png", false), ("validation_curves.png", true)] {
+        let panels: Vec<Panel> = cfg
+            .data_sets
+            .iter()
+            .filter_map(|&data| {
+                let series: Vec<Series> = results
+                    .runs
+                    .iter()
+                    .filter(|(t, _)| t.run.data == data && t.run.seed == 0)
+                    .map(|(t, _)| Series {
+                        name: t.run.method.label().into(),
+                        points: if validation {
+                            t.validation.iter().map(|&(s, v)| (s as f64, v)).collect()
+                        } else {
+                            moving_average(&t.losses, 5)
+                        },
+                    })
+                    .collect();
+                (!series.is_empty()).then(|| Panel {
+                    title: data.label().into(),
+                    x_label: "step".into(),
+                    y_label: if validation {
+                        "validation exact SM loss".into()
+                    } else {
+                        "training loss (moving average of 5)".into()
+                    },
+                    axes: Axes::Linear,
+                    series,
                 })
-                .collect();
-            (!series.is_empty()).then(|| Panel {
-                title: data.label().into(),
-                x_label: "step".into(),
-                y_label: "validation exact SM loss".into(),
-                axes: Axes::Linear,
-                series,
             })
-        })
-        .collect();
-    if !panels.is_empty() {
-        save_panels(&panels, &ctx.out.join("loss_curves.png"))?;
+            .collect();
+        if !panels.is_empty() {
+            save_panels(&panels, &ctx.out.join(file))?;
+        }
     }
     let toy: Vec<&(TrainReport, EvalReport)> = results
         .runs
@@ -255,7 +265,7 @@ pub fn markdown(r: &Table1Results) -> String {
          ## Per run\n\nlog Z by importance sampling with its Monte-Carlo standard error; the test NLL \
          with its standard error over test points (add the log Z error for the estimate's); lambda \
          after the final phase.\n\n{}\n\
-         Curves: `loss_curves.png` (validation exact SM loss); every number: `results.json`.\n",
+         Curves: `loss_curves.png` (training loss), `validation_curves.png` (validation exact SM loss); every number: `results.json`.\n",
         c.profile,
         c.log10_bandwidths.len(),
         c.hidden,

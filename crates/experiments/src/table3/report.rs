@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::plot::{save_panels, Axes, Panel, Series};
+use crate::plot::{moving_average, save_panels, Axes, Panel, Series};
 use crate::report::{
     environment, markdown_table, read_train_eval, write_atomic, write_json, Environment,
 };
@@ -120,21 +120,6 @@ pub fn write(ctx: &Context, cfg: &Table3Config, statuses: &[(Run, RowStatus)]) -
     Ok(md)
 }
 
-/// A moving average over `window` points, for readable training-loss curves.
-fn smooth(points: &[(u64, f64)], window: usize) -> Vec<(f64, f64)> {
-    let mut out = Vec::with_capacity(points.len());
-    let mut sum = 0.0;
-    for (i, &(step, v)) in points.iter().enumerate() {
-        sum += v;
-        if i >= window {
-            sum -= points[i - window].1;
-        }
-        let n = (i + 1).min(window) as f64;
-        out.push((step as f64 + 1.0, sum / n));
-    }
-    out
-}
-
 /// Training and validation curves of the first seed, in three panels by what the loss measures:
 /// the SM-loss estimators, the two DSM objectives, and the NLL.
 fn plot_curves(ctx: &Context, r: &Table3Results) -> Result<()> {
@@ -166,7 +151,7 @@ fn plot_curves(ctx: &Context, r: &Table3Results) -> Result<()> {
                         points: if validation {
                             t.validation.iter().map(|&(s, v)| (s as f64, v)).collect()
                         } else {
-                            smooth(&t.losses, 10)
+                            moving_average(&t.losses, 10)
                         },
                     })
                     .collect();
