@@ -10,6 +10,7 @@
 //!   atomically.
 //! - [`langevin`]: annealed Langevin dynamics for energy models.
 //! - [`eval`]: the test score-matching loss, exact or by Hutchinson's estimator.
+//! - [`ood`]: out-of-distribution detection by the typicality test, and the ROC-AUC.
 //!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
@@ -41,6 +42,7 @@ pub mod checkpoint;
 mod error;
 pub mod eval;
 pub mod langevin;
+pub mod ood;
 pub mod optim;
 pub mod trainer;
 
