@@ -17,6 +17,7 @@
 
 pub mod allocator;
 pub mod bism_table1;
+pub mod deep_ebm;
 mod error;
 pub mod grbm_checkerboard;
 pub mod keep_best;

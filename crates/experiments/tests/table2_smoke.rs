@@ -99,7 +99,7 @@ fn tiny_table2_run_writes_every_output() {
     }
     let cfg: experiments::table2::Table2Config =
         experiments::report::read_json(&out.join("config.json")).unwrap();
-    assert_eq!(cfg.iters, 4);
+    assert_eq!(cfg.training.iters, 4);
     // Resuming the finished run trains nothing, keeps the original timings and still evaluates
     // every snapshot taken before (the snapshot list travels in the checkpoint).
     assert!(run_with(&["--resume"]).success());
@@ -177,10 +177,14 @@ fn a_diverged_row_writes_its_train_report() {
         .join(format!("table2-diverged-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let mut cfg = experiments::table2::Table2Config::quick();
-    cfg.model.width = 2;
-    (cfg.iters, cfg.batch, cfg.checkpoint_every) = (20, 4, 5);
+    cfg.training.model.width = 2;
+    (
+        cfg.training.iters,
+        cfg.training.batch,
+        cfg.training.checkpoint_every,
+    ) = (20, 4, 5);
     // An absurd rate without clipping: the loss leaves any sane range within a few steps.
-    (cfg.lr_ssm, cfg.clip) = (1e9, None);
+    (cfg.training.lr_ssm, cfg.training.clip) = (1e9, None);
     cfg.rows = vec![Objective::FdSsm];
     let device = candle_core::Device::Cpu;
     let ctx = experiments::runner::RowContext {

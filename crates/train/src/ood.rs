@@ -23,7 +23,9 @@ pub fn neg_log_densities<M: LogDensity + ?Sized>(
     batch: usize,
 ) -> Result<Vec<f64>> {
     if batch == 0 {
-        return Err(TrainError::Config("the evaluation batch must be >= 1".into()));
+        return Err(TrainError::Config(
+            "the evaluation batch must be >= 1".into(),
+        ));
     }
     let n = images.dim(0)?;
     if n == 0 {

@@ -47,7 +47,13 @@ fn brute_force_auc(neg: &[f64], pos: &[f64]) -> f64 {
 #[test]
 fn auc_equals_the_pairwise_count_with_ties() -> anyhow::Result<()> {
     let mut d = Draws(7);
-    for (n_neg, n_pos, levels) in [(1, 1, 3), (5, 9, 4), (40, 23, 6), (300, 200, 25), (97, 1, 2)] {
+    for (n_neg, n_pos, levels) in [
+        (1, 1, 3),
+        (5, 9, 4),
+        (40, 23, 6),
+        (300, 200, 25),
+        (97, 1, 2),
+    ] {
         // Few distinct values, so that many scores tie within and across the classes.
         let neg: Vec<f64> = (0..n_neg).map(|_| (d.next() % levels) as f64).collect();
         let pos: Vec<f64> = (0..n_pos)
@@ -78,14 +84,19 @@ fn roc_curve_area_is_the_auc() -> anyhow::Result<()> {
     let curve = roc_curve(&neg, &pos)?;
     assert_eq!(curve.first(), Some(&(0.0, 0.0)));
     assert_eq!(curve.last(), Some(&(1.0, 1.0)));
-    assert!(curve.windows(2).all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
+    assert!(curve
+        .windows(2)
+        .all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
     let area: f64 = curve
         .windows(2)
         .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
         .sum();
     let auc = roc_auc(&neg, &pos)?;
     assert!((area - auc).abs() < 1e-12, "area {area} vs AUC {auc}");
-    assert!(auc > 0.6, "a shift of half a standard deviation is detected: {auc}");
+    assert!(
+        auc > 0.6,
+        "a shift of half a standard deviation is detected: {auc}"
+    );
     Ok(())
 }
 
@@ -130,7 +141,10 @@ fn gaussian_model_detects_a_wider_gaussian_and_not_its_own_data() -> anyhow::Res
     // 0.5: sqrt((n1 + n2 + 1) / (12 n1 n2))).
     let same = roc_auc(&inside_a, &inside_b)?;
     let se = (4001.0f64 / (12.0 * 2000.0 * 2000.0)).sqrt();
-    assert!((same - 0.5).abs() < 4.0 * se, "AUC {same} between two in-distribution draws");
+    assert!(
+        (same - 0.5).abs() < 4.0 * se,
+        "AUC {same} between two in-distribution draws"
+    );
     let detected = roc_auc(&inside_a, &wider)?;
     assert!(detected > 0.8, "AUC {detected} for the wider Gaussian");
     Ok(())
@@ -139,7 +153,10 @@ fn gaussian_model_detects_a_wider_gaussian_and_not_its_own_data() -> anyhow::Res
 #[test]
 fn bad_input_is_refused_with_a_message() {
     let err = |r: Result<Vec<f64>, train::TrainError>| r.unwrap_err().to_string();
-    assert!(roc_auc(&[], &[1.0]).unwrap_err().to_string().contains("empty"));
+    assert!(roc_auc(&[], &[1.0])
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
     assert!(roc_auc(&[f64::NAN], &[1.0])
         .unwrap_err()
         .to_string()

@@ -40,9 +40,10 @@ pub fn eval_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<
     let device = ctx.run.device;
     let train: TrainReport = read_json(&dir.join("train.json"))?;
     let test = crate::setup::mnist32(ctx.run.data_dir, false, device)?;
-    let picked = datasets::Batcher::new(test.dim(0)?, cfg.eval_images, cfg.seed ^ 0x7e57)?
+    let picked = datasets::Batcher::new(test.dim(0)?, cfg.eval_images, cfg.training.seed ^ 0x7e57)?
         .batch(&test, 0)?;
-    let (vm, net) = crate::setup::seeded_resnet_ebm(&cfg.model, cfg.seed, device)?;
+    let (vm, net) =
+        crate::setup::seeded_resnet_ebm(&cfg.training.model, cfg.training.seed, device)?;
     let mut vm = vm;
     let mut curve = Vec::new();
     for (step, seconds, path) in &train.snapshots {
@@ -51,14 +52,14 @@ pub fn eval_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<
             path: file.clone(),
             problem: format!("could not read this snapshot: {e}"),
         })?;
-        let mut noise = NoiseSource::new(cfg.seed ^ 0xe7a1);
+        let mut noise = NoiseSource::new(cfg.training.seed ^ 0xe7a1);
         let value = test_sm(&net, &picked, cfg.eval_batch, cfg.estimate, &mut noise)?;
         curve.push((*step, *seconds, value));
     }
     let final_sm = curve.last().map(|c| c.2).ok_or_else(|| {
         ExpError::Config("no snapshot to evaluate (eval_points must be >= 1)".into())
     })?;
-    let mut noise = NoiseSource::new(cfg.seed ^ 0x5a3);
+    let mut noise = NoiseSource::new(cfg.training.seed ^ 0x5a3);
     let x0 = (noise.gaussian((cfg.samples, 1, 32, 32), DType::F32, device)? + 0.5)?;
     let samples = annealed_langevin(&net, &x0, &cfg.langevin, &mut noise)?;
     let samples_png = PathBuf::from(format!("samples_{}.png", row.key()));

@@ -13,7 +13,8 @@ mod eval;
 mod report;
 mod train;
 
-pub use config::{paper_label, paper_row, reference_scale, PaperRow, Table2Config, ROWS};
+pub use crate::deep_ebm::reference_scale;
+pub use config::{paper_label, paper_row, PaperRow, Table2Config, ROWS};
 pub use eval::{eval_row, EvalReport};
 pub use report::{markdown, Table2Results};
 pub use train::{train_row, TrainReport};
@@ -99,16 +100,16 @@ impl Experiment for Table2 {
     fn config(profile: &str, a: &Table2Options) -> Result<Table2Config> {
         let mut cfg = Table2Config::profile(profile)?;
         if let Some(w) = a.width {
-            cfg.model.width = w;
+            cfg.training.model.width = w;
         }
         if let Some(i) = a.iters {
-            cfg.iters = i;
-            cfg.checkpoint_every = cfg.checkpoint_every.min(i.max(1));
+            cfg.training.iters = i;
+            cfg.training.checkpoint_every = cfg.training.checkpoint_every.min(i.max(1));
         }
         if let Some(b) = a.batch {
-            cfg.batch = b;
+            cfg.training.batch = b;
         }
-        cfg.model.conv_algorithm = a.conv.algorithm();
+        cfg.training.model.conv_algorithm = a.conv.algorithm();
         if let Some(rows) = &a.rows {
             cfg.rows = rows
                 .iter()
@@ -120,7 +121,7 @@ impl Experiment for Table2 {
             cfg.eval_batch = cfg.eval_batch.min(n);
         }
         if let Some(n) = a.eval_points {
-            cfg.eval_points = n;
+            cfg.training.eval_points = n;
         }
         if let Some(n) = a.samples {
             cfg.samples = n;
@@ -140,9 +141,12 @@ impl Experiment for Table2 {
             );
         }
         if let Some(s) = a.seed {
-            cfg.seed = s;
+            cfg.training.seed = s;
         }
-        cfg.timing_warmup = cfg.timing_warmup.min(cfg.iters.saturating_sub(1) as usize);
+        cfg.training.timing_warmup = cfg
+            .training
+            .timing_warmup
+            .min(cfg.training.iters.saturating_sub(1) as usize);
         Ok(cfg)
     }
 
