@@ -6,6 +6,7 @@
 //! | MNIST, Fashion-MNIST | [`load_idx_dataset`] | `[N, 1, 28, 28]` `f32` in `[0, 1]`, labels `[N]` `u8` |
 //! | CIFAR-10 (binary) | [`load_cifar10`] | `[N, 3, 32, 32]` `f32` in `[0, 1]` |
 //! | SVHN (cropped) | [`load_svhn`] | `[N, 3, 32, 32]` `f32` in `[0, 1]` |
+//! | ImageNet 32 x 32 (user-supplied) | [`load_imagenet32`] | `[N, 3, 32, 32]` `u8` |
 //! | Frey face | [`load_frey_face`] | `[N, 560]` `f32` in `[0, 1]` (28 x 20 images), 1400 / 300 / 265 |
 //! | Red / White Wine, Parkinsons | [`load_uci`] | whitened `[N, D]` `f64`, DKEF preprocessing |
 //! | checkerboard, Gaussian mixtures | [`Checkerboard`], [`GaussianMixture`] | `[n, D]` `f64` |
@@ -25,6 +26,7 @@ pub mod download;
 mod error;
 pub mod gzip;
 pub mod idx;
+mod imagenet32;
 mod images;
 pub mod mat;
 pub mod registry;
@@ -34,6 +36,9 @@ pub mod uci;
 pub use batch::Batcher;
 pub use dirs::{data_for_tests, data_required, resolve_data_dir, DATA_DIR_ENV, REQUIRE_DATA_ENV};
 pub use error::{DataError, Result};
+pub use imagenet32::{
+    imagenet32_files, load_imagenet32, read_npz_array, NpyArray, IMAGENET32_TRAIN_ARCHIVES,
+};
 pub use images::{
     cifar10_files, load_cifar10, load_frey_face, load_idx_dataset, load_svhn, parse_cifar_batch,
     parse_frey, parse_svhn, FreyFace, IdxDataset, ImageSplits, LabeledImages, CIFAR_RECORD,
