@@ -112,7 +112,8 @@ fn archives_load_pixel_for_pixel() -> anyhow::Result<()> {
         .to_scalar()?;
     assert_eq!(v, ((7 * 3 + 3 + 1024 + 2 * 32 + 5) % 251) as u8);
     let labels: Vec<u32> = splits.train.labels.to_vec1()?;
-    assert_eq!(labels[offset], ((1 + 3) % 1000) as u32 + 1);
+    // Label of image i of archive k: (i + k) mod 1000 + 1.
+    assert_eq!(labels[offset], 5);
     assert_eq!(splits.test.images.dims(), &[4, 3, 32, 32]);
     assert_eq!(splits.test.labels.to_vec1::<u32>()?, vec![1, 2, 3, 250]);
     // A cap on the training images cuts inside the second archive.
