@@ -120,6 +120,18 @@ impl DeepEbmTraining {
     }
 }
 
+/// Images as the model takes them: `u8` pixels (data sets too large to hold as `f32`, such as
+/// ImageNet 32 x 32) divided by 255 into `f32`, any float tensor unchanged.
+///
+/// # Errors
+/// Tensor errors only.
+pub fn unit_interval(images: &Tensor) -> candle_core::Result<Tensor> {
+    match images.dtype() {
+        candle_core::DType::U8 => images.to_dtype(candle_core::DType::F32)? / 255.0,
+        _ => Ok(images.clone()),
+    }
+}
+
 /// The factor that brings our per-dimension objective to the reference code's scale, so that
 /// its learning rates and gradient clipping apply unchanged: the reference sums MDSM and
 /// FD-MDSM over dimensions and does not divide SSM / SSMVR by `C_v = D`, while its FD-SSM is
@@ -181,7 +193,7 @@ pub struct TrainReport {
     #[serde(default)]
     pub diverged: Option<String>,
 }
-/// Trains the ResNet EBM of `cfg` on `images` (`[N, C, H, W]` as the model takes them) by
+/// Trains the ResNet EBM of `cfg` on `images` (`[N, C, H, W]`, `f32` in `[0, 1]` or `u8`) by
 /// `row`'s objective in the row's directory (checkpoint, snapshots) and writes `train.json`
 /// there. `identity` is what a checkpoint must match to be resumed: at least
 /// [`DeepEbmTraining::identity`], the objective and the data set.
@@ -241,9 +253,11 @@ pub fn train_deep_ebm(
     opts.clip = cfg.clip;
     opts.explode_threshold = 1e12;
     let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
-        let x = batcher
-            .batch(images, step)
-            .map_err(candle_core::Error::wrap)?;
+        let x = unit_interval(
+            &batcher
+                .batch(images, step)
+                .map_err(candle_core::Error::wrap)?,
+        )?;
         let mut noise = NoiseSource::new(step_seed(cfg.seed, step));
         row.loss(&net, &x, &mut noise, &settings)? * scale
     };

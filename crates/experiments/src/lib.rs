@@ -5,10 +5,11 @@
 //!   with named profiles, rows, the phases of a row, the report); the runner owns the results
 //!   directory, one child process per row and phase, limits, pausing and resuming, and the
 //!   command line of the `experiments` binary. [`EXPERIMENTS`] lists every experiment.
-//! - One folder per experiment: [`table1`], [`table2`], [`table3`], [`grbm_checkerboard`], [`bism_table1`] (repro),
+//! - One folder per experiment: [`table1`], [`table2`], [`table3`], [`table4`], [`grbm_checkerboard`], [`bism_table1`] (repro),
 //!   [`step_bench`], [`order_scaling`] (bench).
 //! - Shared pieces: the objectives the experiments compare ([`objective`]), training that keeps
-//!   the best validated parameters ([`keep_best`]), data and model
+//!   the best validated parameters ([`keep_best`]), the deep-EBM training of Tables 2 and 4
+//!   ([`deep_ebm`]), data and model
 //!   set-up ([`setup`]), figures ([`plot`]), result files ([`report`]), memory measurement
 //!   ([`memory`], [`allocator`]).
 //!
@@ -32,6 +33,7 @@ pub mod step_bench;
 pub mod table1;
 pub mod table2;
 pub mod table3;
+pub mod table4;
 
 pub use error::{ExpError, Result};
 pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
@@ -39,10 +41,11 @@ pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
 use runner::cli::{Entry, Registered};
 
 /// Every experiment, in the order `experiments list` prints them.
-pub static EXPERIMENTS: [&dyn Registered; 7] = [
+pub static EXPERIMENTS: [&dyn Registered; 8] = [
     &Entry::<table1::Table1>::new(),
     &Entry::<table2::Table2>::new(),
     &Entry::<table3::Table3>::new(),
+    &Entry::<table4::Table4>::new(),
     &Entry::<grbm_checkerboard::GrbmCheckerboard>::new(),
     &Entry::<bism_table1::BismTable1>::new(),
     &Entry::<step_bench::StepBench>::new(),
