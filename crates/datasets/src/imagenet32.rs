@@ -189,6 +189,32 @@ fn read_archive(path: &Path) -> Result<(Vec<u8>, Vec<u32>)> {
     Ok((pixels, labels))
 }
 
+/// Checks that every archive of ImageNet 32 x 32 is in `dir` (without reading them), so that a
+/// run can stop before it starts when the data set has not been supplied.
+///
+/// # Errors
+/// [`DataError::Missing`] naming the first absent archive and how to obtain the data set.
+pub fn check_imagenet32(dir: &Path) -> Result<()> {
+    let (train_files, val_file) = imagenet32_files(dir);
+    match train_files
+        .iter()
+        .chain(std::iter::once(&val_file))
+        .find(|f| !f.is_file())
+    {
+        Some(f) => Err(DataError::Missing {
+            dataset: "imagenet32",
+            path: f.clone(),
+            hint: "ImageNet 32x32 cannot be downloaded without an image-net.org account: \
+                   download Imagenet32_train_npz.zip and Imagenet32_val_npz.zip from the \
+                   'Downsampled ImageNet' page of image-net.org and unzip both into this \
+                   directory (train_data_batch_1.npz .. train_data_batch_10.npz and \
+                   val_data.npz)"
+                .into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Loads ImageNet 32 x 32 from `dir` (see the module documentation): training images from the
 /// ten training archives, test images from the validation archive, `[N, 3, 32, 32]` **`u8`**
 /// (divide by 255 per batch), labels `[N]` `u32` in `1..=1000`. With `max_train`, only the
@@ -202,21 +228,8 @@ pub fn load_imagenet32(
     max_train: Option<usize>,
     device: &Device,
 ) -> Result<ImageSplits> {
+    check_imagenet32(dir)?;
     let (train_files, val_file) = imagenet32_files(dir);
-    for f in train_files.iter().chain(std::iter::once(&val_file)) {
-        if !f.is_file() {
-            return Err(DataError::Missing {
-                dataset: "imagenet32",
-                path: f.clone(),
-                hint: "ImageNet 32x32 cannot be downloaded without an image-net.org account: \
-                       download Imagenet32_train_npz.zip and Imagenet32_val_npz.zip from the \
-                       'Downsampled ImageNet' page of image-net.org and unzip both into this \
-                       directory (train_data_batch_1.npz .. train_data_batch_10.npz and \
-                       val_data.npz)"
-                    .into(),
-            });
-        }
-    }
     let limit = max_train.unwrap_or(usize::MAX);
     let (mut pixels, mut labels) = (Vec::new(), Vec::new());
     for f in &train_files {

@@ -37,7 +37,8 @@ pub use batch::Batcher;
 pub use dirs::{data_for_tests, data_required, resolve_data_dir, DATA_DIR_ENV, REQUIRE_DATA_ENV};
 pub use error::{DataError, Result};
 pub use imagenet32::{
-    imagenet32_files, load_imagenet32, read_npz_array, NpyArray, IMAGENET32_TRAIN_ARCHIVES,
+    check_imagenet32, imagenet32_files, load_imagenet32, read_npz_array, NpyArray,
+    IMAGENET32_TRAIN_ARCHIVES,
 };
 pub use images::{
     cifar10_files, load_cifar10, load_frey_face, load_idx_dataset, load_svhn, parse_cifar_batch,

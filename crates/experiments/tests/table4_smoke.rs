@@ -219,3 +219,29 @@ fn grey_and_colour_sets_are_not_mixed() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("cannot be mixed"), "{stderr}");
 }
+
+#[test]
+fn missing_imagenet32_stops_the_run_before_it_starts() {
+    let out = scratch("imagenet32");
+    let empty = scratch("empty-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(
+        &empty,
+        "table4",
+        &out,
+        &[
+            "--train-sets",
+            "imagenet32",
+            "--test-sets",
+            "imagenet32,noise",
+        ],
+    );
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("train_data_batch_1.npz") && stderr.contains("Imagenet32_val_npz.zip"),
+        "{stderr}"
+    );
+    assert!(!out.join("config.json").exists(), "nothing runs");
+    let _ = std::fs::remove_dir_all(&empty);
+}

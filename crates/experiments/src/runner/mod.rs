@@ -207,6 +207,14 @@ pub trait Experiment: 'static {
     fn datasets(_cfg: &Self::Config) -> Vec<datasets::Dataset> {
         Vec::new()
     }
+    /// Checks the data the run reads that cannot be downloaded (user-supplied), before any row
+    /// starts.
+    ///
+    /// # Errors
+    /// The data is missing, with where to put it and how to get it.
+    fn check_supplied_data(_cfg: &Self::Config, _data_dir: &Path) -> Result<()> {
+        Ok(())
+    }
     /// The rows to run, in order.
     fn rows(cfg: &Self::Config) -> Vec<Self::Row>;
     /// The phases of `row`, in order.
@@ -314,6 +322,7 @@ pub fn run<E: Experiment>(
     for dataset in E::datasets(cfg) {
         crate::setup::ensure_data(&opts.data_dir, dataset)?;
     }
+    E::check_supplied_data(cfg, &opts.data_dir)?;
     let _lock = lock::OutputLock::acquire(&opts.out)?;
     let cfg_path = opts.out.join("config.json");
     if opts.control.resume && cfg_path.is_file() {

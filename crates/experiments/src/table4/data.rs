@@ -37,15 +37,22 @@ pub fn load(cfg: &Table4Config, data_dir: &Path, set: ImageSet) -> Result<RawSpl
         }
         ImageSet::Svhn => datasets::load_svhn(data_dir, &cpu)?.into(),
         ImageSet::Cifar10 => datasets::load_cifar10(data_dir, &cpu)?.into(),
-        ImageSet::Imagenet32 => {
-            let dir = cfg
-                .imagenet32_dir
-                .clone()
-                .unwrap_or_else(|| data_dir.join("imagenet32"));
-            datasets::load_imagenet32(&dir, cfg.imagenet32_train_images, &cpu)?.into()
-        }
+        ImageSet::Imagenet32 => datasets::load_imagenet32(
+            &imagenet32_dir(cfg, data_dir),
+            cfg.imagenet32_train_images,
+            &cpu,
+        )?
+        .into(),
     };
     Ok(splits)
+}
+
+/// Where ImageNet 32 x 32's archives are: [`Table4Config::imagenet32_dir`], else
+/// `<data dir>/imagenet32`.
+pub fn imagenet32_dir(cfg: &Table4Config, data_dir: &Path) -> std::path::PathBuf {
+    cfg.imagenet32_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("imagenet32"))
 }
 
 impl From<datasets::ImageSplits> for RawSplits {

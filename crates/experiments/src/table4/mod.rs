@@ -239,6 +239,15 @@ impl Experiment for Table4 {
         sets
     }
 
+    fn check_supplied_data(cfg: &Table4Config, data_dir: &std::path::Path) -> Result<()> {
+        let uses =
+            |d: ImageSet| cfg.train_sets.contains(&d) || cfg.test_sets.contains(&TestSet::Data(d));
+        if uses(ImageSet::Imagenet32) {
+            datasets::check_imagenet32(&data::imagenet32_dir(cfg, data_dir))?;
+        }
+        Ok(())
+    }
+
     fn rows(cfg: &Table4Config) -> Vec<Run> {
         let mut rows = Vec::new();
         for &train_set in &cfg.train_sets {
