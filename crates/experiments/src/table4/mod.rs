@@ -120,7 +120,7 @@ pub struct Table4Options {
     /// Override the training images of the typicality reference.
     #[arg(long)]
     pub reference_images: Option<usize>,
-    /// Directory of ImageNet 32x32's .npz archives (default: <data dir>/imagenet32).
+    /// Directory of ImageNet 32x32's .npz archives (default: `<data dir>/imagenet32`).
     #[arg(long)]
     pub imagenet32_dir: Option<PathBuf>,
     /// Read only this many ImageNet 32x32 training images (all 1.28 million take 3.9 GB).
