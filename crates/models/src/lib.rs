@@ -12,6 +12,8 @@
 //! * [`Mlp`]: a fully connected energy network (the peer benchmark's 784-512-512-1).
 //! * [`Nice`]: the NICE flow of FD-SM Table 3, with exact `log p`, its inverse, and the
 //!   Approx-BP and curvature-propagation Hessian-diagonal estimates.
+//! * [`LeNet`]: a LeNet-style classifier of 28 x 28 images, the feature network of FID with
+//!   LeNet features on the MNIST family.
 //!
 //! Models use only ops whose higher-order backward is correct in Candle; `tests/forbidden_ops.rs`
 //! fails if one of `layers::FORBIDDEN_OPS` appears in this crate.
@@ -20,6 +22,7 @@ mod bernoulli_posterior;
 mod dkef;
 mod gaussian_posterior;
 mod grbm;
+mod lenet;
 mod mlp;
 mod nice;
 mod resnet_ebm;
@@ -31,6 +34,7 @@ pub use dkef::{
 };
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
+pub use lenet::{LeNet, LeNetConfig};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};
 pub use nice::{Nice, NiceConfig, ScoreAndDiagonal};
 pub use resnet_ebm::{Activation, ResNetEbm, ResNetEbmConfig};

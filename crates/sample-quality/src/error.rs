@@ -27,6 +27,15 @@ pub enum QualityError {
     /// A feature or statistic is NaN or infinite.
     #[error("{0} holds a non-finite value")]
     NonFinite(String),
+    /// Images a feature network cannot take (shape, range).
+    #[error("input: {0}")]
+    Input(String),
+    /// A data set could not be read.
+    #[error(transparent)]
+    Data(#[from] datasets::DataError),
+    /// Training the feature network failed.
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
     /// The eigendecomposition of a covariance did not converge.
     #[error("the eigendecomposition of {0} did not converge")]
     Eigen(&'static str),

@@ -8,10 +8,13 @@
 //!   square roots from symmetric eigendecompositions (`faer`), so the trace is real and stable.
 //! - [`kernel_distance`]: the unbiased squared MMD with the cubic polynomial kernel
 //!   `(x.y / d + 1)^3` averaged over random subsets, with its standard error.
+//! - [`lenet`]: "FID (LeNet features)" for MNIST and Fashion-MNIST: a classifier trained here,
+//!   cached with its settings and test accuracy, and its reference statistics.
 
 mod error;
 mod frechet;
 mod kid;
+pub mod lenet;
 mod stats;
 
 pub use error::{QualityError, Result};
