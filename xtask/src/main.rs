@@ -58,6 +58,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure sample quality: `cargo xtask eval fid --samples PATH --reference mnist` runs the
+    /// `eval` binary in release mode (FID and KID with LeNet features; `--help` for options).
+    #[command(disable_help_flag = true)]
+    Eval {
+        /// The measure and its options (e.g. fid --samples samples.safetensors --reference mnist).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// List every experiment (kind, name, summary), as the experiments binary registers them.
     List,
     /// Run what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc` with
@@ -78,36 +86,30 @@ fn main() -> Result<()> {
             retries,
             timeout,
         } => download(&datasets, data_dir, mirror, retries, timeout),
-        Cmd::Repro { args } => run_experiments("repro", &args),
-        Cmd::Bench { args } => run_experiments("bench", &args),
-        Cmd::List => run_experiments("list", &[]),
+        Cmd::Repro { args } => run_experiments("experiments", Some("repro"), &args),
+        Cmd::Bench { args } => run_experiments("experiments", Some("bench"), &args),
+        Cmd::Eval { args } => run_experiments("eval", None, &args),
+        Cmd::List => run_experiments("experiments", Some("list"), &[]),
         Cmd::Ci { tests_only } => ci(tests_only),
     }
 }
 
-/// Runs the `experiments` binary in release mode from the workspace root (so results land in
-/// `results/` there) with the command `group` (`repro`, `bench`, `list`) and `args`. The binary
-/// holds the list of experiments; without a name it prints them.
-fn run_experiments(group: &str, args: &[String]) -> Result<()> {
+/// Runs the binary `bin` of the experiments crate (`experiments` or `eval`) in release mode
+/// from the workspace root (so results land in `results/` there) with the command `group`
+/// (`repro`, `bench`, `list`; none for `eval`) and `args`. The experiments binary holds the
+/// list of experiments; without a name it prints them.
+fn run_experiments(bin: &str, group: Option<&str>, args: &[String]) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
-    let mut full = vec![
-        "run",
-        "--release",
-        "-p",
-        "experiments",
-        "--bin",
-        "experiments",
-        "--",
-        group,
-    ];
+    let mut full = vec!["run", "--release", "-p", "experiments", "--bin", bin, "--"];
+    full.extend(group);
     // The binary runs from the workspace root (default results land in `results/` there), so
     // paths the caller gave relative to their own directory are made absolute first.
     let caller = std::env::current_dir().context("the current directory")?;
     let args = absolute_paths(args, &caller);
     full.extend(args.iter().map(String::as_str));
-    if args.is_empty() && group != "list" {
+    if args.is_empty() && group != Some("list") {
         full.push("--help");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -131,7 +133,17 @@ fn run_experiments(group: &str, args: &[String]) -> Result<()> {
 const PAUSED_EXIT_CODE: i32 = 3;
 
 /// The options of the experiments that take a path.
-const PATH_OPTIONS: [&str; 4] = ["--out", "--data-dir", "--torch", "--checkpoint"];
+const PATH_OPTIONS: [&str; 9] = [
+    "--out",
+    "--data-dir",
+    "--torch",
+    "--checkpoint",
+    "--samples",
+    "--cache-dir",
+    "--json",
+    "--reuse",
+    "--imagenet32-dir",
+];
 
 /// `args` with the values of [`PATH_OPTIONS`] (`--out DIR` or `--out=DIR`) made absolute
 /// against `cwd` where they are relative.

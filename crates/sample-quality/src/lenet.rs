@@ -392,3 +392,67 @@ impl LeNetFeatures {
         Ok(stats)
     }
 }
+
+/// Sample quality of a set of images against a data set's test split, with LeNet features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeNetQuality {
+    /// The reference data set.
+    pub reference: MnistFamily,
+    /// Images evaluated.
+    pub samples: usize,
+    /// FID (LeNet features) against the test split's statistics.
+    pub fid: f64,
+    /// KID (LeNet features): mean over subsets.
+    pub kid: f64,
+    /// Standard error of the KID over its subsets.
+    pub kid_std_err: f64,
+    /// KID subsets and their size.
+    pub kid_subsets: (usize, usize),
+    /// Test accuracy of the feature network.
+    pub feature_net_accuracy: f64,
+}
+
+impl LeNetFeatures {
+    /// FID and KID (LeNet features) of `images` against the test split of the network's data
+    /// set. FID needs more samples than the feature dimension (a full-rank covariance: at least
+    /// `features + 1`; thousands for a stable value); KID uses 100 subsets of up to 1000.
+    ///
+    /// # Errors
+    /// [`QualityError::TooFewSamples`] saying how many are needed, bad images (see
+    /// [`prepare_images`]), missing data.
+    pub fn evaluate(
+        &self,
+        images: &Tensor,
+        data_dir: &Path,
+        cache_dir: &Path,
+    ) -> Result<LeNetQuality> {
+        let d = self.training.net.features;
+        let n = images.dim(0)?;
+        if n <= d {
+            return Err(QualityError::TooFewSamples {
+                what: "FID with LeNet features (a full-rank covariance of the features)",
+                needed: d + 1,
+                got: n,
+            });
+        }
+        let features = self.features(images)?;
+        let (x, _, _) = crate::stats::features_matrix(&features)?;
+        let fid = crate::frechet::frechet_distance(
+            &GaussianStats::from_rows(&x, n, d)?,
+            &self.reference_stats(data_dir, cache_dir)?,
+        )?;
+        let test = datasets::load_idx_dataset(data_dir, self.data.idx(), &Device::Cpu)?;
+        let (y, m, _) = crate::stats::features_matrix(&self.features(&test.test.images)?)?;
+        let size = n.min(m).min(1000);
+        let kid = crate::kid::kernel_distance(&x, &y, d, 100, size, 0)?;
+        Ok(LeNetQuality {
+            reference: self.data,
+            samples: n,
+            fid,
+            kid: kid.mean,
+            kid_std_err: kid.std_err,
+            kid_subsets: (100, size),
+            feature_net_accuracy: self.test_accuracy,
+        })
+    }
+}

@@ -34,11 +34,12 @@ fn lenet_fid_separates_mnist_from_fashion_mnist() -> anyhow::Result<()> {
         return Ok(());
     };
     data_dir_with("mnist/train-images-idx3-ubyte.gz").unwrap();
-    let cache = scratch("cache");
+    // Shared with the eval command's test: the network is trained by whichever runs first in
+    // this target directory, and read from the cache after.
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("feature-nets");
     let training = LeNetTraining::default();
     let cpu = Device::Cpu;
     let fresh = load_or_train_lenet(&data, &cache, MnistFamily::Mnist, &training, &cpu, false)?;
-    assert!(fresh.trained_now);
     assert!(fresh.test_accuracy > 0.985, "{}", fresh.test_accuracy);
     let cached = load_or_train_lenet(&data, &cache, MnistFamily::Mnist, &training, &cpu, false)?;
     assert!(!cached.trained_now);
@@ -79,13 +80,17 @@ fn lenet_fid_separates_mnist_from_fashion_mnist() -> anyhow::Result<()> {
     );
 
     // A damaged cache file is refused with the advice to delete it.
-    let path = sample_quality::lenet::lenet_path(&cache, MnistFamily::Mnist);
-    std::fs::write(&path, b"garbage")?;
-    let err = load_or_train_lenet(&data, &cache, MnistFamily::Mnist, &training, &cpu, false)
+    let damaged = scratch("damaged");
+    std::fs::create_dir_all(&damaged)?;
+    std::fs::write(
+        sample_quality::lenet::lenet_path(&damaged, MnistFamily::Mnist),
+        b"garbage",
+    )?;
+    let err = load_or_train_lenet(&data, &damaged, MnistFamily::Mnist, &training, &cpu, false)
         .unwrap_err()
         .to_string();
     assert!(err.contains("delete it"), "{err}");
-    std::fs::remove_dir_all(&cache)?;
+    std::fs::remove_dir_all(&damaged)?;
     Ok(())
 }
 
