@@ -24,7 +24,8 @@ enum Cmd {
     /// and intact are kept, interrupted downloads resume.
     Download {
         /// Datasets to fetch (mnist, fashion-mnist, cifar-10, svhn, wine-quality,
-        /// parkinsons-telemonitoring, frey-face), or `all`.
+        /// parkinsons-telemonitoring, frey-face), `inception` (FID's InceptionV3 weights), or
+        /// `all`.
         #[arg(required = true)]
         datasets: Vec<String>,
         /// Data directory (default: $FDSM_DATA_DIR, else the user cache directory).

@@ -23,11 +23,14 @@ pub enum Dataset {
     Parkinsons,
     /// Frey face (Roweis' data page).
     FreyFace,
+    /// Not a data set: the InceptionV3 weights of FID (pytorch-fid's
+    /// `pt_inception-2015-12-05`), kept in the data directory like one.
+    FidInception,
 }
 
 impl Dataset {
     /// Every dataset.
-    pub const ALL: [Dataset; 7] = [
+    pub const ALL: [Dataset; 8] = [
         Dataset::Mnist,
         Dataset::FashionMnist,
         Dataset::Cifar10,
@@ -35,6 +38,7 @@ impl Dataset {
         Dataset::WineQuality,
         Dataset::Parkinsons,
         Dataset::FreyFace,
+        Dataset::FidInception,
     ];
 
     /// The name used on the command line and as the folder in the data directory.
@@ -47,6 +51,7 @@ impl Dataset {
             Dataset::WineQuality => "wine-quality",
             Dataset::Parkinsons => "parkinsons-telemonitoring",
             Dataset::FreyFace => "frey-face",
+            Dataset::FidInception => "fid-inception",
         }
     }
 
@@ -62,6 +67,7 @@ impl Dataset {
             "wine" => "wine-quality",
             "parkinsons" => "parkinsons-telemonitoring",
             "frey" | "freyface" => "frey-face",
+            "inception" => "fid-inception",
             other => other,
         };
         Dataset::ALL
@@ -163,6 +169,16 @@ pub static FILES: &[RemoteFile] = &[
         urls: &["https://cs.nyu.edu/~roweis/data/frey_rawface.mat"],
         sha256: "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64",
         size: 1100584,
+        extract: &[],
+    },
+    // pytorch-fid's release; its name carries the start of the SHA-256, pinned here in full
+    // as independent projects pin it (95 628 359 bytes).
+    RemoteFile {
+        dataset: Dataset::FidInception,
+        path: "fid-inception/pt_inception-2015-12-05-6726825d.pth",
+        urls: &["https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"],
+        sha256: "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+        size: 95_628_359,
         extract: &[],
     },
     RemoteFile {

@@ -131,5 +131,21 @@ fn fid_of_real_images_from_files_and_folders() {
         &["--samples", two.to_str().unwrap(), "--reference", "mnist"],
         "choose one with --tensor",
     );
+    // Inception features need more samples than their 2048 dimensions: said before anything is
+    // downloaded or computed.
+    let colour = dir.join("colour.safetensors");
+    save(
+        &Tensor::zeros((10, 3, 32, 32), candle_core::DType::F32, &cpu).unwrap(),
+        &colour,
+    );
+    refused(
+        &[
+            "--samples",
+            colour.to_str().unwrap(),
+            "--reference",
+            "cifar-10",
+        ],
+        "at least 2049",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,13 +8,18 @@
 //!   square roots from symmetric eigendecompositions (`faer`), so the trace is real and stable.
 //! - [`kernel_distance`]: the unbiased squared MMD with the cubic polynomial kernel
 //!   `(x.y / d + 1)^3` averaged over random subsets, with its standard error.
+//! - [`inception`]: InceptionV3 as FID uses it (pytorch-fid's `pt_inception-2015-12-05`
+//!   weights read from their `.pth` file), 2048-d pool features.
+//! - [`pth`]: PyTorch state dicts in the zip format and in the pre-1.6 stream format.
 //! - [`lenet`]: "FID (LeNet features)" for MNIST and Fashion-MNIST: a classifier trained here,
 //!   cached with its settings and test accuracy, and its reference statistics.
 
 mod error;
 mod frechet;
+pub mod inception;
 mod kid;
 pub mod lenet;
+pub mod pth;
 mod stats;
 
 pub use error::{QualityError, Result};
