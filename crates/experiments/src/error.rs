@@ -16,6 +16,9 @@ pub enum ExpError {
     /// Training, sampling or evaluation failed (divergence, a checkpoint of another run, ...).
     #[error(transparent)]
     Train(#[from] train::TrainError),
+    /// A sample-quality measure failed (feature network, statistics, bad samples).
+    #[error(transparent)]
+    Quality(#[from] sample_quality::QualityError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -1,6 +1,6 @@
 //! The Table 2 pipeline end to end at a tiny size (a few iterations, width 2): the binary runs
 //! its training and evaluation children (gradient-based and FD rows, parallel and sequential),
-//! and writes the JSON, Markdown and PNG outputs; a run paused with `--stop-after` and resumed
+//! and writes the JSON, Markdown and PNG outputs (FID with LeNet features included); a run paused with `--stop-after` and resumed
 //! trains and evaluates exactly as an uninterrupted one. Timings are produced, never asserted.
 //! Skipped, with the reason printed, when MNIST is absent from the data directory.
 
@@ -43,8 +43,13 @@ fn tiny_table2_run_writes_every_output() {
                 "4",
                 "--langevin-scale",
                 "0.02",
+                "--fid-samples",
+                "130",
                 "--no-progress",
             ])
+            // The LeNet of FID, shared with the other tests of this target (trained once).
+            .arg("--feature-cache")
+            .arg(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("feature-nets"))
             .arg("--data-dir")
             .arg(&data)
             .arg("--out")
@@ -73,6 +78,12 @@ fn tiny_table2_run_writes_every_output() {
         );
         assert_eq!(e.curve.len(), 2);
         assert!(e.final_sm.mean.is_finite() && e.final_sm.std_err.is_finite());
+        let fid = e.fid.as_ref().expect("FID with --fid-samples 130");
+        assert_eq!(fid.samples, 130);
+        assert!(
+            fid.fid.is_finite() && fid.fid > 0.0 && fid.kid.is_finite(),
+            "{fid:?}"
+        );
         let img = image::open(out.join(&e.samples_png)).unwrap();
         assert_eq!(
             (img.width(), img.height()),
@@ -91,6 +102,8 @@ fn tiny_table2_run_writes_every_output() {
         "-2.97e7",
         "FD-SSM vs SSM",
         "Hutchinson",
+        "FID, LeNet (ours)",
+        "not comparable with Inception FID",
     ] {
         assert!(md.contains(label), "table2.md lacks {label:?}:\n{md}");
     }

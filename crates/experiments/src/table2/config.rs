@@ -47,8 +47,16 @@ pub struct Table2Config {
     pub eval_batch: usize,
     /// Exact or Hutchinson test SM loss.
     pub estimate: SmEstimate,
-    /// Samples drawn per row.
+    /// Samples drawn per row for the grid.
     pub samples: usize,
+    /// Samples drawn per row for FID with LeNet features (0: none; more than 128 for a
+    /// full-rank covariance of the 128 features).
+    #[serde(default)]
+    pub fid_samples: usize,
+    /// Where the LeNet feature network and its reference statistics are cached (`None`:
+    /// `<data dir>/feature-nets`).
+    #[serde(default)]
+    pub feature_cache: Option<std::path::PathBuf>,
     /// The Langevin schedule.
     pub langevin: LangevinSchedule,
     /// Rows to run (objectives among [`ROWS`]).
@@ -67,6 +75,8 @@ impl Table2Config {
             eval_batch: 50,
             estimate: SmEstimate::Exact,
             samples: 64,
+            fid_samples: 2000,
+            feature_cache: None,
             langevin: LangevinSchedule::paper(),
             rows: ROWS.to_vec(),
         }
@@ -74,7 +84,7 @@ impl Table2Config {
 
     /// A laptop-CPU profile with the same code path: width 4, batch 16, 150 iterations per row,
     /// raised learning rates (the run is 2000 times shorter), a Hutchinson test SM estimate on 64
-    /// images, a 300-step sampler. The whole table takes about 3 minutes on 2 cores.
+    /// images, a 300-step sampler. 200 samples per row for FID with LeNet features. The whole table takes about 4 minutes on 2 cores.
     pub fn quick() -> Self {
         Self {
             profile: "quick".into(),
@@ -93,6 +103,7 @@ impl Table2Config {
             eval_batch: 16,
             estimate: SmEstimate::Hutchinson { projections: 2 },
             samples: 16,
+            fid_samples: 200,
             langevin: LangevinSchedule {
                 hold_steps: 50,
                 anneal_steps: 220,
@@ -132,6 +143,13 @@ impl Table2Config {
                  multiscale DSM)",
                 o.key(),
                 ROWS.map(|r| r.key()).join(", ")
+            ));
+        }
+        if self.fid_samples > 0 && self.fid_samples <= 128 {
+            return bad(format!(
+                "fid_samples {} is too few for FID with LeNet's 128 features: at least 129 (or 0 \
+                 for no FID)",
+                self.fid_samples
             ));
         }
         if self.eval_images > 10_000 {

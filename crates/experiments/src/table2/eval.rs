@@ -28,6 +28,10 @@ pub struct EvalReport {
     pub final_sm: SmValue,
     /// The PNG grid of samples, relative to the results directory.
     pub samples_png: PathBuf,
+    /// FID and KID with LeNet features of `fid_samples` samples (clipped to `[0, 1]`) against
+    /// MNIST's test split; `None` when `fid_samples` is 0.
+    #[serde(default)]
+    pub fid: Option<sample_quality::lenet::LeNetQuality>,
 }
 /// Evaluates one row's snapshots and draws samples (the `eval` phase); needs higher-order mode
 /// for the test SM loss.
@@ -65,11 +69,37 @@ pub fn eval_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<
     let samples_png = PathBuf::from(format!("samples_{}.png", row.key()));
     let cols = (cfg.samples as f64).sqrt().ceil() as usize;
     save_image_grid(&samples, cols, &ctx.run.out.join(&samples_png))?;
+    let fid = if cfg.fid_samples > 0 {
+        let mut drawn = Vec::new();
+        for start in (0..cfg.fid_samples).step_by(100) {
+            let n = 100.min(cfg.fid_samples - start);
+            let x0 = (noise.gaussian((n, 1, 32, 32), DType::F32, device)? + 0.5)?;
+            drawn.push(annealed_langevin(&net, &x0, &cfg.langevin, &mut noise)?.clamp(0f32, 1f32)?);
+        }
+        let drawn = candle_core::Tensor::cat(&drawn, 0)?;
+        let data_dir = ctx.run.data_dir;
+        let cache = cfg
+            .feature_cache
+            .clone()
+            .unwrap_or_else(|| data_dir.join("feature-nets"));
+        let lenet = sample_quality::lenet::load_or_train_lenet(
+            data_dir,
+            &cache,
+            sample_quality::lenet::MnistFamily::Mnist,
+            &sample_quality::lenet::LeNetTraining::default(),
+            device,
+            ctx.run.control.progress,
+        )?;
+        Some(lenet.evaluate(&drawn, data_dir, &cache)?)
+    } else {
+        None
+    };
     let report = EvalReport {
         row,
         curve,
         final_sm,
         samples_png,
+        fid,
     };
     write_json(&dir.join("eval.json"), &report)?;
     Ok(report)

@@ -57,6 +57,12 @@ pub struct Table2Options {
     /// Override the number of samples per row.
     #[arg(long)]
     pub samples: Option<usize>,
+    /// Override the samples per row for FID with LeNet features (0: no FID; at least 129).
+    #[arg(long)]
+    pub fid_samples: Option<usize>,
+    /// Where the LeNet feature network of FID is cached (default: `<data dir>/feature-nets`).
+    #[arg(long)]
+    pub feature_cache: Option<std::path::PathBuf>,
     /// Scale every phase of the Langevin schedule by this factor (e.g. 0.1 for a smoke test).
     #[arg(long)]
     pub langevin_scale: Option<f64>,
@@ -88,7 +94,7 @@ impl Experiment for Table2 {
     const KIND: Kind = Kind::Repro;
     const ABOUT: &'static str = "Table 2 of FD-SM: the deep-EBM ResNet on MNIST trained by DSM, \
         FD-DSM*, FD-DSM, SSM, SSMVR, FD-SSM*, FD-SSM, with the test SM loss, time per iteration \
-        and memory beside the paper's. Profiles: quick (2-core CPU, about 3 minutes after the build) and paper \
+        and memory beside the paper's. Profiles: quick (2-core CPU, about 4 minutes after the build) and paper \
         (n = 128, 300K iterations; meant for a GPU). Writes table2.md, results.json, loss \
         curves and sample grids.";
     const PROFILES: &'static [&'static str] = &["quick", "paper"];
@@ -125,6 +131,12 @@ impl Experiment for Table2 {
         }
         if let Some(n) = a.samples {
             cfg.samples = n;
+        }
+        if let Some(n) = a.fid_samples {
+            cfg.fid_samples = n;
+        }
+        if let Some(d) = &a.feature_cache {
+            cfg.feature_cache = Some(d.clone());
         }
         if let Some(f) = a.langevin_scale {
             if !(f > 0.0 && f.is_finite()) {

@@ -141,6 +141,9 @@ pub fn markdown(r: &Table2Results) -> String {
                 t.median_step_ms
                     .map_or("—".into(), |ms| format!("{ms:.1} ms")),
                 fmt_memory(t.step_peak_rss_bytes, t.base_rss_bytes),
+                e.fid
+                    .as_ref()
+                    .map_or("—".into(), |q| format!("{:.1}", q.fid)),
                 paper(&|p| format!("{:.2e}", p.sm_loss)),
                 paper(&|p| format!("{} ms", p.time_ms)),
                 paper(&|p| format!("{} G", p.mem_gb)),
@@ -158,13 +161,23 @@ pub fn markdown(r: &Table2Results) -> String {
             ]
         })
         .collect();
+    let fid = if c.fid_samples > 0 {
+        format!(
+            "FID (LeNet features; not comparable with Inception FID, which the paper does not \
+             report for this table): {} samples per row by the same sampler, clipped to [0, 1], \
+             against MNIST's test split (`cargo xtask eval fid`; KID in `results.json`).\n\n",
+            c.fid_samples
+        )
+    } else {
+        String::new()
+    };
     let env = &r.environment;
     format!(
         "# Table 2: deep EBMs on MNIST ({} profile)\n\n\
          ResNet EBM width {} blocks {:?}, {} iterations, batch {}, lr {} (DSM family) / {} (SSM family), eps {}, \
          sigma {}..{}, sigma_0 {}. Ours: {} on a CPU ({}, {} cores), time per iteration is the median step after {} warm-up steps, \
          memory is the peak resident memory of the training steps in the row's own process (in brackets: the increase over the resident memory before the first step, which holds the data set, model and optimiser state). Paper: 300K iterations, batch 64, GPU. The paper's DSM rows are multiscale DSM (`mdsm`, `fd-mdsm`).\n\n\
-         SM loss: {estimate}.\n\n{}\n## Speed-ups\n\n{}\n\
+         SM loss: {estimate}.\n\n{fid}{}\n## Speed-ups\n\n{}\n\
          Samples: `samples_<objective>.png`; loss curves: `loss_curves_dsm.png`, `loss_curves_ssm.png`; every number: `results.json`.\n",
         c.profile,
         c.training.model.width,
@@ -181,7 +194,7 @@ pub fn markdown(r: &Table2Results) -> String {
         env.cpu,
         env.cores,
         c.training.timing_warmup,
-        markdown_table(&["Algorithm", "Objective", "SM loss (ours)", "Time (ours)", "Mem. (ours)", "SM loss (paper)", "Time (paper)", "Mem. (paper)"], &rows),
+        markdown_table(&["Algorithm", "Objective", "SM loss (ours)", "Time (ours)", "Mem. (ours)", "FID, LeNet (ours)", "SM loss (paper)", "Time (paper)", "Mem. (paper)"], &rows),
         markdown_table(&["Ratio", "Ours", "Paper"], &speed),
     )
 }
