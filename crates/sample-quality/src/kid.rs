@@ -3,6 +3,8 @@
 //! averaged over random subsets of both feature sets, with its spread over the subsets.
 
 use faer::Mat;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::error::{QualityError, Result};
 
@@ -21,28 +23,14 @@ pub struct KernelDistance {
     pub subset_size: usize,
 }
 
-/// SplitMix64: the subsets' draws, so that the measure is deterministic given its seed.
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+/// `m` distinct indices of `0..n` (a partial Fisher-Yates shuffle).
+fn subset(rng: &mut StdRng, n: usize, m: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..m {
+        idx.swap(i, rng.random_range(i..n));
     }
-
-    /// `m` distinct indices of `0..n` (a partial Fisher-Yates shuffle).
-    fn subset(&mut self, n: usize, m: usize) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..n).collect();
-        for i in 0..m {
-            let j = i + (self.next() % (n - i) as u64) as usize;
-            idx.swap(i, j);
-        }
-        idx.truncate(m);
-        idx
-    }
+    idx.truncate(m);
+    idx
 }
 
 /// The kernel distance between feature sets `x` (`nx` rows) and `y` (`ny` rows) of dimension
@@ -82,7 +70,7 @@ pub fn kernel_distance(
     if x.iter().chain(y).any(|v| !v.is_finite()) {
         return Err(QualityError::NonFinite("the features".into()));
     }
-    let mut draws = Draws(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let kernel = |a: &Mat<f64>, b: &Mat<f64>| -> Mat<f64> {
         let g = a * b.transpose();
         Mat::from_fn(g.nrows(), g.ncols(), |i, j| {
@@ -94,7 +82,7 @@ pub fn kernel_distance(
     let mf = m as f64;
     let mut values = Vec::with_capacity(subsets);
     for _ in 0..subsets {
-        let (ix, iy) = (draws.subset(nx, m), draws.subset(ny, m));
+        let (ix, iy) = (subset(&mut rng, nx, m), subset(&mut rng, ny, m));
         let (a, b) = (pick(&ix, x), pick(&iy, y));
         let (kxx, kyy, kxy) = (kernel(&a, &a), kernel(&b, &b), kernel(&a, &b));
         let off_diagonal = |k: &Mat<f64>| -> f64 {

@@ -114,14 +114,8 @@ fn check_values(what: &str, values: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// The area under the ROC curve of a detector that flags large scores, with `positives` the
-/// scores of the class to detect (out of distribution) and `negatives` the others: the
-/// probability that a positive outscores a negative, ties counting one half (the Mann-Whitney
-/// statistic, computed from mid-ranks in `O(n log n)`).
-///
-/// # Errors
-/// An empty class or a non-finite score.
-pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Result<f64> {
+/// Both classes' scores, checked, tagged (`true` for a positive) and sorted ascending.
+fn pooled(negatives: &[f64], positives: &[f64]) -> Result<Vec<(f64, bool)>> {
     check_values("the negative scores", negatives)?;
     check_values("the positive scores", positives)?;
     let mut all: Vec<(f64, bool)> = negatives
@@ -130,6 +124,18 @@ pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Result<f64> {
         .chain(positives.iter().map(|&s| (s, true)))
         .collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(all)
+}
+
+/// The area under the ROC curve of a detector that flags large scores, with `positives` the
+/// scores of the class to detect (out of distribution) and `negatives` the others: the
+/// probability that a positive outscores a negative, ties counting one half (the Mann-Whitney
+/// statistic, computed from mid-ranks in `O(n log n)`).
+///
+/// # Errors
+/// An empty class or a non-finite score.
+pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Result<f64> {
+    let all = pooled(negatives, positives)?;
     // The sum of the positives' mid-ranks (1-based).
     let mut rank_sum = 0.0;
     let mut i = 0;
@@ -153,14 +159,8 @@ pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Result<f64> {
 /// # Errors
 /// As [`roc_auc`].
 pub fn roc_curve(negatives: &[f64], positives: &[f64]) -> Result<Vec<(f64, f64)>> {
-    check_values("the negative scores", negatives)?;
-    check_values("the positive scores", positives)?;
-    let mut all: Vec<(f64, bool)> = negatives
-        .iter()
-        .map(|&s| (s, false))
-        .chain(positives.iter().map(|&s| (s, true)))
-        .collect();
-    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut all = pooled(negatives, positives)?;
+    all.reverse();
     let (n_neg, n_pos) = (negatives.len() as f64, positives.len() as f64);
     let (mut fp, mut tp) = (0usize, 0usize);
     let mut curve = vec![(0.0, 0.0)];

@@ -297,6 +297,16 @@ impl Table4Config {
         crate::pick_profile(name, Self::quick, Self::paper)
     }
 
+    /// Every image set the run reads: the training sets, then the test sets that are data sets.
+    pub fn image_sets(&self) -> Vec<ImageSet> {
+        let mut sets = self.train_sets.clone();
+        sets.extend(self.test_sets.iter().filter_map(|t| match t {
+            TestSet::Data(d) => Some(*d),
+            _ => None,
+        }));
+        sets
+    }
+
     /// The training settings of run `seed` (its seed is the base seed plus the index).
     pub fn training_of(&self, seed: u32) -> DeepEbmTraining {
         DeepEbmTraining {
@@ -333,15 +343,7 @@ impl Table4Config {
             );
         }
         let layout = self.train_sets[0].layout();
-        let sets = self
-            .train_sets
-            .iter()
-            .copied()
-            .chain(self.test_sets.iter().filter_map(|t| match t {
-                TestSet::Data(d) => Some(*d),
-                _ => None,
-            }));
-        for d in sets {
+        for d in self.image_sets() {
             if d.layout() != layout {
                 return bad(format!(
                     "{} images are {:?} (channels, size, padding) but {} images are {:?}: one \

@@ -225,13 +225,8 @@ impl Experiment for Table4 {
 
     fn datasets(cfg: &Table4Config) -> Vec<datasets::Dataset> {
         let mut sets: Vec<datasets::Dataset> = cfg
-            .train_sets
-            .iter()
-            .copied()
-            .chain(cfg.test_sets.iter().filter_map(|t| match t {
-                TestSet::Data(d) => Some(*d),
-                _ => None,
-            }))
+            .image_sets()
+            .into_iter()
             .filter_map(ImageSet::dataset)
             .collect();
         sets.sort_by_key(|d| d.name());
