@@ -187,6 +187,14 @@ fn a_table2_detector_with_the_same_settings_is_reused() {
     assert!(std::fs::read_to_string(out.join("table4.md"))
         .unwrap()
         .contains("1 (1 reused)"));
+    // Resumed, the reused row stays reused (and is not trained).
+    let mut resumed = args.clone();
+    resumed.push("--resume");
+    let o = run(&data, "table4", &out, &resumed);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: Table4Results = experiments::report::read_json(&out.join("results.json")).unwrap();
+    assert!(again.runs[0].2.is_some());
+    assert_eq!(again.runs[0].0.records, source.records);
 
     // Other training settings (the batch): trained here, and said why on standard error.
     let other = scratch("no-reuse");

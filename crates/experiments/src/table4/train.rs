@@ -43,9 +43,13 @@ pub fn train_run(ctx: &RowContext, cfg: &Table4Config, run: Run) -> Result<Train
     let identity = identity(cfg, run);
     let mut ctx = ctx.clone();
     let own = ctx.dir.join("checkpoint.safetensors");
-    crate::report::remove_if_exists(&ctx.dir.join("reused.json"))?;
+    // A resumed row keeps its own checkpoint, and the record of where it came from.
+    let keep_own = ctx.run.control.resume && own.is_file();
+    if !keep_own {
+        crate::report::remove_if_exists(&ctx.dir.join("reused.json"))?;
+    }
     if let Some(source) = &cfg.reuse_from {
-        if !(ctx.run.control.resume && own.is_file()) {
+        if !keep_own {
             if let Some(from) = reusable(source, cfg, run, &identity)? {
                 for file in ["checkpoint.safetensors", "train.json"] {
                     let (src, dst) = (from.join(file), ctx.dir.join(file));
