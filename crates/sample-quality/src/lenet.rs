@@ -1,7 +1,6 @@
 //! "FID (LeNet features)" for the MNIST family: a [`LeNet`] classifier trained by this crate on
 //! the training split (deterministic given its settings), cached as safetensors with its
-//! settings and test accuracy, and the statistics of its features on the test split as the
-//! reference. Not comparable with Inception FID: a different feature space.
+//! settings and test accuracy, and its features of the test split (cached) as the reference. Not comparable with Inception FID: a different feature space.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -117,9 +116,9 @@ pub fn lenet_path(cache_dir: &Path, data: MnistFamily) -> PathBuf {
     cache_dir.join(format!("lenet-{}.safetensors", data.key()))
 }
 
-/// The cached reference statistics (the test split's features) of `data` in `cache_dir`.
-pub fn reference_stats_path(cache_dir: &Path, data: MnistFamily) -> PathBuf {
-    cache_dir.join(format!("lenet-{}-test-stats.safetensors", data.key()))
+/// The cached reference features (of the test split) of `data` in `cache_dir`.
+pub fn reference_features_path(cache_dir: &Path, data: MnistFamily) -> PathBuf {
+    cache_dir.join(format!("lenet-{}-test-features.safetensors", data.key()))
 }
 
 fn labels_u32(t: &Tensor) -> Result<Tensor> {
@@ -372,24 +371,28 @@ impl LeNetFeatures {
             .map_or(Device::Cpu, |v| v.device().clone())
     }
 
-    /// The statistics of the features of the test split of the network's data set, from
-    /// `cache_dir` or computed (and cached) when absent or written for another network.
+    /// The features of the test split of the network's data set, `[10000, features]`, from
+    /// `cache_dir` or computed (and cached) when absent or when the network was trained now.
     ///
     /// # Errors
     /// Missing data, I/O errors.
+    pub fn reference_features(&self, data_dir: &Path, cache_dir: &Path) -> Result<Tensor> {
+        crate::stats::cached_features(
+            &reference_features_path(cache_dir, self.data),
+            self.trained_now,
+            || {
+                let splits = datasets::load_idx_dataset(data_dir, self.data.idx(), &Device::Cpu)?;
+                self.features(&splits.test.images)
+            },
+        )
+    }
+
+    /// The statistics of [`LeNetFeatures::reference_features`].
+    ///
+    /// # Errors
+    /// As [`LeNetFeatures::reference_features`].
     pub fn reference_stats(&self, data_dir: &Path, cache_dir: &Path) -> Result<GaussianStats> {
-        let path = reference_stats_path(cache_dir, self.data);
-        if !self.trained_now && path.is_file() {
-            if let Ok(stats) = GaussianStats::load(&path) {
-                if stats.dim == self.training.net.features {
-                    return Ok(stats);
-                }
-            }
-        }
-        let splits = datasets::load_idx_dataset(data_dir, self.data.idx(), &Device::Cpu)?;
-        let stats = GaussianStats::from_features(&self.features(&splits.test.images)?)?;
-        stats.save(&path)?;
-        Ok(stats)
+        GaussianStats::from_features(&self.reference_features(data_dir, cache_dir)?)
     }
 }
 
@@ -400,7 +403,7 @@ pub struct LeNetQuality {
     pub reference: MnistFamily,
     /// Images evaluated.
     pub samples: usize,
-    /// FID (LeNet features) against the test split's statistics.
+    /// FID (LeNet features) against the test split.
     pub fid: f64,
     /// KID (LeNet features): mean over subsets.
     pub kid: f64,
@@ -435,14 +438,13 @@ impl LeNetFeatures {
                 got: n,
             });
         }
-        let features = self.features(images)?;
-        let (x, _, _) = crate::stats::features_matrix(&features)?;
+        let (x, _, _) = crate::stats::features_matrix(&self.features(images)?)?;
+        let (y, m, _) =
+            crate::stats::features_matrix(&self.reference_features(data_dir, cache_dir)?)?;
         let fid = crate::frechet::frechet_distance(
             &GaussianStats::from_rows(&x, n, d)?,
-            &self.reference_stats(data_dir, cache_dir)?,
+            &GaussianStats::from_rows(&y, m, d)?,
         )?;
-        let test = datasets::load_idx_dataset(data_dir, self.data.idx(), &Device::Cpu)?;
-        let (y, m, _) = crate::stats::features_matrix(&self.features(&test.test.images)?)?;
         let size = n.min(m).min(1000);
         let kid = crate::kid::kernel_distance(&x, &y, d, 100, size, 0)?;
         Ok(LeNetQuality {

@@ -25,4 +25,4 @@ mod stats;
 pub use error::{QualityError, Result};
 pub use frechet::{frechet_distance, trace_sqrt_product};
 pub use kid::{kernel_distance, KernelDistance};
-pub use stats::{features_matrix, GaussianStats};
+pub use stats::{cached_features, features_matrix, GaussianStats};

@@ -32,6 +32,41 @@ pub fn features_matrix(features: &Tensor) -> Result<(Vec<f64>, usize, usize)> {
     Ok((v, n, d))
 }
 
+/// A feature matrix cached as safetensors (one `features` tensor): read from `path` unless
+/// `fresh` is set or the file is missing or unreadable, else computed by `compute` and written
+/// there atomically (a temporary file renamed into place).
+///
+/// # Errors
+/// `compute`'s errors; [`QualityError::File`] when the cache cannot be written.
+pub fn cached_features(
+    path: &Path,
+    fresh: bool,
+    compute: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    if !fresh {
+        if let Some(f) = candle_core::safetensors::load(path, &Device::Cpu)
+            .ok()
+            .and_then(|t| t.get("features").cloned())
+        {
+            return Ok(f);
+        }
+    }
+    let features = compute()?;
+    let bad = |problem: String| QualityError::File {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create its folder: {e}")))?;
+    }
+    let tmp = path.with_extension("safetensors.partial");
+    features
+        .save_safetensors("features", &tmp)
+        .map_err(|e| bad(format!("cannot be written: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| bad(format!("cannot be renamed into place: {e}")))?;
+    Ok(features)
+}
+
 /// Mean and covariance of `count` feature vectors of dimension `dim`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GaussianStats {

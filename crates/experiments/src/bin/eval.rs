@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sample_quality::inception::{FidInception, INCEPTION_FEATURES, INCEPTION_WEIGHTS};
 use sample_quality::lenet::{load_or_train_lenet, LeNetTraining, MnistFamily};
-use sample_quality::{features_matrix, frechet_distance, kernel_distance, GaussianStats};
+use sample_quality::{
+    cached_features, features_matrix, frechet_distance, kernel_distance, GaussianStats,
+};
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +61,7 @@ enum Cmd {
         /// Data directory (default: $FDSM_DATA_DIR, else the user cache directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Where the feature networks and reference statistics are cached (default:
+        /// Where the feature networks and the reference features are cached (default:
         /// `<data dir>/feature-nets`).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -143,17 +145,18 @@ fn inception_features(
     images: &Tensor,
     what: &str,
     progress: bool,
-) -> Result<Tensor> {
+) -> sample_quality::Result<Tensor> {
     let n = images.dim(0)?;
     let bar = if progress {
         ProgressBar::new(n as u64)
     } else {
         ProgressBar::hidden()
     };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {eta} left")?
-            .progress_chars("=> "),
-    );
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {eta} left")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
     bar.set_message(format!("Inception features of {what}"));
     let mut parts = Vec::new();
     for start in (0..n).step_by(25) {
@@ -186,27 +189,19 @@ fn cifar10_quality(
         experiments::setup::ensure_data(data_dir, d)?;
     }
     let net = FidInception::from_pth(&data_dir.join(INCEPTION_WEIGHTS), &Device::Cpu)?;
-    let cached = cache_dir.join("inception-cifar-10-test-features.safetensors");
-    let reference = match candle_core::safetensors::load(&cached, &Device::Cpu)
-        .ok()
-        .and_then(|t| t.get("features").cloned())
-    {
-        Some(f) => f,
-        None => {
+    let reference = cached_features(
+        &cache_dir.join("inception-cifar-10-test-features.safetensors"),
+        false,
+        || {
             let test = datasets::load_cifar10(data_dir, &Device::Cpu)?.test.images;
-            let f = inception_features(
+            inception_features(
                 &net,
                 &test,
                 "CIFAR-10's test split (cached after)",
                 progress,
-            )?;
-            std::fs::create_dir_all(cache_dir)?;
-            let tmp = cached.with_extension("partial");
-            f.save_safetensors("features", &tmp)?;
-            std::fs::rename(&tmp, &cached)?;
-            f
-        }
-    };
+            )
+        },
+    )?;
     let ours = inception_features(&net, images, "the samples", progress)?;
     let (x, _, d) = features_matrix(&ours)?;
     let (y, m, _) = features_matrix(&reference)?;
