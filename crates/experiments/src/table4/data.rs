@@ -22,11 +22,19 @@ pub struct RawSplits {
 }
 
 /// Loads an image set from the data directory (ImageNet 32 x 32 from
-/// [`Table4Config::imagenet32_dir`], else `<data dir>/imagenet32`).
+/// [`Table4Config::imagenet32_dir`], else `<data dir>/imagenet32`). `imagenet_train` caps the
+/// ImageNet training images read, below [`Table4Config::imagenet32_train_images`] (the other
+/// sets are small and always load whole): evaluation reads none for a test column and a pool for
+/// the typicality reference instead of all 1.28 million.
 ///
 /// # Errors
 /// Missing or corrupt files, with the error saying where they were expected and how to get them.
-pub fn load(cfg: &Table4Config, data_dir: &Path, set: ImageSet) -> Result<RawSplits> {
+pub fn load(
+    cfg: &Table4Config,
+    data_dir: &Path,
+    set: ImageSet,
+    imagenet_train: Option<usize>,
+) -> Result<RawSplits> {
     let cpu = Device::Cpu;
     let splits = match set {
         ImageSet::Mnist => {
@@ -39,7 +47,10 @@ pub fn load(cfg: &Table4Config, data_dir: &Path, set: ImageSet) -> Result<RawSpl
         ImageSet::Cifar10 => datasets::load_cifar10(data_dir, &cpu)?.into(),
         ImageSet::Imagenet32 => datasets::load_imagenet32(
             &imagenet32_dir(cfg, data_dir),
-            cfg.imagenet32_train_images,
+            match (imagenet_train, cfg.imagenet32_train_images) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             &cpu,
         )?
         .into(),

@@ -62,7 +62,7 @@ pub fn train_run(ctx: &RowContext, cfg: &Table4Config, run: Run) -> Result<Train
             }
         }
     }
-    let raw = data::load(cfg, ctx.run.data_dir, run.train_set)?;
+    let raw = data::load(cfg, ctx.run.data_dir, run.train_set, None)?;
     let images = data::to_model(&raw.train, run.train_set, ctx.run.device)?;
     drop(raw);
     train_deep_ebm(
