@@ -2,7 +2,7 @@
 
 use candle_core::{bail, Result, Tensor};
 
-use crate::kernels::{fused, fused_path};
+use crate::kernels::{fused, fused_path, on_cpu_kernels};
 
 /// `x + b` with the bias broadcast over every axis but the channel axis, as one pass on the
 /// CPU; the bias gradient is a per-channel sum instead of Candle's strided reduction.
@@ -21,7 +21,7 @@ pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
             b.dims()
         )
     }
-    if fused_path(x) && b.device().is_cpu() && b.dtype() == x.dtype() {
+    if fused_path(x) && on_cpu_kernels(b) && b.dtype() == x.dtype() {
         x.apply_op2(b, fused::BiasAdd)
     } else {
         let mut shape = vec![1; dims.len()];

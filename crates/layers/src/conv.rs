@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernels::conv_ops::{BiasedConv, ConvSpec, FlipConv};
 use crate::kernels::elu_conv::{EluBiasedConv, EluConv, EluConvAdd, EluConvPoolAdd};
-use crate::kernels::fused_path;
+use crate::kernels::{fused_path, on_cpu_kernels};
 use crate::{avg_pool2d, bias_add, elu, grad_mode};
 
 /// Which algorithms a stride-1 3x3 convolution may use on the CPU (the forward pass, the input
@@ -142,7 +142,10 @@ pub struct Residual<'a> {
 /// right at every order; they favour correctness over speed.
 ///
 /// The values equal `x.conv2d(weight, padding, stride, dilation, 1)` (plus `bias`) up to
-/// rounding. On other devices it is that call.
+/// rounding. On other devices (and inside [`crate::portable::with_portable_ops`]) the stride-1,
+/// undilated convolution underneath is Candle's `conv2d`; strides and dilations are built
+/// around it as on the CPU, because Candle's strided backward pass fails when the stride does
+/// not divide the padded input (tested in `tests/portable_path.rs`).
 ///
 /// # Shapes
 /// * `x`: `[N, C_in, H, W]`; `weight`: `[C_out, C_in, K, K]`; `bias`: `[C_out]`
@@ -159,18 +162,21 @@ pub fn conv2d(
     cfg: &Conv2dConfig,
 ) -> Result<Tensor> {
     check_conv_args(x, weight, bias, cfg)?;
-    // The custom ops have CPU kernels only; elsewhere Candle's own convolution computes the
-    // same values.
-    if !x.device().is_cpu() {
-        let y = x.conv2d(weight, cfg.padding, cfg.stride, cfg.dilation, 1)?;
+    // Strides and dilations on every device: Candle's own strided convolution has a backward
+    // pass that fails when the stride does not divide the padded input (the input gradient
+    // comes out a row or column short).
+    if !cfg.is_plain() {
+        let y = conv2d(x, &dilate_kernel(weight, cfg.dilation)?, None, &unit(cfg))?;
+        let y = subsample(&y, cfg.stride)?;
         return match bias {
             Some(b) => bias_add(&y, b),
             None => Ok(y),
         };
     }
-    if !cfg.is_plain() {
-        let y = conv2d(x, &dilate_kernel(weight, cfg.dilation)?, None, &unit(cfg))?;
-        let y = subsample(&y, cfg.stride)?;
+    // The custom ops have CPU kernels only; elsewhere Candle's own convolution computes the
+    // same values.
+    if !on_cpu_kernels(x) {
+        let y = x.conv2d(weight, cfg.padding, 1, 1, 1)?;
         return match bias {
             Some(b) => bias_add(&y, b),
             None => Ok(y),
@@ -244,7 +250,7 @@ pub fn elu_conv2d(
         Some(b) => bias_add(r, b)?,
         None => r.clone(),
     };
-    if !fused_path(x) || !r.device().is_cpu() || !cfg.is_plain() {
+    if !fused_path(x) || !on_cpu_kernels(&r) || !cfg.is_plain() {
         let y = elu_conv2d_plain(x, weight, None, cfg)?;
         return match residual.pool {
             Some(pk) => avg_pool2d(&y, pk)? + r,

@@ -24,6 +24,10 @@ pub const FORBIDDEN_OPS: &[(&str, &str)] = &[
     ("rms_norm", "fused kernel without gradient"),
     ("conv1d", "wrong beyond first order"),
     (
+        ".conv2d(",
+        "the strided backward pass fails when the stride does not divide the padded input; use layers::conv2d",
+    ),
+    (
         "avg_pool2d_with_stride",
         "kernel != stride has no backward; use layers::avg_pool2d",
     ),

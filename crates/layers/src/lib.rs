@@ -6,7 +6,8 @@
 //! order), `upsample_nearest2d` (overwrites instead of accumulating when its input has another
 //! consumer), `gather` (fails at second order), `avg_pool2d` with kernel != stride,
 //! `upsample_bilinear2d`, the fused `softmax_last_dim` / `LayerNorm` / `RmsNorm` kernels (no
-//! gradient at all, silently) and `conv1d` beyond first order are unusable here
+//! gradient at all, silently), `conv1d` beyond first order and `conv2d` with a stride that does
+//! not divide the padded input (the input gradient comes out short) are unusable here
 //! ([`FORBIDDEN_OPS`]). Everything in this crate is either composed of reshapes, slices,
 //! reductions, matrix products and elementwise ops whose derivatives Candle builds from
 //! differentiable ops, or a custom op with its own CPU kernel whose backward pass is again
@@ -28,7 +29,8 @@
 //! their own (`kernels/`: matrix products over patches, Winograd F(4x4, 3x3) / F(2x2, 3x3),
 //! fused multithreaded passes); the convolution's algorithm is a field of its
 //! [`Conv2dConfig`] ([`ConvAlgorithm`]). Elsewhere the same values come from Candle's own ops.
-//! [`grad_mode`] tells whether Candle keeps gradients differentiable on this thread.
+//! [`grad_mode`] tells whether Candle keeps gradients differentiable on this thread;
+//! [`portable::with_portable_ops`] runs the other devices' path on the CPU, for tests.
 
 mod activation;
 mod bias;
@@ -40,6 +42,7 @@ mod kernels;
 mod linear;
 mod norm;
 mod pool;
+pub mod portable;
 mod solve;
 mod upsample;
 

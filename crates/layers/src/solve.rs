@@ -67,7 +67,7 @@ pub fn spd_solve(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let sym = ((a + a.t()?)? * 0.5)?;
     let device = a.device().clone();
-    let x = if device.is_cpu() {
+    let x = if device.is_cpu() && crate::portable::cpu_kernels_enabled() {
         sym.apply_op2(&b2.contiguous()?, SpdSolve)?
     } else {
         let cpu = Device::Cpu;

@@ -262,9 +262,10 @@ fn fused_update(
     }
 
     let tensors = [p, g, m, v];
-    let same = tensors
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == p.dtype() && t.dims() == p.dims());
+    let same = layers::portable::cpu_kernels_enabled()
+        && tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == p.dtype() && t.dims() == p.dims());
     if !same {
         return Ok(None);
     }

@@ -219,7 +219,7 @@ pub(crate) fn dense_act(
     b: &Tensor,
     act: Activation,
 ) -> Result<Option<Tensor>> {
-    let handled = [x, w, b].iter().all(|t| t.device().is_cpu())
+    let handled = [x, w, b].iter().all(|t| super::on_cpu_kernels(t))
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && w.dtype() == x.dtype()
         && b.dtype() == x.dtype()

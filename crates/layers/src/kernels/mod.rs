@@ -21,7 +21,13 @@ mod small_map;
 mod winograd;
 
 /// Whether the fused CPU kernels of `kernels/fused.rs` handle `x`; elsewhere (other devices,
-/// half-precision types) the same values come from Candle's own ops.
+/// half-precision types, inside [`crate::portable::with_portable_ops`]) the same values come
+/// from Candle's own ops.
 pub(crate) fn fused_path(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    on_cpu_kernels(x) && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// Whether `x` is on the CPU and the CPU kernels are enabled on this thread.
+pub(crate) fn on_cpu_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && crate::portable::cpu_kernels_enabled()
 }
