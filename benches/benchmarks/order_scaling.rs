@@ -10,7 +10,8 @@
 //! Environment: `FDSM_BENCH_WIDTH` (ResNet width, default 8), `FDSM_BENCH_BATCH` (images per
 //! call, default 8), `FDSM_BENCH_EXACT_MAX_ORDER` (highest exact order, default 3: each order
 //! multiplies its time and memory several times), `FDSM_DATA_DIR` (MNIST test images; without
-//! them seeded uniform images of the same shape are used and a line says so).
+//! them seeded uniform images of the same shape are used and a line says so). Built with
+//! `--features cuda` (or `metal`) it runs on the GPU.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function.
 
@@ -28,7 +29,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// MNIST test images on the process's device (the GPU of a `cuda` or `metal` build).
 fn images(batch: usize) -> Tensor {
+    let device = experiments::setup::open_device().expect("the device");
+    images_on_cpu(batch)
+        .to_device(&device)
+        .expect("images on the device")
+}
+
+fn images_on_cpu(batch: usize) -> Tensor {
     let dir = datasets::resolve_data_dir(None);
     match experiments::setup::mnist32(&dir, false, &Device::Cpu) {
         Ok(t) => t,

@@ -1,7 +1,10 @@
 //! `cargo xtask`: project automation. `download` fetches datasets (checksummed, resumable),
 //! `repro` reproduces a table or figure and `bench` runs a measurement through the
 //! `experiments` binary (which lists them: `cargo xtask list`), `ci` runs the checks CI runs
-//! (format, lints, the test suite of README.md).
+//! (format, lints, the test suite of README.md), `gpu-smoke` builds for a GPU and runs a few
+//! steps of everything on it.
+
+mod gpu_smoke;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -69,6 +72,11 @@ enum Cmd {
     },
     /// List every experiment (kind, name, summary), as the experiments binary registers them.
     List,
+    /// Build the experiments with the `cuda` (or `metal`) feature, run a few training steps of
+    /// every reproduction's quick profile, the step bench at the paper's ResNet width and a
+    /// short order-scaling measurement on the GPU, and write a report (gpu-smoke.md and .json,
+    /// one log per command). `--backend cpu` runs the same sequence on the CPU build.
+    GpuSmoke(gpu_smoke::SmokeArgs),
     /// Run what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc` with
     /// warnings as errors, then the test suite (`cargo test --workspace --release`).
     Ci {
@@ -92,6 +100,7 @@ fn main() -> Result<()> {
         Cmd::Eval { args } => run_experiments("eval", None, &args),
         Cmd::List => run_experiments("experiments", Some("list"), &[]),
         Cmd::Ci { tests_only } => ci(tests_only),
+        Cmd::GpuSmoke(args) => gpu_smoke::gpu_smoke(&args),
     }
 }
 

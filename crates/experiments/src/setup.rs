@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -47,14 +49,41 @@ impl ConvKernels {
     }
 }
 
-/// Opens the device experiments run on: the first CUDA GPU when built with the `cuda` feature,
-/// the Metal GPU with `metal`, else the CPU. Call it once per process (the binary's `main`
-/// does) and pass the device down: every call opens a new one, and tensors on two Metal devices
-/// cannot be combined.
+/// The process's device, made by the first [`open_device`].
+static DEVICE: Mutex<Option<Device>> = Mutex::new(None);
+/// How many devices [`open_device`] has made in this process (1 after the first call, and it
+/// must stay 1: a test checks it).
+static DEVICES_MADE: AtomicUsize = AtomicUsize::new(0);
+
+/// The device experiments run on: the first CUDA GPU when built with the `cuda` feature, the
+/// Metal GPU with `metal`, else the CPU. It is made once per process, by the first call, and
+/// every later call (from any thread) returns the same device: the binaries call it once in
+/// `main` and pass it down, and a library function that called it again would still get that
+/// device, never a second one (tensors of two Metal devices cannot be combined, and each CUDA
+/// device made opens new handles).
 ///
 /// # Errors
-/// A GPU build on a machine whose GPU cannot be opened.
+/// A GPU build on a machine whose GPU cannot be opened (the next call tries again).
 pub fn open_device() -> Result<Device> {
+    let mut slot = DEVICE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(device) = slot.as_ref() {
+        return Ok(device.clone());
+    }
+    let device = make_device()?;
+    DEVICES_MADE.fetch_add(1, Ordering::SeqCst);
+    *slot = Some(device.clone());
+    Ok(device)
+}
+
+/// The number of devices [`open_device`] has made in this process: 0 before the first call,
+/// then 1.
+pub fn devices_made() -> usize {
+    DEVICES_MADE.load(Ordering::SeqCst)
+}
+
+fn make_device() -> Result<Device> {
     #[cfg(feature = "cuda")]
     {
         return Ok(Device::new_cuda(0)?);

@@ -311,6 +311,7 @@ pub struct FidInception {
     mixed_6: [BlockC; 4],
     mixed_7a: BlockD,
     mixed_7: [BlockE; 2],
+    device: Device,
 }
 
 impl FidInception {
@@ -345,6 +346,7 @@ impl FidInception {
                 BlockE::new(1280, false, vb.pp("Mixed_7b"))?,
                 BlockE::new(2048, true, vb.pp("Mixed_7c"))?,
             ],
+            device: vb.device().clone(),
         })
     }
 
@@ -373,7 +375,8 @@ impl FidInception {
     }
 
     /// The 2048 pool features of RGB images in `[0, 1]`, `[N, 3, H, W]` (any size; grey
-    /// `[N, 1, H, W]` images are repeated into three channels), `batch` at a time.
+    /// `[N, 1, H, W]` images are repeated into three channels), `batch` at a time on the
+    /// network's device, returned on the CPU.
     ///
     /// # Errors
     /// [`QualityError::Input`] naming a wrong shape or a value outside `[0, 1]`.
@@ -400,7 +403,10 @@ impl FidInception {
         let mut parts = Vec::new();
         for start in (0..n).step_by(batch.max(1)) {
             let chunk = x.narrow(0, start, batch.max(1).min(n - start))?;
-            parts.push(self.forward_unit(&chunk)?);
+            parts.push(
+                self.forward_unit(&chunk.to_device(&self.device)?)?
+                    .to_device(&Device::Cpu)?,
+            );
         }
         Ok(Tensor::cat(&parts, 0)?)
     }

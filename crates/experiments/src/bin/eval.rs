@@ -172,6 +172,7 @@ fn inception_features(
 /// cached in `cache_dir`.
 fn cifar10_quality(
     images: &Tensor,
+    device: &Device,
     data_dir: &Path,
     cache_dir: &Path,
     progress: bool,
@@ -188,7 +189,7 @@ fn cifar10_quality(
     for d in [datasets::Dataset::Cifar10, datasets::Dataset::FidInception] {
         experiments::setup::ensure_data(data_dir, d)?;
     }
-    let net = FidInception::from_pth(&data_dir.join(INCEPTION_WEIGHTS), &Device::Cpu)?;
+    let net = FidInception::from_pth(&data_dir.join(INCEPTION_WEIGHTS), device)?;
     let reference = cached_features(
         &cache_dir.join("inception-cifar-10-test-features.safetensors"),
         false,
@@ -229,7 +230,10 @@ fn cifar10_quality(
 
 fn main() -> Result<()> {
     layers::cpu::settle_thread_count();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // One device for the process (the GPU of a `cuda` or `metal` build), passed down.
+    let device = experiments::setup::open_device()?;
+    match cli.command {
         Cmd::Fid {
             samples,
             tensor,
@@ -248,7 +252,8 @@ fn main() -> Result<()> {
                 }
                 Reference::Cifar10 => {
                     let images = read_samples(&samples, tensor.as_deref(), 3)?;
-                    let value = cifar10_quality(&images, &data_dir, &cache_dir, !no_progress)?;
+                    let value =
+                        cifar10_quality(&images, &device, &data_dir, &cache_dir, !no_progress)?;
                     if let Some(path) = json {
                         std::fs::write(&path, serde_json::to_string_pretty(&value)?)
                             .with_context(|| format!("writing {}", path.display()))?;
@@ -263,7 +268,7 @@ fn main() -> Result<()> {
                 &cache_dir,
                 data,
                 &LeNetTraining::default(),
-                &Device::Cpu,
+                &device,
                 !no_progress,
             )?;
             let q = net.evaluate(&images, &data_dir, &cache_dir)?;
