@@ -11,5 +11,6 @@
 
 pub mod baselines;
 pub mod bism;
-pub mod ksd;
+/// The kernelized Stein discrepancy, which lives beside the other objectives.
+pub use sm_objectives::ksd;
 pub mod vages;

@@ -71,14 +71,14 @@ impl Sgld {
                 self.noise_scale
             )));
         }
-        if self.clip.is_some_and(|c| !(c > 0.0)) {
+        if self.clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
             return Err(config_err(format!(
                 "SGLD clip must be positive, got {:?}",
                 self.clip
             )));
         }
         if let Some((lo, hi)) = self.bounds {
-            if !(lo < hi) {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                 return Err(config_err(format!(
                     "SGLD bounds must satisfy low < high, got ({lo}, {hi})"
                 )));
@@ -469,6 +469,22 @@ pub fn mle_loss<M: LogDensity + ?Sized>(
         loss = (loss + (reg * alpha)?)?;
     }
     Ok(loss)
+}
+
+/// Contrastive divergence CD-k (Hinton 2002; tutorial Sec. 2.3): [`mle_loss`] with negatives
+/// from `sampler` (its `steps` = k) started at the data batch itself.
+///
+/// # Errors
+/// As [`Sgld::run`] and [`mle_loss`].
+pub fn cd_loss<M: LogDensity + ?Sized>(
+    model: &M,
+    data: &Tensor,
+    sampler: &Sgld,
+    alpha: f64,
+    noise: &mut NoiseSource,
+) -> Result<Tensor> {
+    let negatives = sampler.run(model, data, noise)?;
+    mle_loss(model, data, &negatives, alpha)
 }
 
 fn check_finite(x: &Tensor, what: &str) -> Result<()> {

@@ -8,7 +8,7 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use sm_objectives::NoiseSource;
-use train::mcmc::{mle_loss, ChainInit, Hmc, ReplayBuffer, Sgld};
+use train::mcmc::{cd_loss, mle_loss, ChainInit, Hmc, ReplayBuffer, Sgld};
 use train::trainer::TrainState;
 use train::{step_seed, TrainOptions};
 
@@ -229,6 +229,12 @@ fn mle_loss_gradient_matches_its_closed_form() -> Result<()> {
         }
     }
     assert!(mle_loss(&model, &data, &neg, -1.0).is_err());
+    // CD-k is the same loss with negatives k sampler steps from the data.
+    let sampler = Sgld::unadjusted(3, 0.1);
+    let cd = cd_loss(&model, &data, &sampler, 0.7, &mut NoiseSource::new(12))?;
+    let neg = sampler.run(&model, &data, &mut NoiseSource::new(12))?;
+    let direct = mle_loss(&model, &data, &neg, 0.7)?;
+    assert_eq!(cd.to_scalar::<f64>()?, direct.to_scalar::<f64>()?);
     Ok(())
 }
 

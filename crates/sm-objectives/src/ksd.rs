@@ -4,7 +4,9 @@
 //! `u(x, y) = k s(x).s(y) + s(x).grad_y k + s(y).grad_x k + tr(grad_x grad_y k)`,
 //! `k = exp(-|x - y|^2 / (2 h^2))`, for which `grad_x k = -(x - y) k / h^2`,
 //! `grad_y k = (x - y) k / h^2` and `tr(grad_x grad_y k) = k (D / h^2 - |x - y|^2 / h^4)`.
-//! Only the score is needed, so an estimate (VaES / VaGES) can stand in for the marginal score.
+//! Only the score is needed, so an estimate (VaES / VaGES) can stand in for the marginal score,
+//! and training a model by it ("How to Train Your EBMs" Sec. 6.2) needs neither its normaliser
+//! nor second derivatives.
 
 use candle_core::{bail, Result, Tensor, D};
 

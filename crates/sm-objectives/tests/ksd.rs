@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use latent::ksd::{ksd, median_bandwidth};
+use sm_objectives::ksd::{ksd, median_bandwidth};
 use sm_objectives::NoiseSource;
 
 /// `u(x, y)` for the Gaussian kernel, written out for one pair.
