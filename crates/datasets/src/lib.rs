@@ -46,7 +46,7 @@ pub use images::{
     FREY_SHAPE,
 };
 pub use registry::Dataset;
-pub use synthetic::{Checkerboard, GaussianMixture};
+pub use synthetic::{Checkerboard, GaussianMixture, Toy2d};
 pub use uci::{load_uci, TabularSplits, UciDataset, UciOptions};
 
 /// Reads a whole file, mapping errors to [`DataError::Io`].

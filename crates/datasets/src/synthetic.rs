@@ -167,3 +167,118 @@ impl GaussianMixture {
         Ok(max + logs.iter().map(|l| (l - max).exp()).sum::<f64>().ln())
     }
 }
+
+/// The 2-D densities of the training-method gallery, each inside `[-4.5, 4.5]^2`: a 4 x 4
+/// checkerboard on `[-4, 4]^2`, three concentric rings (radii 1, 2, 3, points in proportion to
+/// the radius, radial noise 0.08), two interleaved moons (noise 0.1, scaled by 2), eight
+/// Gaussians on a circle of radius 3 (std 0.3) and one spiral arm (radius growing to 4, noise
+/// 0.1). Samples come from a generator seeded by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Toy2d {
+    /// 8 of 16 squares of side 2, alternating.
+    Checkerboard,
+    /// Concentric rings.
+    Rings,
+    /// Two interleaved half circles.
+    TwoMoons,
+    /// A mixture of eight Gaussians.
+    EightGaussians,
+    /// One spiral arm.
+    Spiral,
+}
+
+impl Toy2d {
+    /// Every density, in the gallery's order.
+    pub const ALL: [Toy2d; 5] = [
+        Toy2d::Checkerboard,
+        Toy2d::Rings,
+        Toy2d::TwoMoons,
+        Toy2d::EightGaussians,
+        Toy2d::Spiral,
+    ];
+
+    /// Command-line name.
+    pub fn key(self) -> &'static str {
+        match self {
+            Toy2d::Checkerboard => "checkerboard",
+            Toy2d::Rings => "rings",
+            Toy2d::TwoMoons => "two-moons",
+            Toy2d::EightGaussians => "8-gaussians",
+            Toy2d::Spiral => "spiral",
+        }
+    }
+
+    /// Parses [`Toy2d::key`].
+    ///
+    /// # Errors
+    /// An unknown name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.key() == s.trim())
+            .ok_or_else(|| {
+                DataError::InvalidArgument(format!(
+                    "unknown 2-D density `{s}`; expected one of checkerboard, rings, two-moons, 8-gaussians, spiral"
+                ))
+            })
+    }
+
+    /// `n` points, `[n, 2]` f64.
+    ///
+    /// # Errors
+    /// Tensor errors only.
+    pub fn sample(self, n: usize, seed: u64, device: &Device) -> Result<Tensor> {
+        use std::f64::consts::PI;
+        if let Toy2d::Checkerboard = self {
+            let unit = Checkerboard { cells: 4 }.sample(n, seed, &Device::Cpu)?;
+            return Ok(((unit * 8.0)? - 4.0)?.to_device(device)?);
+        }
+        if let Toy2d::EightGaussians = self {
+            return GaussianMixture::ring(8, 3.0, 0.3).sample(n, seed, device);
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut gauss = move || -> f64 { rng.sample(StandardNormal) };
+        let mut data = Vec::with_capacity(2 * n);
+        let mut uniform = StdRng::seed_from_u64(seed ^ 0x005e_ed2d);
+        for _ in 0..n {
+            let (x, y) = match self {
+                Toy2d::Rings => {
+                    // Radius 1, 2 or 3 with probability 1/6, 2/6, 3/6.
+                    let u = uniform.random::<f64>() * 6.0;
+                    let r = if u < 1.0 {
+                        1.0
+                    } else if u < 3.0 {
+                        2.0
+                    } else {
+                        3.0
+                    } + 0.08 * gauss();
+                    let a = uniform.random::<f64>() * 2.0 * PI;
+                    (r * a.cos(), r * a.sin())
+                }
+                Toy2d::TwoMoons => {
+                    let t = uniform.random::<f64>() * PI;
+                    let (mx, my) = if uniform.random::<bool>() {
+                        (t.cos(), t.sin())
+                    } else {
+                        (1.0 - t.cos(), 0.5 - t.sin())
+                    };
+                    (
+                        2.0 * (mx - 0.5 + 0.1 * gauss()),
+                        2.0 * (my - 0.25 + 0.1 * gauss()),
+                    )
+                }
+                Toy2d::Spiral => {
+                    let s = uniform.random::<f64>().sqrt();
+                    let a = 3.0 * PI * s;
+                    let r = 0.3 + 3.7 * s;
+                    (r * a.cos() + 0.1 * gauss(), r * a.sin() + 0.1 * gauss())
+                }
+                Toy2d::Checkerboard | Toy2d::EightGaussians => unreachable!("handled above"),
+            };
+            data.push(x);
+            data.push(y);
+        }
+        Ok(Tensor::from_vec(data, (n, 2), device)?)
+    }
+}

@@ -1,7 +1,8 @@
 //! Parsers and loaders on small files written by the tests in the real binary formats (IDX,
 //! CIFAR-10 batches, SVHN and Frey face MAT-files, uncompressed and compressed), and the clear
 //! errors for every kind of bad file: truncated or corrupt gzip, wrong IDX magic or dimensions,
-//! checksum mismatch, malformed CSV rows, wrong MAT header, missing files.
+//! checksum mismatch, malformed CSV rows, wrong MAT header, missing files; and the shapes of the
+//! 2-D toy densities.
 
 mod common;
 
@@ -420,4 +421,60 @@ fn a_wine_file_with_the_wrong_columns_is_refused() {
         e.contains("expected the 12 wine-quality columns") && e.contains("found 1"),
         "{e}"
     );
+}
+
+/// The gallery's 2-D densities: seeded, inside their stated square, and of their stated shape
+/// (checkerboard points in the filled squares, ring radii near 1, 2, 3 in proportion 1:2:3, the
+/// eight Gaussians' points nearest their means within 4 std, moons and spiral within their
+/// radii); unknown names are refused with the list.
+#[test]
+fn toy_densities_have_their_stated_shapes() {
+    use datasets::Toy2d;
+    let dev = candle_core::Device::Cpu;
+    let n = 6000;
+    for t in Toy2d::ALL {
+        let a = t.sample(n, 5, &dev).unwrap().to_vec2::<f64>().unwrap();
+        let b = t.sample(n, 5, &dev).unwrap().to_vec2::<f64>().unwrap();
+        assert_eq!(a, b, "{t:?}: seeded");
+        assert_eq!(Toy2d::parse(t.key()).unwrap(), t);
+        let inside = a
+            .iter()
+            .filter(|p| p[0].abs() <= 4.5 && p[1].abs() <= 4.5)
+            .count();
+        assert!(
+            inside as f64 >= 0.999 * n as f64,
+            "{t:?}: {inside} of {n} inside"
+        );
+        let r: Vec<f64> = a.iter().map(|p| p[0].hypot(p[1])).collect();
+        match t {
+            Toy2d::Checkerboard => assert!(a.iter().all(|p| {
+                let cell = |v: f64| ((v + 4.0) / 2.0).floor() as i64;
+                (cell(p[0]) + cell(p[1])) % 2 == 0
+            })),
+            Toy2d::Rings => {
+                let count = |c: f64| r.iter().filter(|&&x| (x - c).abs() < 0.4).count() as f64;
+                let (c1, c2, c3) = (count(1.0), count(2.0), count(3.0));
+                assert!((c1 + c2 + c3) as usize > n * 99 / 100);
+                assert!(
+                    (c2 / c1 - 2.0).abs() < 0.3 && (c3 / c1 - 3.0).abs() < 0.45,
+                    "{c1} {c2} {c3}"
+                );
+            }
+            Toy2d::EightGaussians => assert!(a.iter().all(|p| {
+                (0..8).any(|k| {
+                    let ang = std::f64::consts::PI * k as f64 / 4.0;
+                    (p[0] - 3.0 * ang.cos()).hypot(p[1] - 3.0 * ang.sin()) < 4.0 * 0.3 * 1.5
+                })
+            })),
+            Toy2d::TwoMoons => assert!(r.iter().all(|&x| x < 4.0)),
+            Toy2d::Spiral => {
+                assert!(r.iter().all(|&x| x < 4.6));
+                let mean_r = r.iter().sum::<f64>() / n as f64;
+                // r = 0.3 + 3.7 s with s = sqrt(u): E r = 0.3 + 3.7 * 2/3.
+                assert!((mean_r - (0.3 + 3.7 * 2.0 / 3.0)).abs() < 0.05, "{mean_r}");
+            }
+        }
+    }
+    let err = Toy2d::parse("moons").unwrap_err().to_string();
+    assert!(err.contains("two-moons"), "{err}");
 }

@@ -34,6 +34,7 @@ pub mod table1;
 pub mod table2;
 pub mod table3;
 pub mod table4;
+pub mod toy_gallery;
 
 pub use error::{ExpError, Result};
 pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
@@ -41,13 +42,14 @@ pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
 use runner::cli::{Entry, Registered};
 
 /// Every experiment, in the order `experiments list` prints them.
-pub static EXPERIMENTS: [&dyn Registered; 8] = [
+pub static EXPERIMENTS: [&dyn Registered; 9] = [
     &Entry::<table1::Table1>::new(),
     &Entry::<table2::Table2>::new(),
     &Entry::<table3::Table3>::new(),
     &Entry::<table4::Table4>::new(),
     &Entry::<grbm_checkerboard::GrbmCheckerboard>::new(),
     &Entry::<bism_table1::BismTable1>::new(),
+    &Entry::<toy_gallery::ToyGallery>::new(),
     &Entry::<step_bench::StepBench>::new(),
     &Entry::<order_scaling::OrderScaling>::new(),
 ];

@@ -20,6 +20,10 @@
 //! | annealed DSM / SSMVR (NCSN) | [`annealed_dsm`], [`annealed_ssmvr`] | [`annealed_fd_ssmvr`] |
 //! | T-th directional derivative | [`autodiff::directional_derivative`] | [`fd_directional_derivative`] |
 //!
+//! Beside them, two objectives that need neither second derivatives nor the normaliser:
+//! noise-contrastive estimation ([`nce`], with a learned `log Z` and any tractable noise) and the
+//! kernelized Stein discrepancy ([`ksd`]).
+//!
 //! # Scaling convention
 //! Every training objective is **per dimension**, exactly as the paper writes Eqs. 2, 3, 9, 10
 //! and 11: sliced objectives divide by `C_v = E|v|^2` ([`Projection::c_v`]), so for isotropic

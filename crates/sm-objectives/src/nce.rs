@@ -1,5 +1,5 @@
 //! Noise-contrastive estimation (Gutmann and Hyvarinen 2010; "How to Train Your Energy-Based
-//! Models" Sec. 4): an energy model learns to tell data from samples of a tractable noise
+//! Models" Sec. 5): an energy model learns to tell data from samples of a tractable noise
 //! distribution, with its log-normaliser as a learned parameter. [`NoiseDistribution`] is the
 //! noise a user supplies (sampling and exact log-density); [`DiagonalGaussian`] is the usual
 //! choice, fitted to the data's moments.

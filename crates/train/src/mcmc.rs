@@ -1,5 +1,5 @@
 //! Markov chains for energy models and maximum-likelihood training with them ("How to Train
-//! Your Energy-Based Models", Song and Kingma 2021, Sec. 2): Langevin dynamics with the step size
+//! Your Energy-Based Models", Song and Kingma 2021, Sec. 3): Langevin dynamics with the step size
 //! and the noise scale as separate settings (SGLD as the EBM practice runs it, Du and Mordatch
 //! 2019), Hamiltonian Monte Carlo with a Metropolis correction (Neal 2011), a replay buffer of
 //! persistent chains, and the MLE surrogate loss `E_data[E] - E_model[E]` (Eq. 4) with the
@@ -471,7 +471,7 @@ pub fn mle_loss<M: LogDensity + ?Sized>(
     Ok(loss)
 }
 
-/// Contrastive divergence CD-k (Hinton 2002; tutorial Sec. 2.3): [`mle_loss`] with negatives
+/// Contrastive divergence CD-k (Hinton 2002; the tutorial's Sec. 3, where CD and persistent chains are discussed): [`mle_loss`] with negatives
 /// from `sampler` (its `steps` = k) started at the data batch itself.
 ///
 /// # Errors
