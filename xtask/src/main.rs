@@ -289,10 +289,11 @@ const CI_CHECKS: &[Check] = &[
         ],
         &[],
     ),
-    // Broken intra-doc links and stray HTML in doc comments.
+    // Broken intra-doc links and stray HTML in doc comments. In the release profile, so the
+    // dependencies' metadata from the lint step is reused (measured: 13 s instead of 77 s).
     (
         "rustdoc",
-        &["doc", "--workspace", "--no-deps"],
+        &["doc", "--workspace", "--no-deps", "--release"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     ),
 ];
