@@ -175,16 +175,14 @@ impl Hmc {
             // Leapfrog on U = -log p: p <- p + eps/2 grad log p, x <- x + eps p, ...
             let mut p = (&p0 + (score0 * (0.5 * eps))?)?;
             let mut y = x.clone();
-            let mut end = None;
+            let mut logp1 = logp0.clone();
             for l in 0..self.leapfrog_steps {
                 y = (&y + (&p * eps)?)?.detach();
                 let g = input_gradient(model, &y)?;
-                let (logp, score) = (g.log_density.detach(), g.score.detach());
+                logp1 = g.log_density.detach();
                 let half = l + 1 == self.leapfrog_steps;
-                p = (&p + (&score * if half { 0.5 * eps } else { eps })?)?;
-                end = Some(logp);
+                p = (&p + (g.score.detach() * if half { 0.5 * eps } else { eps })?)?;
             }
-            let logp1 = end.expect("at least one leapfrog step");
             // log acceptance ratio: H0 - H1 with H = -log p + |p|^2 / 2, per chain.
             let kinetic = |m: &Tensor| -> candle_core::Result<Tensor> {
                 (m.sqr()?.flatten_from(1)?.sum(1)? * 0.5)?.to_dtype(DType::F64)
