@@ -12,8 +12,8 @@ use crate::report::{
 };
 use crate::runner::{Context, ExperimentRow, RowStatus};
 
-use super::train::{data_histogram, sample_bins};
-use super::{Cell, GalleryConfig, Method};
+use super::train::{data_histogram, SAMPLE_BINS};
+use super::{Cell, GalleryConfig};
 
 /// One cell's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,15 +63,9 @@ pub fn write(ctx: &Context, cfg: &GalleryConfig, rows: &[(Cell, RowStatus)]) -> 
     };
     let out = ctx.out;
     write_json(&out.join("results.json"), &r)?;
-    let bins = sample_bins();
+    let bins = SAMPLE_BINS;
     for &density in &cfg.densities {
-        let data = data_histogram(
-            cfg,
-            Cell {
-                density,
-                method: Method::Sm,
-            },
-        )?;
+        let data = data_histogram(cfg, density)?;
         let cells: Vec<&RowResult> = r
             .results
             .iter()

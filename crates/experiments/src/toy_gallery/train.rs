@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Init;
+use datasets::Toy2d;
 use models::{Mlp, MlpActivation, MlpConfig};
 use sm_objectives::autodiff::input_gradient;
 use sm_objectives::ksd::{ksd, median_bandwidth};
@@ -29,17 +30,16 @@ use crate::{setup, step_seed};
 pub const LL_HALF_WIDTH: f64 = 5.0;
 
 /// Bins per side of the sample histograms.
-const SAMPLE_BINS: usize = 60;
+pub(super) const SAMPLE_BINS: usize = 60;
 
-/// The cell's training and test points (f32), from the run's seed and the density.
-fn cell_data(cfg: &GalleryConfig, cell: Cell, device: &Device) -> Result<(Tensor, Tensor)> {
-    let base = cfg.seed ^ (cell.density as u64 + 1).wrapping_mul(0x2d0d);
-    let train = cell
-        .density
+/// A density's training and test points (f32), from the run's seed; every method of the
+/// density trains on the same points.
+fn density_data(cfg: &GalleryConfig, density: Toy2d, device: &Device) -> Result<(Tensor, Tensor)> {
+    let base = cfg.seed ^ (density as u64 + 1).wrapping_mul(0x2d0d);
+    let train = density
         .sample(cfg.train_points, base ^ 0x7a, device)?
         .to_dtype(DType::F32)?;
-    let test = cell
-        .density
+    let test = density
         .sample(cfg.test_points, base ^ 0x7e57, device)?
         .to_dtype(DType::F32)?;
     Ok((train, test))
@@ -49,8 +49,8 @@ fn cell_data(cfg: &GalleryConfig, cell: Cell, device: &Device) -> Result<(Tensor
 ///
 /// # Errors
 /// Tensor errors.
-pub(super) fn data_histogram(cfg: &GalleryConfig, cell: Cell) -> Result<Vec<f64>> {
-    let (train, _) = cell_data(cfg, cell, &Device::Cpu)?;
+pub(super) fn data_histogram(cfg: &GalleryConfig, density: Toy2d) -> Result<Vec<f64>> {
+    let (train, _) = density_data(cfg, density, &Device::Cpu)?;
     histogram(&train)
 }
 
@@ -95,7 +95,7 @@ pub fn train_row(ctx: &RowContext, cfg: &GalleryConfig, cell: Cell) -> Result<Op
     let device = ctx.run.device;
     let seed =
         cfg.seed ^ (cell.method as u64 + 1).wrapping_mul(0x9e37) ^ (cell.density as u64) << 20;
-    let (train, test) = cell_data(cfg, cell, device)?;
+    let (train, test) = density_data(cfg, cell.density, device)?;
     let mut sizes = vec![2];
     sizes.extend(&cfg.hidden);
     sizes.push(1);
@@ -315,9 +315,4 @@ fn histogram(x: &Tensor) -> Result<Vec<f64>> {
         }
     }
     Ok(h)
-}
-
-/// Bins per side of [`histogram`].
-pub(super) const fn sample_bins() -> usize {
-    SAMPLE_BINS
 }
