@@ -83,6 +83,8 @@ const REPRODUCTIONS: &[&str] = &[
 struct Outcome {
     label: String,
     args: Vec<String>,
+    /// The command's results directory (its `--out`).
+    dir: PathBuf,
     seconds: f64,
     status: String,
     ok: bool,
@@ -223,6 +225,7 @@ pub fn gpu_smoke(a: &SmokeArgs) -> Result<()> {
         outcomes.push(Outcome {
             label,
             args,
+            dir,
             seconds,
             status,
             ok,
@@ -356,13 +359,7 @@ fn write_report(
         .iter()
         .filter(|o| o.ok && o.label.starts_with("bench steps"))
     {
-        let dir = o
-            .args
-            .iter()
-            .position(|x| x == "--out")
-            .and_then(|i| o.args.get(i + 1))
-            .map(PathBuf::from);
-        if let Some(text) = dir.and_then(|d| std::fs::read_to_string(d.join("steps.md")).ok()) {
+        if let Ok(text) = std::fs::read_to_string(o.dir.join("steps.md")) {
             writeln!(md, "\n## {}\n", o.label)?;
             // The bench's own heading levels go one down.
             for line in text.lines() {
