@@ -16,7 +16,7 @@
 //! | SSMVR, log-density (Eq. 11) | [`ssmvr`] | none: [`fd_ssm`] is the FD form of [`ssm`]; for one direction it differs from [`ssmvr`] (they agree only in expectation over `v`) |
 //! | SSMVR, score network (Sec. 4) | [`ssmvr_score`] | [`fd_ssmvr`] |
 //! | DSM (Eq. 2 / Eq. 10) | [`dsm`], [`sliced_dsm`] (Eq. 43) | [`fd_dsm`] |
-//! | multiscale DSM (deep EBMs) | [`mdsm`] | [`fd_mdsm`] |
+//! | multiscale DSM (deep EBMs) | [`mdsm`], [`sliced_mdsm`] | [`fd_mdsm`] |
 //! | annealed DSM / SSMVR (NCSN) | [`annealed_dsm`], [`annealed_ssmvr`] | [`annealed_fd_ssmvr`] |
 //! | T-th directional derivative | [`autodiff::directional_derivative`] | [`fd_directional_derivative`] |
 //!
@@ -79,7 +79,8 @@ pub use fd::{
     annealed_fd_ssmvr, fd_directional_derivative, fd_dsm, fd_mdsm, fd_ssm, fd_ssmvr, BatchMode,
 };
 pub use gradient::{
-    annealed_dsm, annealed_ssmvr, dsm, mdsm, sliced_dsm, sm_exact, ssm, ssmvr, ssmvr_score, Graph,
+    annealed_dsm, annealed_ssmvr, dsm, mdsm, sliced_dsm, sliced_mdsm, sm_exact, ssm, ssmvr,
+    ssmvr_score, Graph,
 };
 pub use levels::NoiseLevels;
 pub use model::{JointLogDensity, LogDensity, ScoreFn, ScoreModel};

@@ -11,8 +11,8 @@ use fd_core::Stencil;
 use sm_objectives::autodiff::{directional_derivative, enable_higher_order};
 use sm_objectives::{
     annealed_fd_ssmvr, annealed_ssmvr, dsm, fd_directional_derivative, fd_dsm, fd_mdsm, fd_ssm,
-    fd_ssmvr, mdsm, sliced_dsm, sm_exact, ssm, ssmvr_score, BatchMode, Directions, Graph,
-    NoiseLevels, NoiseSource, Projection, Reduction,
+    fd_ssmvr, mdsm, sliced_dsm, sliced_mdsm, sm_exact, ssm, ssmvr_score, BatchMode, Directions,
+    Graph, NoiseLevels, NoiseSource, Projection, Reduction,
 };
 
 const DIM: usize = 5;
@@ -118,6 +118,31 @@ fn fd_dsm_converges_to_sliced_dsm_at_rate_two() {
 }
 
 #[test]
+fn fd_mdsm_converges_to_sliced_mdsm_at_rate_two() {
+    let f = fixture();
+    let sigmas = Tensor::new(&[0.05f64, 0.28, 0.51, 0.74, 0.97, 1.2], &DEV).unwrap();
+    for mode in [BatchMode::Concatenated, BatchMode::PerOffset] {
+        assert_rate("FD-MDSM vs sliced MDSM", 2.0, |eps| {
+            let p = sphere(&f.unit, eps);
+            let a = fd_mdsm(
+                &f.mlp,
+                &f.x,
+                &f.z,
+                &sigmas,
+                0.1,
+                &p,
+                mode,
+                Reduction::PerSample,
+            )
+            .unwrap();
+            let b =
+                sliced_mdsm(&f.mlp, &f.x, &f.z, &sigmas, 0.1, &p, Reduction::PerSample).unwrap();
+            max_abs_diff(&a, &b)
+        });
+    }
+}
+
+#[test]
 fn fd_ssmvr_converges_to_ssmvr_at_rate_two() {
     let f = fixture();
     let idx = Tensor::new(&[0u32, 1, 2, 2, 1, 0], &DEV).unwrap();
@@ -220,6 +245,11 @@ fn fd_objectives_over_coordinate_directions_recover_dsm_mdsm_and_sm() {
         });
         max_abs_diff(&avg, &mdsm_ref)
     });
+    // Sliced MDSM over the axes is exactly MDSM: sum_i (e_i^T r)^2 = |r|^2, at any radius.
+    let sliced_axes = axis_average(&f.x, 0.7, |p| {
+        sliced_mdsm(&f.mlp, &f.x, &f.z, &sigmas, 0.1, p, Reduction::PerSample).unwrap()
+    });
+    assert!(max_abs_diff(&sliced_axes, &mdsm_ref) < 1e-10);
     // SSM over the axes is exactly SM / D (tr H = sum_i e_i^T H e_i): a test of both scalings.
     let sm_per_dim = (sm_exact(&f.mlp, &f.x, Graph::Detach, Reduction::PerSample).unwrap()
         / DIM as f64)

@@ -10,8 +10,8 @@ use layers::grad_mode::higher_order_requested;
 use sm_objectives::autodiff::{directional_derivative, higher_order_enabled, HIGHER_ORDER_ENV};
 use sm_objectives::{
     annealed_dsm, annealed_fd_ssmvr, annealed_ssmvr, dsm, fd_dsm, fd_mdsm, fd_ssm, fd_ssmvr, mdsm,
-    sliced_dsm, sm_exact, ssm, ssmvr, ssmvr_score, BatchMode, Directions, Graph, NoiseLevels,
-    NoiseSource, Reduction,
+    sliced_dsm, sliced_mdsm, sm_exact, ssm, ssmvr, ssmvr_score, BatchMode, Directions, Graph,
+    NoiseLevels, NoiseSource, Reduction,
 };
 
 /// `None` when the mode is off as this binary needs; otherwise the reason to skip.
@@ -124,6 +124,10 @@ fn gradient_based_objectives_refuse_without_higher_order_mode() -> Result<()> {
         ("DSM", dsm(&mlp, &x, &z, 0.1, m)),
         ("sliced DSM", sliced_dsm(&mlp, &x, &z, 0.1, &proj, m)),
         ("MDSM", mdsm(&mlp, &x, &z, &sigmas, 0.1, m)),
+        (
+            "sliced MDSM",
+            sliced_mdsm(&mlp, &x, &z, &sigmas, 0.1, &proj, m),
+        ),
         (
             "annealed SSMVR",
             annealed_ssmvr(&score, &x, &z, &proj, levels, m),

@@ -7,7 +7,7 @@ mod denoising;
 mod sliced;
 mod sm;
 
-pub use denoising::{annealed_dsm, dsm, mdsm, sliced_dsm};
+pub use denoising::{annealed_dsm, dsm, mdsm, sliced_dsm, sliced_mdsm};
 pub use sliced::{annealed_ssmvr, ssm, ssmvr, ssmvr_score};
 pub use sm::{sm_exact, Graph};
 
