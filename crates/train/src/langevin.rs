@@ -65,6 +65,16 @@ impl LangevinSchedule {
     }
 }
 
+/// What the sampler produced: the chains' state after the last Langevin step and the samples
+/// after the denoising step.
+#[derive(Debug, Clone)]
+pub struct LangevinOutput {
+    /// The state after the last Langevin step, before denoising.
+    pub last: Tensor,
+    /// `last + d^2 grad log p(last)`: the samples.
+    pub denoised: Tensor,
+}
+
 /// Runs the sampler from `x0` and returns the final (denoised) samples.
 pub fn annealed_langevin<M: LogDensity + ?Sized>(
     model: &M,
@@ -72,6 +82,17 @@ pub fn annealed_langevin<M: LogDensity + ?Sized>(
     schedule: &LangevinSchedule,
     noise: &mut NoiseSource,
 ) -> Result<Tensor> {
+    Ok(annealed_langevin_with_last(model, x0, schedule, noise)?.denoised)
+}
+
+/// Runs the sampler from `x0` and returns its last Langevin state beside the denoised samples
+/// (to show what the denoising step does).
+pub fn annealed_langevin_with_last<M: LogDensity + ?Sized>(
+    model: &M,
+    x0: &Tensor,
+    schedule: &LangevinSchedule,
+    noise: &mut NoiseSource,
+) -> Result<LangevinOutput> {
     let eta = schedule.step_size;
     let mut x = x0.detach();
     for k in 0..schedule.total() {
@@ -81,7 +102,11 @@ pub fn annealed_langevin<M: LogDensity + ?Sized>(
         x = ((x + (score * (0.5 * eta * eta))?)? + (z * (temp.sqrt() * eta))?)?.detach();
     }
     let score = input_gradient(model, &x)?.score.detach();
-    (x + (score * (schedule.denoise * schedule.denoise))?)?
+    let denoised = (&x + (score * (schedule.denoise * schedule.denoise))?)?
         .detach()
-        .contiguous()
+        .contiguous()?;
+    Ok(LangevinOutput {
+        last: x.contiguous()?,
+        denoised,
+    })
 }

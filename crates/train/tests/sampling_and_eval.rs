@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use sm_objectives::autodiff::enable_higher_order;
 use sm_objectives::NoiseSource;
 use train::eval::{test_sm, SmEstimate};
-use train::langevin::{annealed_langevin, LangevinSchedule};
+use train::langevin::{annealed_langevin, annealed_langevin_with_last, LangevinSchedule};
 
 #[test]
 fn langevin_at_unit_temperature_samples_the_target() -> Result<()> {
@@ -39,6 +39,36 @@ fn langevin_at_unit_temperature_samples_the_target() -> Result<()> {
     assert_eq!(s.temperature(2499), 1.0);
     assert_eq!(s.temperature(2699), 0.0);
     assert_eq!(s.total(), 2700);
+    Ok(())
+}
+
+#[test]
+fn the_denoising_step_is_one_score_step_from_the_last_state() -> Result<()> {
+    // log p = -x^2 / (2 s^2): denoised = last + d^2 (-last / s^2) = last (1 - d^2 / s^2).
+    let model =
+        |x: &Tensor| -> Result<Tensor> { x.sqr()?.flatten_from(1)?.sum(1)? * (-0.5 / 0.25) };
+    let schedule = LangevinSchedule {
+        hold_steps: 3,
+        anneal_steps: 4,
+        cool_steps: 2,
+        t_max: 10.0,
+        step_size: 0.05,
+        denoise: 0.2,
+    };
+    let x0 = Tensor::full(1.5f64, (5, 2), &Device::Cpu)?;
+    let out = annealed_langevin_with_last(&model, &x0, &schedule, &mut NoiseSource::new(9))?;
+    let last: Vec<f64> = out.last.flatten_all()?.to_vec1()?;
+    let denoised: Vec<f64> = out.denoised.flatten_all()?.to_vec1()?;
+    assert!(
+        last.iter().any(|&v| (v - 1.5).abs() > 1e-3),
+        "the chain moved"
+    );
+    for (l, d) in last.iter().zip(&denoised) {
+        assert!((d - l * (1.0 - 0.04 / 0.25)).abs() < 1e-12, "{l} -> {d}");
+    }
+    // The same seed gives annealed_langevin's samples.
+    let plain = annealed_langevin(&model, &x0, &schedule, &mut NoiseSource::new(9))?;
+    assert_eq!(plain.flatten_all()?.to_vec1::<f64>()?, denoised);
     Ok(())
 }
 
