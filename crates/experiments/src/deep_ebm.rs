@@ -10,9 +10,10 @@ use models::ResNetEbmConfig;
 use serde::{Deserialize, Serialize};
 use sm_objectives::noise::linear_sigmas;
 use sm_objectives::NoiseSource;
+use train::mcmc::{mle_loss, ReplayBuffer};
 
 use crate::error::{ExpError, Result};
-use crate::objective::{MultiscaleNoise, Objective, ObjectiveSettings};
+use crate::objective::{MleSettings, MultiscaleNoise, Objective, ObjectiveSettings};
 use crate::optim::{AdamConfig, LrSchedule};
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
@@ -32,6 +33,11 @@ pub struct DeepEbmTraining {
     pub lr_dsm: f64,
     /// Learning rate of the SSM family (paper 1e-5).
     pub lr_ssm: f64,
+    /// Learning rate of maximum likelihood (not a row of the paper; 1e-4 as Du and Mordatch
+    /// 2019 train theirs).
+    pub lr_mle: f64,
+    /// The Langevin negatives of maximum likelihood.
+    pub mle: MleSettings,
     /// Adam hyperparameters (paper 0.9, 0.95).
     pub adam: AdamConfig,
     /// Gradient-norm clip on the reference scale (paper 0.1).
@@ -67,6 +73,8 @@ impl DeepEbmTraining {
             batch: 64,
             lr_dsm: 5e-5,
             lr_ssm: 1e-5,
+            lr_mle: 1e-4,
+            mle: MleSettings::image_practice(60, 10_000),
             adam: AdamConfig::default(),
             clip: Some(0.1),
             eps: 0.05,
@@ -80,15 +88,32 @@ impl DeepEbmTraining {
         }
     }
 
-    /// The settings a checkpoint must match to be resumed: these with the ones that do not
-    /// change the trained parameters (the timing warm-up, the checkpoint interval and the
-    /// snapshot schedule) set to fixed values.
-    pub fn identity(&self) -> Self {
+    /// The settings a checkpoint of `row` must match to be resumed (or reused): these with the
+    /// ones that do not change its trained parameters set to fixed values: the timing warm-up,
+    /// the checkpoint interval, the snapshot schedule, the learning rates of the other
+    /// families and, except for maximum likelihood, the Langevin sampler of its negatives.
+    pub fn identity(&self, row: Objective) -> Self {
+        let lr = self.lr_of(row);
+        let mine = |family: bool| if family { lr } else { 0.0 };
+        let mle = row == Objective::MleLangevin;
         Self {
             eval_points: 0,
             timing_warmup: 0,
             checkpoint_every: 0,
+            lr_dsm: mine(!mle && row.denoising()),
+            lr_ssm: mine(!mle && !row.denoising()),
+            lr_mle: mine(mle),
+            mle: if mle { self.mle } else { Self::paper().mle },
             ..self.clone()
+        }
+    }
+
+    /// The learning rate `row` trains with: its family's.
+    pub fn lr_of(&self, row: Objective) -> f64 {
+        match row {
+            Objective::MleLangevin => self.lr_mle,
+            r if r.denoising() => self.lr_dsm,
+            _ => self.lr_ssm,
         }
     }
 
@@ -103,9 +128,11 @@ impl DeepEbmTraining {
                 "iters, batch, eval_points and checkpoint_every must be >= 1".into(),
             ));
         }
+        self.mle.validate()?;
         crate::require_positive(&[
             ("lr_dsm", self.lr_dsm),
             ("lr_ssm", self.lr_ssm),
+            ("lr_mle", self.lr_mle),
             ("eps", self.eps),
             ("sigma_min", self.sigma_min),
             ("sigma0", self.sigma0),
@@ -136,38 +163,50 @@ pub fn unit_interval(images: &Tensor) -> candle_core::Result<Tensor> {
 /// its learning rates and gradient clipping apply unchanged: the reference sums MDSM and
 /// FD-MDSM over dimensions and does not divide SSM / SSMVR by `C_v = D`, while its FD-SSM is
 /// per dimension (`docs/objectives.md`).
+/// Maximum likelihood has no reference scale (its loss is a difference of mean energies) and
+/// keeps 1.
 pub fn reference_scale(row: Objective, dim: usize) -> f64 {
     match row {
-        Objective::FdSsm | Objective::FdSsmSeq => 1.0,
+        Objective::FdSsm | Objective::FdSsmSeq | Objective::MleLangevin => 1.0,
         _ => dim as f64,
     }
 }
 
-/// The evaluation snapshots written so far, `(step, training seconds, file)`; travels in the
-/// checkpoint so that a resumed run still lists the snapshots taken before the interruption.
+/// The evaluation snapshots written so far, `(step, training seconds, file)`, and the replay
+/// buffer of maximum likelihood's persistent chains; both travel in the checkpoint, so that a
+/// resumed run lists the snapshots taken before the interruption and continues the same chains.
 #[derive(Debug, Default)]
-struct Snapshots(Vec<(u64, f64, PathBuf)>);
+struct DeepEbmState {
+    snapshots: Vec<(u64, f64, PathBuf)>,
+    buffer: Option<ReplayBuffer>,
+}
 
-impl TrainState for Snapshots {
+impl TrainState for DeepEbmState {
     fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
-        Ok(Vec::new())
+        match &self.buffer {
+            Some(b) => b.tensors(),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn json(&self) -> train::Result<serde_json::Value> {
-        serde_json::to_value(&self.0)
-            .map_err(|e| train::TrainError::Config(format!("snapshot list: {e}")))
+        Ok(serde_json::json!({ "snapshots": self.snapshots }))
     }
 
     fn restore(
         &mut self,
-        _: &std::collections::HashMap<String, Tensor>,
+        tensors: &std::collections::HashMap<String, Tensor>,
         json: &serde_json::Value,
     ) -> train::Result<()> {
-        self.0 = serde_json::from_value(json.clone())
+        if let Some(b) = &mut self.buffer {
+            b.restore(tensors, json)?;
+        }
+        self.snapshots = serde_json::from_value(json["snapshots"].clone())
             .map_err(|e| train::TrainError::Config(format!("snapshot list: {e}")))?;
         Ok(())
     }
 }
+
 /// What a training child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
@@ -185,7 +224,8 @@ pub struct TrainReport {
     pub base_rss_bytes: Option<u64>,
     /// Peak RSS over the training steps, bytes.
     pub step_peak_rss_bytes: Option<u64>,
-    /// Evaluation snapshots: `(step, training seconds, file relative to the row directory)`.
+    /// Evaluation snapshots: `(step, training seconds, file relative to the row directory)`, the
+    /// untrained model first.
     pub snapshots: Vec<(u64, f64, PathBuf)>,
     /// Whether Candle's higher-order mode was on.
     pub higher_order: bool,
@@ -196,7 +236,7 @@ pub struct TrainReport {
 /// Trains the ResNet EBM of `cfg` on `images` (`[N, C, H, W]`, `f32` in `[0, 1]` or `u8`) by
 /// `row`'s objective in the row's directory (checkpoint, snapshots) and writes `train.json`
 /// there. `identity` is what a checkpoint must match to be resumed: at least
-/// [`DeepEbmTraining::identity`], the objective and the data set.
+/// [`DeepEbmTraining::identity`] of the row, the objective and the data set.
 ///
 /// # Errors
 /// Data, configuration, divergence and I/O errors; higher-order mode off for a gradient-based
@@ -233,13 +273,10 @@ pub fn train_deep_ebm(
             sigmas,
             sigma0: cfg.sigma0,
         }),
+        mle: Some(cfg.mle),
     };
     let scale = reference_scale(row, dim);
-    let lr = if row.denoising() {
-        cfg.lr_dsm
-    } else {
-        cfg.lr_ssm
-    };
+    let lr = cfg.lr_of(row);
     let mut opts = ctx
         .train_options(
             cfg.iters,
@@ -252,17 +289,45 @@ pub fn train_deep_ebm(
         .with_adam(cfg.adam);
     opts.clip = cfg.clip;
     opts.explode_threshold = 1e12;
-    let mut loss_at = |step: u64| -> candle_core::Result<Tensor> {
+    let mut loss_at = |step: u64, st: &mut DeepEbmState| -> candle_core::Result<Tensor> {
         let x = unit_interval(
             &batcher
                 .batch(images, step)
                 .map_err(candle_core::Error::wrap)?,
         )?;
         let mut noise = NoiseSource::new(step_seed(cfg.seed, step));
-        row.loss(&net, &x, &mut noise, &settings)? * scale
+        match &mut st.buffer {
+            // Persistent chains: start from the buffer, write the end states back.
+            Some(buffer) => {
+                let wrap = candle_core::Error::wrap;
+                let start = buffer
+                    .draw(x.dim(0)?, x.dtype(), x.device(), &mut noise)
+                    .map_err(wrap)?;
+                let neg = cfg
+                    .mle
+                    .sampler
+                    .run(&net, &start.x, &mut noise)
+                    .map_err(wrap)?;
+                buffer.store(&start.slots, &neg).map_err(wrap)?;
+                mle_loss(&net, &x, &neg, cfg.mle.alpha).map_err(wrap)
+            }
+            None => row.loss(&net, &x, &mut noise, &settings)? * scale,
+        }
     };
     let snapshot_steps = crate::eval_steps(cfg.iters, cfg.eval_points);
-    let mut snapshots = Snapshots::default();
+    let mut state = DeepEbmState {
+        snapshots: Vec::new(),
+        buffer: match row {
+            Objective::MleLangevin if cfg.mle.buffer > 0 => Some(ReplayBuffer::new(
+                cfg.mle.buffer,
+                &images.dims()[1..],
+                cfg.mle.reinit,
+                cfg.mle.init,
+                cfg.seed ^ 0xbf,
+            )?),
+            _ => None,
+        },
+    };
     let warmup = cfg.timing_warmup as u64;
     // The memory column is the training steps' own working set: what decoding the data set
     // freed goes back to the kernel first, and the peak counts from the first step on (the
@@ -271,7 +336,7 @@ pub fn train_deep_ebm(
     let base_rss = memory::rss_bytes();
     memory::reset_peak();
     let mut seen: Vec<StepRecord> = Vec::new();
-    let mut after = |r: &StepRecord, taken: &mut Snapshots| -> Result<()> {
+    let mut after = |r: &StepRecord, st: &mut DeepEbmState| -> Result<()> {
         seen.push(*r);
         if snapshot_steps.contains(&(r.step + 1)) {
             // Stored relative to the row directory, so that a moved results directory resumes.
@@ -281,17 +346,25 @@ pub fn train_deep_ebm(
                 path: path.clone(),
                 problem: format!("could not write this snapshot: {e}"),
             })?;
-            taken.0.push((r.step + 1, r.train_seconds, file));
+            st.snapshots.push((r.step + 1, r.train_seconds, file));
         }
         Ok(())
     };
-    let summary = match train_with_state(
-        &vm,
-        &opts,
-        &mut snapshots,
-        &mut |step, _| loss_at(step),
-        &mut after,
-    ) {
+    // The untrained model is the loss curves' first point (time 0), shared by every row of a
+    // seed. A resumed run restores the snapshot list from its checkpoint and rewrites this file
+    // with the same seeded initial weights.
+    let initial = PathBuf::from(format!("snapshot_{:08}.safetensors", 0));
+    std::fs::create_dir_all(dir).map_err(|e| ExpError::Checkpoint {
+        path: dir.clone(),
+        problem: format!("could not create the row's directory: {e}"),
+    })?;
+    let path = dir.join(&initial);
+    vm.save(&path).map_err(|e| ExpError::Checkpoint {
+        path: path.clone(),
+        problem: format!("could not write the initial snapshot: {e}"),
+    })?;
+    state.snapshots.push((0, 0.0, initial));
+    let summary = match train_with_state(&vm, &opts, &mut state, &mut loss_at, &mut after) {
         Ok(summary) => summary,
         Err(e) => {
             if matches!(e, ExpError::Train(train::TrainError::Diverged { .. })) {
@@ -303,7 +376,7 @@ pub fn train_deep_ebm(
                     median_step_ms: None,
                     base_rss_bytes: base_rss,
                     step_peak_rss_bytes: memory::peak_rss_bytes(),
-                    snapshots: snapshots.0,
+                    snapshots: state.snapshots,
                     higher_order,
                     diverged: Some(e.to_string()),
                 };
@@ -312,7 +385,7 @@ pub fn train_deep_ebm(
             return Err(e);
         }
     };
-    let snapshots = snapshots.0;
+    let snapshots = state.snapshots;
     let step_peak = memory::peak_rss_bytes();
     if summary.records.is_empty() {
         // A finished row resumed: nothing was trained, so the original run's timings stand.

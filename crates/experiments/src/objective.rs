@@ -1,15 +1,17 @@
 //! The energy-model training objectives the experiments compare (FD-SM Table 2 and the step
-//! benchmark), one enum with one key per loss: DSM (Eq. 2) and its multiscale form MDSM, SSM and
-//! SSMVR (Eq. 3), and their FD forms (Eqs. 9-10), each FD form with one concatenated forward
-//! pass or one pass per offset (the paper's starred rows), plus the cost of a plain
-//! forward/backward pass.
+//! benchmark), one enum with one key per loss: DSM (Eq. 2) and its multiscale form MDSM with its
+//! sliced form, SSM and SSMVR (Eq. 3), and their FD forms (Eqs. 9-10), each FD form with one
+//! concatenated forward pass or one pass per offset (the paper's starred rows); maximum
+//! likelihood with Langevin negatives ("How to Train Your EBMs", Sec. 3); and the cost of a
+//! plain forward/backward pass.
 
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{
-    dsm, fd_dsm, fd_mdsm, fd_ssm, mdsm, ssm, ssmvr, BatchMode, Directions, LogDensity, NoiseSource,
-    Reduction,
+    dsm, fd_dsm, fd_mdsm, fd_ssm, mdsm, sliced_mdsm, ssm, ssmvr, BatchMode, Directions, LogDensity,
+    NoiseSource, Reduction,
 };
+use train::mcmc::{mle_loss, ChainInit, Sgld};
 
 use crate::error::ExpError;
 
@@ -33,6 +35,10 @@ pub enum Objective {
     /// FD-DSM with one forward pass per offset.
     #[serde(rename = "fd-dsm-seq", alias = "fd-dsm*")]
     FdDsmSeq,
+    /// Sliced MDSM by autodiff, directions uniform on the sphere as FD-DSM draws them: FD-DSM's
+    /// loss without the finite difference.
+    #[serde(rename = "sliced-mdsm")]
+    SlicedMdsm,
     /// The FD form of MDSM, one concatenated forward pass: Table 2's "FD-DSM".
     #[serde(rename = "fd-mdsm")]
     FdMdsm,
@@ -51,6 +57,27 @@ pub enum Objective {
     /// FD-SSM with one forward pass per offset.
     #[serde(rename = "fd-ssm-seq", alias = "fd-ssm*")]
     FdSsmSeq,
+    /// Maximum likelihood with negatives from Langevin dynamics (the tutorial's Eq. 4 with the
+    /// energy regulariser): short-run chains from noise here, persistent chains from a replay
+    /// buffer where the trainer keeps one (Table 2).
+    #[serde(rename = "mle-langevin")]
+    MleLangevin,
+}
+
+/// How [`Objective::MleLangevin`] draws its negatives and regularises the energy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MleSettings {
+    /// The Langevin sampler of the negatives (its `steps` per training step).
+    pub sampler: Sgld,
+    /// Where fresh chains start.
+    pub init: ChainInit,
+    /// The energy-magnitude regulariser's weight (`alpha`).
+    pub alpha: f64,
+    /// Persistent chains kept in the replay buffer (0: short-run chains from `init` at every
+    /// step).
+    pub buffer: usize,
+    /// The probability that a chain drawn from the buffer restarts from `init`.
+    pub reinit: f64,
 }
 
 /// The noise levels of the multiscale objectives.
@@ -60,6 +87,59 @@ pub struct MultiscaleNoise {
     pub sigmas: Tensor,
     /// The target noise level the loss is reweighted to.
     pub sigma0: f64,
+}
+
+impl MleSettings {
+    /// The image practice of Du and Mordatch (2019) for data in `[0, 1]`: `steps` Langevin
+    /// steps of size 10 on the score clipped to `+-0.01` with noise 0.005, chains kept in
+    /// `[0, 1]` and started uniform there, a buffer of `buffer` chains each restarted with
+    /// probability 0.05, and the energy regulariser's weight 1.
+    pub fn image_practice(steps: usize, buffer: usize) -> Self {
+        Self {
+            sampler: Sgld {
+                steps,
+                step_size: 10.0,
+                noise_scale: 0.005,
+                clip: Some(0.01),
+                bounds: Some((0.0, 1.0)),
+            },
+            init: ChainInit::Uniform {
+                low: 0.0,
+                high: 1.0,
+            },
+            alpha: 1.0,
+            buffer,
+            reinit: 0.05,
+        }
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`ExpError::Config`] naming the bad value.
+    pub fn validate(&self) -> std::result::Result<(), ExpError> {
+        self.sampler
+            .validate()
+            .map_err(|e| ExpError::Config(format!("MLE sampler: {e}")))?;
+        if self.sampler.steps == 0 {
+            return Err(ExpError::Config(
+                "MLE needs at least one Langevin step per training step".into(),
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(ExpError::Config(format!(
+                "MLE's energy regulariser alpha must be >= 0, got {}",
+                self.alpha
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.reinit) {
+            return Err(ExpError::Config(format!(
+                "MLE's buffer reinitialisation probability must be in [0, 1], got {}",
+                self.reinit
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What the objectives need besides the model and the batch.
@@ -72,14 +152,17 @@ pub struct ObjectiveSettings {
     /// The levels of [`Objective::Mdsm`] and its FD forms; `None` when no multiscale objective
     /// is used.
     pub multiscale: Option<MultiscaleNoise>,
+    /// The sampler of [`Objective::MleLangevin`]; `None` when it is not used.
+    pub mle: Option<MleSettings>,
 }
 
 impl Objective {
     /// Every objective.
-    pub const ALL: [Objective; 11] = [
+    pub const ALL: [Objective; 13] = [
         Objective::MleCost,
         Objective::Dsm,
         Objective::Mdsm,
+        Objective::SlicedMdsm,
         Objective::FdDsm,
         Objective::FdDsmSeq,
         Objective::FdMdsm,
@@ -88,6 +171,7 @@ impl Objective {
         Objective::Ssmvr,
         Objective::FdSsm,
         Objective::FdSsmSeq,
+        Objective::MleLangevin,
     ];
 
     /// The command-line and file-name key (`fd-ssm-seq` for the form with one pass per offset).
@@ -96,6 +180,7 @@ impl Objective {
             Objective::MleCost => "mle-cost",
             Objective::Dsm => "dsm",
             Objective::Mdsm => "mdsm",
+            Objective::SlicedMdsm => "sliced-mdsm",
             Objective::FdDsm => "fd-dsm",
             Objective::FdDsmSeq => "fd-dsm-seq",
             Objective::FdMdsm => "fd-mdsm",
@@ -104,6 +189,7 @@ impl Objective {
             Objective::Ssmvr => "ssmvr",
             Objective::FdSsm => "fd-ssm",
             Objective::FdSsmSeq => "fd-ssm-seq",
+            Objective::MleLangevin => "mle-langevin",
         }
     }
 
@@ -113,6 +199,7 @@ impl Objective {
             Objective::MleCost => "MLE cost",
             Objective::Dsm => "DSM",
             Objective::Mdsm => "MDSM",
+            Objective::SlicedMdsm => "sliced MDSM",
             Objective::FdDsm => "FD-DSM",
             Objective::FdDsmSeq => "FD-DSM*",
             Objective::FdMdsm => "FD-MDSM",
@@ -121,6 +208,7 @@ impl Objective {
             Objective::Ssmvr => "SSMVR",
             Objective::FdSsm => "FD-SSM",
             Objective::FdSsmSeq => "FD-SSM*",
+            Objective::MleLangevin => "MLE (Langevin)",
         }
     }
 
@@ -142,7 +230,11 @@ impl Objective {
     pub fn gradient_based(self) -> bool {
         matches!(
             self,
-            Objective::Dsm | Objective::Mdsm | Objective::Ssm | Objective::Ssmvr
+            Objective::Dsm
+                | Objective::Mdsm
+                | Objective::SlicedMdsm
+                | Objective::Ssm
+                | Objective::Ssmvr
         )
     }
 
@@ -152,6 +244,7 @@ impl Objective {
             self,
             Objective::Dsm
                 | Objective::Mdsm
+                | Objective::SlicedMdsm
                 | Objective::FdDsm
                 | Objective::FdDsmSeq
                 | Objective::FdMdsm
@@ -161,7 +254,8 @@ impl Objective {
 
     /// Forward passes per data point of a step that is forward passes plus one ordinary
     /// backward pass (`x`; `x~ +- v`; `x, x +- v`); `None` for the gradient-based objectives,
-    /// whose nested backward passes have no such count.
+    /// whose nested backward passes have no such count, and for MLE, whose sampler's passes
+    /// depend on its settings.
     pub fn forward_passes(self) -> Option<u64> {
         match self {
             Objective::MleCost => Some(1),
@@ -169,7 +263,12 @@ impl Objective {
                 Some(2)
             }
             Objective::FdSsm | Objective::FdSsmSeq => Some(3),
-            Objective::Dsm | Objective::Mdsm | Objective::Ssm | Objective::Ssmvr => None,
+            Objective::Dsm
+            | Objective::Mdsm
+            | Objective::SlicedMdsm
+            | Objective::Ssm
+            | Objective::Ssmvr
+            | Objective::MleLangevin => None,
         }
     }
 
@@ -184,11 +283,13 @@ impl Objective {
 
     /// The loss of `model` on the batch `x`, averaged over the batch, drawing its noise from
     /// `noise`: first the Gaussian perturbation of the denoising objectives, then the direction
-    /// (uniform on the sphere of radius `eps` for the FD forms, Gaussian for SSM and SSMVR).
+    /// (uniform on the sphere of radius `eps` for the FD forms and sliced MDSM, Gaussian for SSM
+    /// and SSMVR); MLE draws its chains' starts and the Langevin noise from it.
     ///
     /// # Errors
-    /// A multiscale objective without [`ObjectiveSettings::multiscale`], and the objectives'
-    /// own errors (shapes, higher-order mode off for a gradient-based one).
+    /// A multiscale objective without [`ObjectiveSettings::multiscale`], MLE without
+    /// [`ObjectiveSettings::mle`], and the objectives' own errors (shapes, higher-order mode
+    /// off for a gradient-based one, a chain that left the finite numbers).
     pub fn loss<M: LogDensity + ?Sized>(
         self,
         model: &M,
@@ -219,6 +320,12 @@ impl Objective {
                 let proj = noise.projection(x, sphere)?;
                 fd_dsm(model, x, &z, s.sigma, &proj, mode, r)
             }
+            Objective::SlicedMdsm => {
+                let l = levels()?;
+                let z = noise.gaussian_like(x)?;
+                let proj = noise.projection(x, sphere)?;
+                sliced_mdsm(model, x, &z, &l.sigmas, l.sigma0, &proj, r)
+            }
             Objective::FdMdsm | Objective::FdMdsmSeq => {
                 let l = levels()?;
                 let z = noise.gaussian_like(x)?;
@@ -230,6 +337,34 @@ impl Objective {
             Objective::FdSsm | Objective::FdSsmSeq => {
                 fd_ssm(model, x, &noise.projection(x, sphere)?, mode, r)
             }
+            Objective::MleLangevin => {
+                let m = s.mle.as_ref().ok_or_else(|| {
+                    candle_core::Error::Msg("MLE needs its Langevin sampler's settings".into())
+                })?;
+                let x0 = m
+                    .init
+                    .draw(x.dim(0)?, &x.dims()[1..], x.dtype(), x.device(), noise)
+                    .map_err(candle_core::Error::wrap)?;
+                let negatives = m
+                    .sampler
+                    .run(model, &x0, noise)
+                    .map_err(candle_core::Error::wrap)?;
+                mle_loss(model, x, &negatives, m.alpha).map_err(candle_core::Error::wrap)
+            }
         }
+    }
+}
+
+impl crate::runner::ExperimentRow for Objective {
+    fn key(&self) -> String {
+        Objective::key(*self).to_string()
+    }
+
+    fn label(&self) -> String {
+        Objective::label(*self).to_string()
+    }
+
+    fn parse(s: &str) -> std::result::Result<Self, ExpError> {
+        Objective::parse(s)
     }
 }

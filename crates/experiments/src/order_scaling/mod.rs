@@ -105,7 +105,7 @@ pub struct OrderScalingConfig {
     pub time_limit_s: f64,
     /// Seed of the weights and directions.
     pub seed: u64,
-    /// A Table 2 checkpoint (`rows/<row>/checkpoint.safetensors`) whose trained weights replace
+    /// A Table 2 checkpoint (`rows/<row>.seed0/checkpoint.safetensors`) whose trained weights replace
     /// the seeded initial ones; `model` must be its network ([`checkpoint_model`] reads it).
     pub checkpoint: Option<PathBuf>,
 }

@@ -93,7 +93,7 @@ pub struct OrderScalingOptions {
     #[arg(long)]
     pub time_limit_s: Option<f64>,
     /// Use the trained weights (and network settings) of a Table 2 checkpoint, e.g.
-    /// results/table2/rows/ssm/checkpoint.safetensors; overrides --width.
+    /// results/table2/rows/ssm.seed0/checkpoint.safetensors; overrides --width.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Seed of the weights and directions.

@@ -11,7 +11,11 @@ use sm_objectives::noise::linear_sigmas;
 use sm_objectives::{LogDensity, NoiseSource};
 
 use crate::error::{ExpError, Result};
-use crate::objective::{MultiscaleNoise, Objective, ObjectiveSettings};
+use crate::objective::{MleSettings, MultiscaleNoise, Objective, ObjectiveSettings};
+
+/// Langevin steps per training step when `mle-langevin` is timed (each costs about one
+/// forward and backward pass).
+pub const MLE_BENCH_STEPS: usize = 20;
 use crate::optim::{Adam, AdamConfig};
 use crate::{memory, setup, step_seed};
 
@@ -104,6 +108,9 @@ fn time_steps<M: LogDensity>(
             sigmas: Tensor::new(sigmas.as_slice(), dev)?.to_dtype(DType::F32)?,
             sigma0: cfg.sigma,
         }),
+        // Short-run chains (no buffer): the cost of a step does not depend on where the chains
+        // start.
+        mle: Some(MleSettings::image_practice(MLE_BENCH_STEPS, 0)),
     };
     let mut step = |i: u64| -> Result<(f64, f64)> {
         let t = Instant::now();

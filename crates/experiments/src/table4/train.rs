@@ -27,7 +27,7 @@ pub struct Reused {
 /// rows use the same triple with MNIST).
 pub fn identity(cfg: &Table4Config, run: Run) -> (DeepEbmTraining, Objective, &'static str) {
     (
-        cfg.training_of(run.seed).identity(),
+        cfg.training_of(run.seed).identity(run.method),
         run.method,
         run.train_set.key(),
     )
@@ -75,8 +75,8 @@ pub fn train_run(ctx: &RowContext, cfg: &Table4Config, run: Run) -> Result<Train
 }
 
 /// The row directory under `source` whose finished checkpoint was trained with `identity`:
-/// Table 4's own row key first, then Table 2's objective key for an MNIST detector. A candidate
-/// with other settings is reported on standard error and passed over.
+/// Table 4's own row key first, then Table 2's run key (`<objective>.seed<k>`) for an MNIST
+/// detector. A candidate with other settings is reported on standard error and passed over.
 fn reusable(
     source: &Path,
     cfg: &Table4Config,
@@ -87,7 +87,11 @@ fn reusable(
         .map_err(|e| ExpError::Config(format!("the settings do not serialise: {e}")))?;
     let mut candidates = vec![source.join("rows").join(run.key())];
     if run.train_set == super::ImageSet::Mnist {
-        candidates.push(source.join("rows").join(run.method.key()));
+        candidates.push(
+            source
+                .join("rows")
+                .join(format!("{}.seed{}", run.method.key(), run.seed)),
+        );
     }
     for dir in candidates {
         let ckpt = dir.join("checkpoint.safetensors");
