@@ -23,52 +23,85 @@ pub fn save_image_grid_scaled(
     scale: usize,
     path: &Path,
 ) -> Result<()> {
-    let (n, c, h, w) = images.dims4()?;
-    if scale == 0 {
-        return Err(ExpError::Plot {
-            path: path.to_path_buf(),
-            problem: "the pixel scale must be >= 1".into(),
-        });
-    }
-    let images = if scale > 1 {
-        images
-            .to_dtype(DType::F32)?
-            .upsample_nearest2d(h * scale, w * scale)?
-    } else {
-        images.clone()
+    save_image_grids_side_by_side(&[images], cols, scale, path)
+}
+
+/// Several grids of `[N, 1, H, W]` images in `[0, 1]` (clamped), each `cols` columns wide,
+/// side by side in one picture with a wide gap between them (e.g. a sampler's starting noise,
+/// its last state and the denoised samples), every pixel drawn as a `scale x scale` block.
+/// The grids may hold different numbers of images but share `H` and `W`.
+pub fn save_image_grids_side_by_side(
+    grids: &[&Tensor],
+    cols: usize,
+    scale: usize,
+    path: &Path,
+) -> Result<()> {
+    let bad = |problem: String| ExpError::Plot {
+        path: path.to_path_buf(),
+        problem,
     };
-    let (h, w) = (h * scale, w * scale);
-    if c != 1 || n == 0 || cols == 0 {
-        return Err(ExpError::Plot {
-            path: path.to_path_buf(),
-            problem: format!("need [N>=1, 1, H, W] grey images, got {:?}", images.dims()),
-        });
+    if scale == 0 || cols == 0 || grids.is_empty() {
+        return Err(bad(format!(
+            "need at least one grid, cols >= 1 and scale >= 1, got {} grids, cols {cols}, scale {scale}",
+            grids.len()
+        )));
     }
-    let pixels = images
-        .to_dtype(DType::F32)?
-        .clamp(0f32, 1f32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let rows = n.div_ceil(cols);
-    let (gw, gh) = (cols * (w + 2) + 2, rows * (h + 2) + 2);
+    let mut blocks = Vec::with_capacity(grids.len());
+    let mut size = None;
+    for images in grids {
+        let (n, c, h, w) = images.dims4()?;
+        if c != 1 || n == 0 || size.is_some_and(|s| s != (h, w)) {
+            return Err(bad(format!(
+                "need [N>=1, 1, H, W] grey images of one size, got {:?}",
+                images.dims()
+            )));
+        }
+        size = Some((h, w));
+        let images = images.to_dtype(DType::F32)?;
+        let images = if scale > 1 {
+            images.upsample_nearest2d(h * scale, w * scale)?
+        } else {
+            images
+        };
+        let pixels = images.clamp(0f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?;
+        blocks.push((n, pixels));
+    }
+    let (h, w) = size.map_or((0, 0), |(h, w)| (h * scale, w * scale));
+    let gap = 6 * scale.max(2);
+    let block_w = cols * (w + 2) + 2;
+    let rows = blocks
+        .iter()
+        .map(|(n, _)| n.div_ceil(cols))
+        .max()
+        .unwrap_or(1);
+    let gw = blocks.len() * block_w + (blocks.len() - 1) * gap;
+    let gh = rows * (h + 2) + 2;
     let mut img = image::GrayImage::from_pixel(gw as u32, gh as u32, image::Luma([64]));
-    for k in 0..n {
-        let (r, col) = (k / cols, k % cols);
-        for y in 0..h {
-            for x in 0..w {
-                let v = (pixels[k * h * w + y * w + x] * 255.0).round() as u8;
-                img.put_pixel(
-                    (2 + col * (w + 2) + x) as u32,
-                    (2 + r * (h + 2) + y) as u32,
-                    image::Luma([v]),
-                );
+    for (b, (n, pixels)) in blocks.iter().enumerate() {
+        let x0 = b * (block_w + gap);
+        for k in 0..*n {
+            let (r, col) = (k / cols, k % cols);
+            for y in 0..h {
+                for x in 0..w {
+                    let v = (pixels[k * h * w + y * w + x] * 255.0).round() as u8;
+                    img.put_pixel(
+                        (x0 + 2 + col * (w + 2) + x) as u32,
+                        (2 + r * (h + 2) + y) as u32,
+                        image::Luma([v]),
+                    );
+                }
+            }
+        }
+        // The gap is white, so the grids read as separate panels.
+        if b + 1 < blocks.len() {
+            for x in x0 + block_w..x0 + block_w + gap {
+                for y in 0..gh {
+                    img.put_pixel(x as u32, y as u32, image::Luma([255]));
+                }
             }
         }
     }
-    img.save(path).map_err(|e| ExpError::Plot {
-        path: path.to_path_buf(),
-        problem: e.to_string(),
-    })
+    img.save(path).map_err(|e| bad(e.to_string()))
 }
 
 /// One named series of `(x, y)` points.
@@ -375,4 +408,41 @@ pub fn save_heat_maps(maps: &[HeatMap], per_row: usize, path: &Path) -> Result<(
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::save_image_grids_side_by_side;
+
+    #[test]
+    fn side_by_side_grids_round_trip_through_the_png() {
+        let dir = std::env::temp_dir().join(format!("fdsm-grid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grids.png");
+        // Two 2 x 3 images of constant values 0.2 and 0.6, and three images of 1.0.
+        let a = Tensor::new(&[0.2f32, 0.6], &Device::Cpu)
+            .unwrap()
+            .reshape((2, 1, 1, 1))
+            .unwrap()
+            .broadcast_as((2, 1, 2, 3))
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let b = Tensor::ones((3, 1, 2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        save_image_grids_side_by_side(&[&a, &b], 2, 2, &path).unwrap();
+        let img = image::open(&path).unwrap().to_luma8();
+        // Scale 2: images 4 x 6; 2 columns: blocks 2 * (6 + 2) + 2 = 18 wide, gap 12.
+        // Rows: max(1, 2) = 2, height 2 * (4 + 2) + 2 = 14.
+        assert_eq!((img.width(), img.height()), (18 + 12 + 18, 14));
+        let at = |x: u32, y: u32| img.get_pixel(x, y).0[0];
+        assert_eq!(at(2, 2), 51); // first image, 0.2 * 255
+        assert_eq!(at(2 + 8 + 5, 2 + 3), 153); // second image's far corner, 0.6 * 255
+        assert_eq!(at(20, 5), 255); // the white gap
+        assert_eq!(at(30 + 2, 2 + 6), 255); // the second grid's third image (row 1)
+        assert_eq!(at(30 + 2 + 8, 2 + 6), 64); // the empty cell beside it is the border grey
+        assert_eq!(at(0, 0), 64);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
