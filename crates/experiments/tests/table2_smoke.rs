@@ -1,7 +1,9 @@
 //! The Table 2 pipeline end to end at a tiny size (a few iterations, width 2): the binary runs
-//! its training and evaluation children (gradient-based and FD rows, parallel and sequential),
-//! and writes the JSON, Markdown and PNG outputs (FID with LeNet features included); a run paused with `--stop-after` and resumed
-//! trains and evaluates exactly as an uninterrupted one. Timings are produced, never asserted.
+//! its training and evaluation children (gradient-based and FD rows, parallel and sequential,
+//! and maximum likelihood with its replay buffer), and writes the JSON, Markdown and PNG outputs
+//! (FID with LeNet features included); a run paused with `--stop-after` and resumed trains and
+//! evaluates exactly as an uninterrupted one. Every row must have a finite result. Timings are
+//! produced, never asserted.
 //! Skipped, with the reason printed, when MNIST is absent from the data directory.
 
 mod common;
@@ -32,7 +34,12 @@ fn tiny_table2_run_writes_every_output() {
                 "--batch",
                 "4",
                 "--rows",
-                "ssm,fd-ssm,fd-mdsm*",
+                "ssm,fd-ssm,fd-mdsm*,mle-langevin",
+                "--mle-steps",
+                "2",
+                // Summaries over several seeds are tested on the report's own numbers.
+                "--seeds",
+                "1",
                 "--eval-images",
                 "4",
             ])
@@ -63,10 +70,22 @@ fn tiny_table2_run_writes_every_output() {
     assert!(run_with(&[]).success());
     let results: Table2Results = experiments::report::read_json(&out.join("results.json")).unwrap();
     let rows: Vec<Objective> = results.rows.iter().map(|(t, _)| t.row).collect();
-    assert_eq!(
-        rows,
-        vec![Objective::Ssm, Objective::FdSsm, Objective::FdMdsmSeq]
-    );
+    let expected = vec![
+        Objective::Ssm,
+        Objective::FdSsm,
+        Objective::FdMdsmSeq,
+        Objective::MleLangevin,
+    ];
+    assert_eq!(rows, expected);
+    let summarised: Vec<Objective> = results.summary.iter().map(|s| s.row).collect();
+    assert_eq!(summarised, expected);
+    for s in &results.summary {
+        assert_eq!(s.seeds, 1);
+        assert!(s.sm.mean.is_finite() && s.sm.std_err.is_finite(), "{s:?}");
+        assert!(s.time_ms.is_some_and(|ms| ms.is_finite() && ms > 0.0));
+        assert_eq!(s.curve.len(), 3, "the untrained model and two snapshots");
+        assert_eq!(s.curve[0].0, 0.0);
+    }
     for (t, e) in &results.rows {
         assert_eq!(t.records.len(), 4);
         assert!(t.median_step_ms.is_some_and(|ms| ms > 0.0));
@@ -76,7 +95,7 @@ fn tiny_table2_run_writes_every_output() {
             "{:?}: higher-order mode only where needed",
             t.row
         );
-        assert_eq!(e.curve.len(), 2);
+        assert_eq!(e.curve.len(), 3);
         assert!(e.final_sm.mean.is_finite() && e.final_sm.std_err.is_finite());
         let fid = e.fid.as_ref().expect("FID with --fid-samples 130");
         assert_eq!(fid.samples, 130);
@@ -84,21 +103,36 @@ fn tiny_table2_run_writes_every_output() {
             fid.fid.is_finite() && fid.fid > 0.0 && fid.kid.is_finite(),
             "{fid:?}"
         );
-        let img = image::open(out.join(&e.samples_png)).unwrap();
+        let png = e
+            .samples_png
+            .as_ref()
+            .expect("the first seed draws samples");
+        let img = image::open(out.join(png)).unwrap();
+        // 2 x 2 grids of 64 x 64 pixels (2 x 2 blocks), 134 wide, a 12-pixel gap between grids:
+        // start, last Langevin state, denoised; MLE shows its start and its samples.
+        let panels = if t.row == Objective::MleLangevin {
+            2
+        } else {
+            3
+        };
         assert_eq!(
             (img.width(), img.height()),
-            (2 + 2 * 34, 2 + 2 * 34),
-            "2 x 2 grid of 32 x 32 samples"
+            (panels * 134 + (panels - 1) * 12, 134),
+            "{:?}: grids of 2 x 2 samples at 64 x 64 pixels",
+            t.row
         );
     }
     let (name, ours, paper) = &results.speedups[0];
     assert_eq!(name, "FD-SSM vs SSM");
-    assert!(ours.is_some() && (paper - 673.0 / 230.0).abs() < 1e-12);
+    assert!(ours.is_some() && paper.is_some_and(|p| (p - 673.0 / 230.0).abs() < 1e-12));
     let md = std::fs::read_to_string(out.join("table2.md")).unwrap();
     for label in [
         "| SSM |",
         "| FD-SSM |",
         "| FD-DSM* |",
+        "| MLE (Langevin) |",
+        "What each comparison shows",
+        "**SSM vs FD-SSM.**",
         "-2.97e7",
         "FD-SSM vs SSM",
         "Hutchinson",
@@ -142,7 +176,12 @@ fn tiny_table2_run_writes_every_output() {
         !split.join("results.json").exists(),
         "a paused run wrote results"
     );
-    for row in ["ssm", "fd-ssm", "fd-mdsm-seq"] {
+    for row in [
+        "ssm.seed0",
+        "fd-ssm.seed0",
+        "fd-mdsm-seq.seed0",
+        "mle-langevin.seed0",
+    ] {
         let t: experiments::table2::TrainReport =
             experiments::report::read_json(&split.join("rows").join(row).join("train.json"))
                 .unwrap();
@@ -199,6 +238,10 @@ fn a_diverged_row_writes_its_train_report() {
     // An absurd rate without clipping: the loss leaves any sane range within a few steps.
     (cfg.training.lr_ssm, cfg.training.clip) = (1e9, None);
     cfg.rows = vec![Objective::FdSsm];
+    let run = experiments::table2::Run {
+        objective: Objective::FdSsm,
+        seed: 0,
+    };
     let device = candle_core::Device::Cpu;
     let ctx = experiments::runner::RowContext {
         run: experiments::runner::Context {
@@ -207,16 +250,16 @@ fn a_diverged_row_writes_its_train_report() {
             out: &out,
             control: experiments::RunControl::default(),
         },
-        dir: out.join("rows/fd-ssm"),
+        dir: out.join("rows/fd-ssm.seed0"),
         higher_order: None,
     };
-    let err = experiments::table2::train_row(&ctx, &cfg, Objective::FdSsm).unwrap_err();
+    let err = experiments::table2::train_row(&ctx, &cfg, run).unwrap_err();
     assert!(
         err.to_string().contains("training diverged at step"),
         "{err}"
     );
     let report: experiments::table2::TrainReport =
-        experiments::report::read_json(&out.join("rows/fd-ssm/train.json")).unwrap();
+        experiments::report::read_json(&out.join("rows/fd-ssm.seed0/train.json")).unwrap();
     assert!(report
         .diverged
         .is_some_and(|why| why.contains("training diverged at step")));

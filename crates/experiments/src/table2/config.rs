@@ -8,18 +8,23 @@ use crate::deep_ebm::DeepEbmTraining;
 use crate::error::{ExpError, Result};
 use crate::eval::SmEstimate;
 use crate::langevin::LangevinSchedule;
-use crate::objective::Objective;
+use crate::objective::{MleSettings, Objective};
 
 /// The rows of Table 2 in the paper's order: DSM, FD-DSM*, FD-DSM, SSM, SSMVR, FD-SSM*, FD-SSM,
-/// where the paper's DSM rows are multiscale DSM as the deep-EBM code trains them.
-pub const ROWS: [Objective; 7] = [
+/// where the paper's DSM rows are multiscale DSM as the deep-EBM code trains them; with two
+/// rows the paper does not have: sliced DSM after DSM (FD-DSM's loss by autodiff, which
+/// separates the effect of slicing from that of the finite difference) and maximum likelihood
+/// with Langevin negatives last.
+pub const ROWS: [Objective; 9] = [
     Objective::Mdsm,
+    Objective::SlicedMdsm,
     Objective::FdMdsmSeq,
     Objective::FdMdsm,
     Objective::Ssm,
     Objective::Ssmvr,
     Objective::FdSsmSeq,
     Objective::FdSsm,
+    Objective::MleLangevin,
 ];
 
 /// The paper's numbers for a row (Table 2; 300K iterations, batch 64, GPU).
@@ -61,6 +66,14 @@ pub struct Table2Config {
     pub langevin: LangevinSchedule,
     /// Rows to run (objectives among [`ROWS`]).
     pub rows: Vec<Objective>,
+    /// Runs per row with seeds `seed, seed + 1, ...`: the table reports their mean and the
+    /// standard error over seeds. Samples and FID come from the first seed's model.
+    #[serde(default = "one")]
+    pub seeds: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Table2Config {
@@ -79,30 +92,36 @@ impl Table2Config {
             feature_cache: None,
             langevin: LangevinSchedule::paper(),
             rows: ROWS.to_vec(),
+            seeds: 1,
         }
     }
 
-    /// A laptop-CPU profile with the same code path: width 4, batch 16, 150 iterations per row,
-    /// raised learning rates (the run is 2000 times shorter), a Hutchinson test SM estimate on 64
-    /// images, a 300-step sampler. 200 samples per row for FID with LeNet features. The whole table takes about 4 minutes on 2 cores.
+    /// A 2-core-CPU profile of minutes with the same code path: width 4, batch 16, 600
+    /// iterations per row and two seeds, raised learning rates (the run is 500 times shorter),
+    /// a Hutchinson test SM estimate on 64 images, a 300-step sampler, 200 samples per row for
+    /// FID with LeNet features. Chosen from measurements (`docs/table2.md`): the shortest run
+    /// in which FD-DSM and sliced DSM leave the pure-noise loss, with the SSM family's rate low
+    /// enough that SSM does not collapse.
     pub fn quick() -> Self {
         Self {
             profile: "quick".into(),
             training: DeepEbmTraining {
                 model: ResNetEbmConfig::res18(4),
-                iters: 150,
+                iters: 600,
                 batch: 16,
-                lr_dsm: 1e-3,
+                lr_dsm: 3e-3,
                 lr_ssm: 2e-4,
-                eval_points: 5,
+                lr_mle: 1e-3,
+                mle: MleSettings::image_practice(20, 2000),
+                eval_points: 8,
                 timing_warmup: 5,
-                checkpoint_every: 50,
+                checkpoint_every: 100,
                 ..DeepEbmTraining::paper()
             },
             eval_images: 64,
             eval_batch: 16,
             estimate: SmEstimate::Hutchinson { projections: 2 },
-            samples: 16,
+            samples: 36,
             fid_samples: 200,
             langevin: LangevinSchedule {
                 hold_steps: 50,
@@ -112,7 +131,40 @@ impl Table2Config {
                 step_size: 0.02,
                 denoise: 0.1,
             },
+            seeds: 2,
             ..Self::paper()
+        }
+    }
+
+    /// A longer 2-core-CPU profile (about an hour): the quick profile's network at batch 32
+    /// and 4000 iterations per row, one seed, the test loss on 128 images, the paper's
+    /// 2700-step sampler with 64 samples, and the rows that carry the paper's claims (DSM,
+    /// sliced DSM, FD-DSM, SSM, FD-SSM) with maximum likelihood.
+    pub fn cpu() -> Self {
+        let quick = Self::quick();
+        Self {
+            profile: "cpu".into(),
+            training: DeepEbmTraining {
+                iters: 4000,
+                batch: 32,
+                eval_points: 12,
+                checkpoint_every: 250,
+                ..quick.training
+            },
+            eval_images: 128,
+            eval_batch: 32,
+            samples: 64,
+            langevin: LangevinSchedule::paper(),
+            rows: vec![
+                Objective::Mdsm,
+                Objective::SlicedMdsm,
+                Objective::FdMdsm,
+                Objective::Ssm,
+                Objective::FdSsm,
+                Objective::MleLangevin,
+            ],
+            seeds: 1,
+            ..quick
         }
     }
 
@@ -121,7 +173,14 @@ impl Table2Config {
     /// # Errors
     /// [`ExpError::Config`] for an unknown name.
     pub fn profile(name: &str) -> Result<Self> {
-        crate::pick_profile(name, Self::quick, Self::paper)
+        match name {
+            "cpu" => Ok(Self::cpu()),
+            other => crate::pick_profile(other, Self::quick, Self::paper).map_err(|_| {
+                ExpError::Config(format!(
+                    "unknown profile `{other}`; expected quick, cpu or paper"
+                ))
+            }),
+        }
     }
 
     /// Checks the values a run depends on.
@@ -136,6 +195,9 @@ impl Table2Config {
         }
         if self.rows.is_empty() {
             return bad("no rows selected".into());
+        }
+        if self.seeds == 0 {
+            return bad("seeds must be >= 1".into());
         }
         if let Some(o) = self.rows.iter().find(|o| !ROWS.contains(o)) {
             return bad(format!(
@@ -166,10 +228,21 @@ impl Table2Config {
     }
 }
 
+impl Table2Config {
+    /// The training settings of one run: the row's, with the run's seed.
+    pub fn run_training(&self, run: super::Run) -> DeepEbmTraining {
+        DeepEbmTraining {
+            seed: self.training.seed + run.seed as u64,
+            ..self.training.clone()
+        }
+    }
+}
+
 /// The paper's name of a row (its DSM rows are multiscale DSM).
 pub fn paper_label(row: Objective) -> &'static str {
     match row {
         Objective::Mdsm => "DSM",
+        Objective::SlicedMdsm => "sliced DSM",
         Objective::FdMdsmSeq => "FD-DSM*",
         Objective::FdMdsm => "FD-DSM",
         other => other.label(),

@@ -1,6 +1,7 @@
 //! Table 2 of FD-SM (Sec. 6.1, App. C.2): the deep-EBM ResNet trained on MNIST by DSM, FD-DSM*,
-//! FD-DSM, SSM, SSMVR, FD-SSM*, FD-SSM, with the test SM loss, the time per iteration and the
-//! memory of each row side by side with the paper's numbers.
+//! FD-DSM, SSM, SSMVR, FD-SSM*, FD-SSM (and sliced DSM and maximum likelihood, which the paper
+//! does not have), with the test SM loss, the time per iteration and the memory of each row side
+//! by side with the paper's numbers, over one or more seeds.
 //!
 //! Each row runs two phases in their own processes: `train` (Candle's higher-order mode on only
 //! for the gradient-based rows, so the memory column is the row's own) and `eval`, which
@@ -16,10 +17,13 @@ mod train;
 pub use crate::deep_ebm::reference_scale;
 pub use config::{paper_label, paper_row, PaperRow, Table2Config, ROWS};
 pub use eval::{eval_row, EvalReport};
-pub use report::{markdown, Table2Results};
+pub use report::{
+    compare, markdown, sm_agree, summarise, Comparison, RowSummary, Table2Results, AGREE_RELATIVE,
+};
 pub use train::{train_row, TrainReport};
 
 use clap::Args;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ExpError, Result};
 use crate::objective::Objective;
@@ -44,10 +48,30 @@ pub struct Table2Options {
     /// Override the batch size.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Rows to run, comma-separated: mdsm (the paper's DSM), fd-mdsm-seq (FD-DSM*, also
-    /// fd-mdsm*), fd-mdsm (FD-DSM), ssm, ssmvr, fd-ssm-seq (FD-SSM*, also fd-ssm*), fd-ssm.
+    /// Rows to run, comma-separated: mdsm (the paper's DSM), sliced-mdsm (sliced DSM),
+    /// fd-mdsm-seq (FD-DSM*, also fd-mdsm*), fd-mdsm (FD-DSM), ssm, ssmvr, fd-ssm-seq (FD-SSM*,
+    /// also fd-ssm*), fd-ssm, mle-langevin (maximum likelihood, persistent Langevin chains).
     #[arg(long, value_delimiter = ',')]
     pub rows: Option<Vec<String>>,
+    /// Override the learning rate of the DSM family.
+    #[arg(long)]
+    pub lr_dsm: Option<f64>,
+    /// Override the learning rate of the SSM family.
+    #[arg(long)]
+    pub lr_ssm: Option<f64>,
+    /// Override the learning rate of maximum likelihood.
+    #[arg(long)]
+    pub lr_mle: Option<f64>,
+    /// Override the Langevin steps per training step of maximum likelihood.
+    #[arg(long)]
+    pub mle_steps: Option<usize>,
+    /// Override the ResNet's activation: elu (the reference default) or softplus
+    /// (`softplus(x) - log 2`, the reference code's final runs).
+    #[arg(long)]
+    pub activation: Option<String>,
+    /// Override the number of seeds per row.
+    #[arg(long)]
+    pub seeds: Option<usize>,
     /// Override the number of test images of the SM loss.
     #[arg(long)]
     pub eval_images: Option<usize>,
@@ -75,17 +99,34 @@ pub struct Table2Options {
     pub conv: ConvKernels,
 }
 
-impl ExperimentRow for Objective {
+/// One training run of Table 2: a row's objective with the index of its seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// The row.
+    pub objective: Objective,
+    /// The seed index (`0..seeds`); the run trains with seed `seed + index`.
+    pub seed: usize,
+}
+
+impl ExperimentRow for Run {
     fn key(&self) -> String {
-        Objective::key(*self).to_string()
+        format!("{}.seed{}", self.objective.key(), self.seed)
     }
 
     fn label(&self) -> String {
-        Objective::label(*self).to_string()
+        format!("{} (seed {})", paper_label(self.objective), self.seed)
     }
 
     fn parse(s: &str) -> Result<Self> {
-        Objective::parse(s)
+        let (objective, seed) = s.rsplit_once(".seed").ok_or_else(|| {
+            ExpError::Config(format!("`{s}` is not a Table 2 run (objective.seedN)"))
+        })?;
+        Ok(Run {
+            objective: Objective::parse(objective)?,
+            seed: seed
+                .parse()
+                .map_err(|_| ExpError::Config(format!("`{s}`: the seed index must be a number")))?,
+        })
     }
 }
 
@@ -93,14 +134,15 @@ impl Experiment for Table2 {
     const NAME: &'static str = "table2";
     const KIND: Kind = Kind::Repro;
     const ABOUT: &'static str = "Table 2 of FD-SM: the deep-EBM ResNet on MNIST trained by DSM, \
-        FD-DSM*, FD-DSM, SSM, SSMVR, FD-SSM*, FD-SSM, with the test SM loss, time per iteration \
-        and memory beside the paper's. Profiles: quick (2-core CPU, about 4 minutes after the build) and paper \
+        sliced DSM, FD-DSM*, FD-DSM, SSM, SSMVR, FD-SSM*, FD-SSM and maximum likelihood \
+        (Langevin), with the test SM loss, time per iteration and memory beside the paper's. \
+        Profiles: quick (2-core CPU, minutes), cpu (2-core CPU, about an hour) and paper \
         (n = 128, 300K iterations; meant for a GPU). Writes table2.md, results.json, loss \
         curves and sample grids.";
-    const PROFILES: &'static [&'static str] = &["quick", "paper"];
+    const PROFILES: &'static [&'static str] = &["quick", "cpu", "paper"];
     const TRAINS: bool = true;
     type Config = Table2Config;
-    type Row = Objective;
+    type Row = Run;
     type Options = Table2Options;
 
     fn config(profile: &str, a: &Table2Options) -> Result<Table2Config> {
@@ -155,6 +197,33 @@ impl Experiment for Table2 {
         if let Some(s) = a.seed {
             cfg.training.seed = s;
         }
+        if let Some(n) = a.seeds {
+            cfg.seeds = n;
+        }
+        let t = &mut cfg.training;
+        for (value, slot) in [
+            (a.lr_dsm, &mut t.lr_dsm),
+            (a.lr_ssm, &mut t.lr_ssm),
+            (a.lr_mle, &mut t.lr_mle),
+        ] {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        if let Some(name) = &a.activation {
+            t.model.activation = match name.as_str() {
+                "elu" => models::Activation::Elu,
+                "softplus" => models::Activation::ShiftedSoftplus,
+                other => {
+                    return Err(ExpError::Config(format!(
+                        "unknown activation `{other}`; expected elu or softplus"
+                    )))
+                }
+            };
+        }
+        if let Some(n) = a.mle_steps {
+            t.mle.sampler.steps = n;
+        }
         cfg.training.timing_warmup = cfg
             .training
             .timing_warmup
@@ -170,15 +239,18 @@ impl Experiment for Table2 {
         vec![datasets::Dataset::Mnist]
     }
 
-    fn rows(cfg: &Table2Config) -> Vec<Objective> {
-        cfg.rows.clone()
+    fn rows(cfg: &Table2Config) -> Vec<Run> {
+        cfg.rows
+            .iter()
+            .flat_map(|&objective| (0..cfg.seeds).map(move |seed| Run { objective, seed }))
+            .collect()
     }
 
-    fn phases(_: &Table2Config, row: Objective) -> Vec<Phase> {
+    fn phases(_: &Table2Config, run: Run) -> Vec<Phase> {
         vec![
             Phase {
                 name: "train",
-                higher_order: row.gradient_based(),
+                higher_order: run.objective.gradient_based(),
             },
             Phase {
                 name: "eval",
@@ -190,7 +262,7 @@ impl Experiment for Table2 {
     fn run_phase(
         ctx: &RowContext,
         cfg: &Table2Config,
-        row: Objective,
+        row: Run,
         phase: &str,
     ) -> Result<PhaseOutcome> {
         match phase {
@@ -206,11 +278,7 @@ impl Experiment for Table2 {
         }
     }
 
-    fn report(
-        ctx: &Context,
-        cfg: &Table2Config,
-        rows: &[(Objective, RowStatus)],
-    ) -> Result<String> {
+    fn report(ctx: &Context, cfg: &Table2Config, rows: &[(Run, RowStatus)]) -> Result<String> {
         report::write(ctx, cfg, rows)
     }
 }

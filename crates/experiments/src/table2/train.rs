@@ -5,24 +5,25 @@ pub use crate::deep_ebm::TrainReport;
 
 use crate::deep_ebm::train_deep_ebm;
 use crate::error::Result;
-use crate::objective::Objective;
 use crate::runner::RowContext;
 
-use super::Table2Config;
+use super::{Run, Table2Config};
 
-/// Trains one row (the `train` phase) and writes `train.json` into the row's directory; a
-/// checkpoint resumes when the training settings, the objective and the data set (MNIST) match.
+/// Trains one run (the `train` phase) and writes `train.json` into its directory; a checkpoint
+/// resumes when the training settings (with the run's seed), the objective and the data set
+/// (MNIST) match.
 ///
 /// # Errors
 /// Data, configuration, divergence and I/O errors; higher-order mode off for a gradient-based
 /// row.
-pub fn train_row(ctx: &RowContext, cfg: &Table2Config, row: Objective) -> Result<TrainReport> {
+pub fn train_row(ctx: &RowContext, cfg: &Table2Config, run: Run) -> Result<TrainReport> {
     cfg.validate()?;
     let images = crate::setup::mnist32(ctx.run.data_dir, true, ctx.run.device)?;
+    let training = cfg.run_training(run);
     let identity = (
-        cfg.training.identity(),
-        row,
+        training.identity(run.objective),
+        run.objective,
         datasets::Dataset::Mnist.name(),
     );
-    train_deep_ebm(ctx, &cfg.training, row, &images, &identity)
+    train_deep_ebm(ctx, &training, run.objective, &images, &identity)
 }
