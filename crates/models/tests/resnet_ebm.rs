@@ -101,31 +101,41 @@ fn peer_benchmark_network_has_its_published_size() {
     assert!((3_850_000..3_950_000).contains(&n), "{n}");
 }
 
+/// A small f64 ResNet EBM (8 x 8 inputs, width 2) with seeded weights (Candle's CPU generator
+/// cannot be seeded), its variables sorted by name, and the noise source that drew them, for
+/// checks that must see the same point on every run.
+fn seeded_small(
+    activation: Activation,
+    seed: u64,
+) -> (VarMap, ResNetEbm, Vec<(String, Var)>, NoiseSource) {
+    let cfg = ResNetEbmConfig {
+        in_channels: 1,
+        image_size: 8,
+        width: 2,
+        blocks_per_stage: [1, 2, 1],
+        activation,
+        conv_algorithm: Default::default(),
+    };
+    let (vm, net) = build(&cfg, DType::F64);
+    let mut noise = NoiseSource::new(seed);
+    let mut vars: Vec<_> = vm.data().lock().unwrap().clone().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, var) in &vars {
+        let t = var.as_tensor();
+        let fan_in = t.elem_count() / t.dims()[0];
+        let w = (noise.gaussian_like(t).unwrap() * (1.0 / (fan_in as f64).sqrt())).unwrap();
+        var.set(&w).unwrap();
+    }
+    (vm, net, vars, noise)
+}
+
 #[test]
 fn second_derivatives_through_the_network_are_correct() {
     enable_higher_order().expect("Candle's higher-order mode");
     for activation in [Activation::Elu, Activation::ShiftedSoftplus] {
-        let cfg = ResNetEbmConfig {
-            in_channels: 1,
-            image_size: 8,
-            width: 2,
-            blocks_per_stage: [1, 2, 1],
-            activation,
-            conv_algorithm: Default::default(),
-        };
-        let (vm, net) = build(&cfg, DType::F64);
-        // Seeded weights, input and direction (Candle's CPU generator cannot be seeded): with
-        // ELU the input gradient has kinks, and a central difference that straddles one is
-        // off, so the check must see the same point on every run.
-        let mut noise = NoiseSource::new(17);
-        let mut vars: Vec<_> = vm.data().lock().unwrap().clone().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, var) in vars {
-            let t = var.as_tensor();
-            let fan_in = t.elem_count() / t.dims()[0];
-            let w = (noise.gaussian_like(t).unwrap() * (1.0 / (fan_in as f64).sqrt())).unwrap();
-            var.set(&w).unwrap();
-        }
+        // With ELU the input gradient has kinks, and a central difference that straddles one
+        // is off, so the check must see the same point on every run.
+        let (_vm, net, _, mut noise) = seeded_small(activation, 17);
         let shape = Tensor::zeros((2, 1, 8, 8), DType::F64, &Device::Cpu).unwrap();
         let x = noise.uniform_like(&shape).unwrap();
         let v = noise.gaussian_like(&shape).unwrap();
@@ -338,24 +348,7 @@ fn ssm_parameter_gradient_matches_central_differences() {
 fn ssm_parameter_gradient_check(activation: Activation) {
     use sm_objectives::{ssm, Directions, Reduction};
     enable_higher_order().expect("Candle's higher-order mode");
-    let cfg = ResNetEbmConfig {
-        in_channels: 1,
-        image_size: 8,
-        width: 2,
-        blocks_per_stage: [1, 2, 1],
-        activation,
-        conv_algorithm: Default::default(),
-    };
-    let (vm, net) = build(&cfg, DType::F64);
-    let mut noise = NoiseSource::new(23);
-    let mut vars: Vec<_> = vm.data().lock().unwrap().clone().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, var) in &vars {
-        let t = var.as_tensor();
-        let fan_in = t.elem_count() / t.dims()[0];
-        let w = (noise.gaussian_like(t).unwrap() * (1.0 / (fan_in as f64).sqrt())).unwrap();
-        var.set(&w).unwrap();
-    }
+    let (_vm, net, vars, mut noise) = seeded_small(activation, 23);
     let shape = Tensor::zeros((3, 1, 8, 8), DType::F64, &Device::Cpu).unwrap();
     let x = noise.uniform_like(&shape).unwrap();
     let proj = noise.projection(&x, Directions::Gaussian).unwrap();
