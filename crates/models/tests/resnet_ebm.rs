@@ -101,9 +101,27 @@ fn peer_benchmark_network_has_its_published_size() {
     assert!((3_850_000..3_950_000).contains(&n), "{n}");
 }
 
-/// A small f64 ResNet EBM (8 x 8 inputs, width 2) with seeded weights (Candle's CPU generator
-/// cannot be seeded), its variables sorted by name, and the noise source that drew them, for
-/// checks that must see the same point on every run.
+/// An f64 ResNet EBM with seeded weights (Candle's CPU generator cannot be seeded), its
+/// variables sorted by name, and the noise source that drew them, for checks that must see the
+/// same point on every run.
+fn seeded(
+    cfg: &ResNetEbmConfig,
+    seed: u64,
+) -> (VarMap, ResNetEbm, Vec<(String, Var)>, NoiseSource) {
+    let (vm, net) = build(cfg, DType::F64);
+    let mut noise = NoiseSource::new(seed);
+    let mut vars: Vec<_> = vm.data().lock().unwrap().clone().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, var) in &vars {
+        let t = var.as_tensor();
+        let fan_in = t.elem_count() / t.dims()[0];
+        let w = (noise.gaussian_like(t).unwrap() * (1.0 / (fan_in as f64).sqrt())).unwrap();
+        var.set(&w).unwrap();
+    }
+    (vm, net, vars, noise)
+}
+
+/// [`seeded`] at a small size: 8 x 8 inputs, width 2.
 fn seeded_small(
     activation: Activation,
     seed: u64,
@@ -116,17 +134,7 @@ fn seeded_small(
         activation,
         conv_algorithm: Default::default(),
     };
-    let (vm, net) = build(&cfg, DType::F64);
-    let mut noise = NoiseSource::new(seed);
-    let mut vars: Vec<_> = vm.data().lock().unwrap().clone().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, var) in &vars {
-        let t = var.as_tensor();
-        let fan_in = t.elem_count() / t.dims()[0];
-        let w = (noise.gaussian_like(t).unwrap() * (1.0 / (fan_in as f64).sqrt())).unwrap();
-        var.set(&w).unwrap();
-    }
-    (vm, net, vars, noise)
+    seeded(&cfg, seed)
 }
 
 #[test]
@@ -266,16 +274,7 @@ fn energy_equals_the_network_written_with_plain_ops() {
         activation: Activation::Elu,
         conv_algorithm: Default::default(),
     };
-    let (vm, net) = build(&cfg, DType::F64);
-    let mut noise = NoiseSource::new(5);
-    let mut vars: Vec<_> = vm.data().lock().unwrap().clone().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, var) in &vars {
-        let t = var.as_tensor();
-        let fan_in = t.elem_count() / t.dims()[0];
-        let w = (noise.gaussian_like(t).unwrap() * (1.0 / (fan_in as f64).sqrt())).unwrap();
-        var.set(&w).unwrap();
-    }
+    let (vm, net, vars, mut noise) = seeded(&cfg, 5);
     let get = |name: &str| vm.data().lock().unwrap()[name].as_tensor().clone();
     let shape = Tensor::zeros((3, 1, 16, 16), DType::F64, &Device::Cpu).unwrap();
     let x = (noise.uniform_like(&shape).unwrap() * 2.0).unwrap();
