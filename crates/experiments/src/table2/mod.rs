@@ -15,7 +15,7 @@ mod report;
 mod train;
 
 pub use crate::deep_ebm::reference_scale;
-pub use config::{paper_label, paper_row, PaperRow, Table2Config, ROWS};
+pub use config::{paper_label, paper_row, PaperRow, Table2Config, PAPER_ROWS, ROWS};
 pub use eval::{eval_row, EvalReport};
 pub use report::{
     compare, markdown, sm_agree, summarise, Comparison, RowSummary, Table2Results, AGREE_RELATIVE,
