@@ -12,14 +12,14 @@ use sm_objectives::{LogDensity, NoiseSource};
 
 use crate::error::{ExpError, Result};
 use crate::objective::{MleSettings, MultiscaleNoise, Objective, ObjectiveSettings};
-
-/// Langevin steps per training step when `mle-langevin` is timed (each costs about one
-/// forward and backward pass).
-pub const MLE_BENCH_STEPS: usize = 20;
 use crate::optim::{Adam, AdamConfig};
 use crate::{memory, setup, step_seed};
 
 use super::{BenchNet, StepBenchConfig};
+
+/// Langevin steps per training step when `mle-langevin` is timed (each costs about one
+/// forward and backward pass).
+pub const MLE_BENCH_STEPS: usize = 20;
 
 /// One objective's measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
