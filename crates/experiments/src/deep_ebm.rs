@@ -10,14 +10,14 @@ use models::ResNetEbmConfig;
 use serde::{Deserialize, Serialize};
 use sm_objectives::noise::linear_sigmas;
 use sm_objectives::NoiseSource;
-use train::mcmc::{mle_loss, ReplayBuffer};
+use train::mcmc::{mle_loss, ChainsAndRecord, ReplayBuffer};
 
 use crate::error::{ExpError, Result};
 use crate::objective::{MleSettings, MultiscaleNoise, Objective, ObjectiveSettings};
 use crate::optim::{AdamConfig, LrSchedule};
 use crate::report::{read_json, write_json};
 use crate::runner::RowContext;
-use crate::trainer::{train_with_state, StepRecord, TrainState};
+use crate::trainer::{train_with_state, StepRecord};
 use crate::{memory, step_seed};
 
 /// How a deep EBM is trained (the reference code's settings in [`DeepEbmTraining::paper`]).
@@ -175,37 +175,7 @@ pub fn reference_scale(row: Objective, dim: usize) -> f64 {
 /// The evaluation snapshots written so far, `(step, training seconds, file)`, and the replay
 /// buffer of maximum likelihood's persistent chains; both travel in the checkpoint, so that a
 /// resumed run lists the snapshots taken before the interruption and continues the same chains.
-#[derive(Debug, Default)]
-struct DeepEbmState {
-    snapshots: Vec<(u64, f64, PathBuf)>,
-    buffer: Option<ReplayBuffer>,
-}
-
-impl TrainState for DeepEbmState {
-    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
-        match &self.buffer {
-            Some(b) => b.tensors(),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn json(&self) -> train::Result<serde_json::Value> {
-        Ok(serde_json::json!({ "snapshots": self.snapshots }))
-    }
-
-    fn restore(
-        &mut self,
-        tensors: &std::collections::HashMap<String, Tensor>,
-        json: &serde_json::Value,
-    ) -> train::Result<()> {
-        if let Some(b) = &mut self.buffer {
-            b.restore(tensors, json)?;
-        }
-        self.snapshots = serde_json::from_value(json["snapshots"].clone())
-            .map_err(|e| train::TrainError::Config(format!("snapshot list: {e}")))?;
-        Ok(())
-    }
-}
+type DeepEbmState = ChainsAndRecord<Vec<(u64, f64, PathBuf)>>;
 
 /// What a training child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,7 +286,7 @@ pub fn train_deep_ebm(
     };
     let snapshot_steps = crate::eval_steps(cfg.iters, cfg.eval_points);
     let mut state = DeepEbmState {
-        snapshots: Vec::new(),
+        record: Vec::new(),
         buffer: match row {
             Objective::MleLangevin if cfg.mle.buffer > 0 => Some(ReplayBuffer::new(
                 cfg.mle.buffer,
@@ -346,7 +316,7 @@ pub fn train_deep_ebm(
                 path: path.clone(),
                 problem: format!("could not write this snapshot: {e}"),
             })?;
-            st.snapshots.push((r.step + 1, r.train_seconds, file));
+            st.record.push((r.step + 1, r.train_seconds, file));
         }
         Ok(())
     };
@@ -363,7 +333,7 @@ pub fn train_deep_ebm(
         path: path.clone(),
         problem: format!("could not write the initial snapshot: {e}"),
     })?;
-    state.snapshots.push((0, 0.0, initial));
+    state.record.push((0, 0.0, initial));
     let summary = match train_with_state(&vm, &opts, &mut state, &mut loss_at, &mut after) {
         Ok(summary) => summary,
         Err(e) => {
@@ -376,7 +346,7 @@ pub fn train_deep_ebm(
                     median_step_ms: None,
                     base_rss_bytes: base_rss,
                     step_peak_rss_bytes: memory::peak_rss_bytes(),
-                    snapshots: state.snapshots,
+                    snapshots: state.record,
                     higher_order,
                     diverged: Some(e.to_string()),
                 };
@@ -385,7 +355,7 @@ pub fn train_deep_ebm(
             return Err(e);
         }
     };
-    let snapshots = state.snapshots;
+    let snapshots = state.record;
     let step_peak = memory::peak_rss_bytes();
     if summary.records.is_empty() {
         // A finished row resumed: nothing was trained, so the original run's timings stand.

@@ -436,6 +436,44 @@ impl TrainState for ReplayBuffer {
     }
 }
 
+/// The training state of a run that may keep persistent chains: the replay buffer (`None` for
+/// a method without one) and a record that travels in the checkpoint's JSON, such as a loss
+/// curve or a list of snapshots, so that a resumed run continues both.
+#[derive(Debug, Clone, Default)]
+pub struct ChainsAndRecord<T> {
+    /// The persistent chains, when the method keeps them.
+    pub buffer: Option<ReplayBuffer>,
+    /// What the run records along training.
+    pub record: T,
+}
+
+impl<T: Serialize + serde::de::DeserializeOwned> TrainState for ChainsAndRecord<T> {
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        match &self.buffer {
+            Some(b) => b.tensors(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(&self.record)
+            .map_err(|e| config_err(format!("the run's record does not serialise: {e}")))
+    }
+
+    fn restore(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        json: &serde_json::Value,
+    ) -> Result<()> {
+        if let Some(b) = &mut self.buffer {
+            b.restore(tensors, json)?;
+        }
+        self.record = serde_json::from_value(json.clone())
+            .map_err(|e| config_err(format!("the checkpoint's record does not read back: {e}")))?;
+        Ok(())
+    }
+}
+
 /// The maximum-likelihood surrogate loss of an energy model (`log p~ = -E`): its gradient is
 /// `E_data[grad E] - E_neg[grad E]` (the tutorial's Eq. 4 with the model's samples `negatives`,
 /// which must be detached), plus `alpha (E_data[E^2] + E_neg[E^2])`, the energy-magnitude

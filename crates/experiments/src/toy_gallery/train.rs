@@ -3,8 +3,6 @@
 //! test log-likelihood with `log Z` summed on a grid, the normalised density on that grid, and a
 //! histogram of Langevin samples.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Init;
 use datasets::Toy2d;
@@ -16,13 +14,13 @@ use sm_objectives::{
     dsm, fd_dsm, fd_ssm, sm_exact, ssm, ssmvr, BatchMode, Directions, Graph, LogDensity,
     NoiseSource, Reduction,
 };
-use train::mcmc::{cd_loss, mle_loss, ChainInit, ReplayBuffer, Sgld};
+use train::mcmc::{cd_loss, mle_loss, ChainInit, ChainsAndRecord, ReplayBuffer, Sgld};
 
 use super::report::RowResult;
 use super::{Cell, GalleryConfig, Method};
 use crate::error::Result;
 use crate::runner::RowContext;
-use crate::trainer::{train_with_state, StepRecord, TrainState};
+use crate::trainer::{train_with_state, StepRecord};
 use crate::{setup, step_seed};
 
 /// Half the side of the square `[-L, L]^2` on which densities are normalised, plotted and
@@ -55,36 +53,7 @@ pub(super) fn data_histogram(cfg: &GalleryConfig, density: Toy2d) -> Result<Vec<
 }
 
 /// What a cell carries between steps: PCD's replay buffer, and the loss curve.
-struct CellState {
-    buffer: Option<ReplayBuffer>,
-    curve: Vec<(u64, f64)>,
-}
-
-impl TrainState for CellState {
-    fn tensors(&self) -> train::Result<Vec<(String, Tensor)>> {
-        match &self.buffer {
-            Some(b) => b.tensors(),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn json(&self) -> train::Result<serde_json::Value> {
-        Ok(serde_json::json!(self.curve))
-    }
-
-    fn restore(
-        &mut self,
-        tensors: &HashMap<String, Tensor>,
-        json: &serde_json::Value,
-    ) -> train::Result<()> {
-        if let Some(b) = &mut self.buffer {
-            b.restore(tensors, json)?;
-        }
-        self.curve = serde_json::from_value(json.clone())
-            .map_err(|e| train::TrainError::Config(format!("bad saved loss curve: {e}")))?;
-        Ok(())
-    }
-}
+type CellState = ChainsAndRecord<Vec<(u64, f64)>>;
 
 /// Trains and evaluates one cell (resuming from its checkpoint when the run says so); `None`
 /// when the run paused it.
@@ -124,7 +93,7 @@ pub fn train_row(ctx: &RowContext, cfg: &GalleryConfig, cell: Cell) -> Result<Op
             )?),
             _ => None,
         },
-        curve: Vec::new(),
+        record: Vec::new(),
     };
     let cd_sampler = Sgld {
         steps: cfg.cd_steps,
@@ -212,7 +181,7 @@ pub fn train_row(ctx: &RowContext, cfg: &GalleryConfig, cell: Cell) -> Result<Op
     let every = (cfg.iters / 100).max(1);
     let mut after = |r: &StepRecord, st: &mut CellState| -> Result<()> {
         if (r.step + 1) % every == 0 {
-            st.curve.push((r.step + 1, r.loss));
+            st.record.push((r.step + 1, r.loss));
         }
         Ok(())
     };
@@ -254,7 +223,7 @@ pub fn train_row(ctx: &RowContext, cfg: &GalleryConfig, cell: Cell) -> Result<Op
         ms_per_step: summary.train_seconds * 1e3 / cfg.iters as f64,
         density,
         sample_histogram: histogram(&samples)?,
-        curve: state.curve,
+        curve: state.record,
     }))
 }
 
