@@ -8,14 +8,18 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::kernels::{dense_act, fused};
 
-/// The activations a dense layer applies in the same op as its product
-/// ([`Linear::forward_activated`]).
+/// The activations of [`Linear::forward_activated`]: ELU and softplus in the same op as the
+/// product on the CPU, `tanh` after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseActivation {
     /// ELU with `alpha = 1`.
     Elu,
     /// `log(1 + e^z)`.
     Softplus,
+    /// `tanh(z)` (the implicit-encoder autoencoders of FD-SM Table 6). Composed of Candle's
+    /// product, bias and `tanh`, whose backward pass (`1 - y^2` from the output) is itself
+    /// differentiable.
+    Tanh,
 }
 
 /// A fully connected layer: weight `[out, in]`, optional bias `[out]`.
@@ -41,9 +45,10 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// `act(x W^T + b)` for `x` of shape `[N, in]`, as one op on the CPU (the same values as
-    /// the forward pass followed by [`crate::elu`] or [`crate::softplus`], and derivatives of
-    /// every order); other shapes, devices or a layer without bias go through those ops.
+    /// `act(x W^T + b)` for `x` of shape `[N, in]`. ELU and softplus are one op on the CPU (the
+    /// same values as the forward pass followed by [`crate::elu`] or [`crate::softplus`], and
+    /// derivatives of every order); other shapes, devices, a layer without bias and `tanh` go
+    /// through the composed ops.
     ///
     /// # Errors
     /// Shapes that do not fit the layer.
@@ -51,6 +56,7 @@ impl Linear {
         let kind = match act {
             DenseActivation::Elu => fused::Activation::Elu,
             DenseActivation::Softplus => fused::Activation::Softplus,
+            DenseActivation::Tanh => return self.forward(x)?.tanh(),
         };
         if let Some(b) = &self.bias {
             if let Some(y) = dense_act::dense_act(x, &self.weight, b, kind)? {
@@ -61,6 +67,7 @@ impl Linear {
         match act {
             DenseActivation::Elu => crate::elu(&z),
             DenseActivation::Softplus => crate::softplus(&z),
+            DenseActivation::Tanh => z.tanh(),
         }
     }
 }

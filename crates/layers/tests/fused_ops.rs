@@ -235,7 +235,7 @@ fn bias_add_on_rows_and_linear_match_candle() -> Result<()> {
 }
 
 /// The fused dense layer `act(x W^T + b)` against the composition from Candle's ops, in the
-/// input and in the weight, to the third derivative, for softplus and ELU.
+/// input and in the weight, to the third derivative, for softplus, ELU and tanh.
 #[test]
 fn fused_dense_layer_matches_the_composition() -> Result<()> {
     use candle_core::Module;
@@ -249,12 +249,18 @@ fn fused_dense_layer_matches_the_composition() -> Result<()> {
     for (act, name) in [
         (DenseActivation::Softplus, "softplus"),
         (DenseActivation::Elu, "elu"),
+        (DenseActivation::Tanh, "tanh"),
     ] {
         let composed = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
             let z = x.matmul(&w.t()?)?.broadcast_add(&b)?;
             match act {
                 DenseActivation::Softplus => candle_softplus(&z),
                 DenseActivation::Elu => z.elu(1.0),
+                // tanh by its exponential form, independent of Candle's `tanh` and its backward.
+                DenseActivation::Tanh => {
+                    let e = (z * 2.0)?.exp()?;
+                    (&e - 1.0)? / (&e + 1.0)?
+                }
             }
         };
         let fused = |x: &Tensor, w: &Tensor| -> Result<Tensor> {

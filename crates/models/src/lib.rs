@@ -9,7 +9,10 @@
 //! * [`Grbm`]: the Gaussian RBM of BiSM Sec. 5.1 / VaGES App. F, with exact and AIS `log Z`.
 //! * [`BernoulliPosterior`]: its variational posterior `q(h | v)` with relaxed samples.
 //! * [`GaussianPosterior`]: a diagonal-Gaussian `q(h | v)` for continuous latent variables.
-//! * [`Mlp`]: a fully connected energy network (the peer benchmark's 784-512-512-1).
+//! * [`Mlp`]: a fully connected energy network (the peer benchmark's 784-512-512-1), on the
+//!   vector-valued [`DenseNet`].
+//! * [`ImplicitAutoencoder`] and [`LatentScore`]: the VAE / WAE with an implicit encoder and
+//!   the score network of its entropy gradient (FD-SM Table 6).
 //! * [`Nice`]: the NICE flow of FD-SM Table 3, with exact `log p`, its inverse, and the
 //!   Approx-BP and curvature-propagation Hessian-diagonal estimates.
 //! * [`LeNet`]: a LeNet-style classifier of 28 x 28 images, the feature network of FID with
@@ -19,21 +22,27 @@
 //! fails if one of `layers::FORBIDDEN_OPS` appears in this crate.
 
 mod bernoulli_posterior;
+mod dense_net;
 mod dkef;
 mod gaussian_posterior;
 mod grbm;
+mod implicit_autoencoder;
 mod lenet;
 mod mlp;
 mod nice;
 mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
+pub use dense_net::DenseNet;
 pub use dkef::{
     Dkef, DkefConfig, DkefDensity, DkefObjective, KernelDerivatives, KernelTerms, ObjectiveTerms,
     INDUCING, LOG10_LAMBDA,
 };
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
+pub use implicit_autoencoder::{
+    AutoencoderKind, ImplicitAutoencoder, ImplicitAutoencoderConfig, LatentScore,
+};
 pub use lenet::{LeNet, LeNetConfig};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};
 pub use nice::{Nice, NiceConfig, ScoreAndDiagonal};

@@ -5,9 +5,10 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use layers::Linear;
 use serde::{Deserialize, Serialize};
 use sm_objectives::LogDensity;
+
+use crate::DenseNet;
 
 /// The hidden-layer nonlinearity of an [`Mlp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +18,8 @@ pub enum MlpActivation {
     Softplus,
     /// ELU with `alpha = 1`.
     Elu,
+    /// `tanh` (the implicit-encoder autoencoders of FD-SM Table 6).
+    Tanh,
 }
 
 impl MlpActivation {
@@ -25,6 +28,7 @@ impl MlpActivation {
         match self {
             MlpActivation::Softplus => layers::DenseActivation::Softplus,
             MlpActivation::Elu => layers::DenseActivation::Elu,
+            MlpActivation::Tanh => layers::DenseActivation::Tanh,
         }
     }
 }
@@ -87,7 +91,7 @@ impl MlpConfig {
 /// (`U(+-1/sqrt(in))`).
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    layers: Vec<Linear>,
+    net: DenseNet,
     config: MlpConfig,
 }
 
@@ -99,14 +103,8 @@ impl Mlp {
     /// lacking a weight or holding one of the wrong shape.
     pub fn new(config: &MlpConfig, vb: VarBuilder) -> Result<Self> {
         config.check().map_err(candle_core::Error::Msg)?;
-        let layers = config
-            .sizes
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| layers::linear(w[0], w[1], vb.pp(format!("layers.{i}"))))
-            .collect::<Result<_>>()?;
         Ok(Self {
-            layers,
+            net: DenseNet::new(&config.sizes, config.activation, vb)?,
             config: config.clone(),
         })
     }
@@ -122,27 +120,7 @@ impl Mlp {
     /// # Errors
     /// An input whose samples do not hold `sizes[0]` values.
     pub fn energy(&self, x: &Tensor) -> Result<Tensor> {
-        let b = x.dim(0)?;
-        let d = x.elem_count() / b.max(1);
-        if d != self.config.sizes[0] {
-            candle_core::bail!(
-                "the MLP takes {} values per sample, got shape {:?}",
-                self.config.sizes[0],
-                x.dims()
-            )
-        }
-        let mut h = x.reshape((b, d))?;
-        let last = self.layers.len() - 1;
-        let act = self.config.activation.dense();
-        for (i, layer) in self.layers.iter().enumerate() {
-            // Hidden layers: product, bias and activation as one op.
-            h = if i < last {
-                layer.forward_activated(&h, act)?
-            } else {
-                layer.forward(&h)?
-            };
-        }
-        h.squeeze(1)
+        self.net.forward(x)?.squeeze(1)
     }
 }
 

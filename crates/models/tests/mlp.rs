@@ -48,6 +48,7 @@ fn by_hand(vm: &VarMap, cfg: &MlpConfig, x: &[f64]) -> f64 {
                     (false, _) => z,
                     (true, MlpActivation::Softplus) => softplus(z),
                     (true, MlpActivation::Elu) => elu(z),
+                    (true, MlpActivation::Tanh) => z.tanh(),
                 }
             })
             .collect();
@@ -57,7 +58,11 @@ fn by_hand(vm: &VarMap, cfg: &MlpConfig, x: &[f64]) -> f64 {
 
 #[test]
 fn energy_matches_a_plain_loop_evaluation() {
-    for activation in [MlpActivation::Softplus, MlpActivation::Elu] {
+    for activation in [
+        MlpActivation::Softplus,
+        MlpActivation::Elu,
+        MlpActivation::Tanh,
+    ] {
         let cfg = MlpConfig {
             sizes: vec![5, 7, 4, 1],
             activation,

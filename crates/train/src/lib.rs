@@ -13,6 +13,8 @@
 //!   chains and the maximum-likelihood loss, for MLE, CD and PCD training of any energy model.
 //! - [`eval`]: the test score-matching loss, exact or by Hutchinson's estimator.
 //! - [`ood`]: out-of-distribution detection by the typicality test, and the ROC-AUC.
+//! - [`ais`]: annealed importance sampling with HMC of a latent-variable model's marginal
+//!   likelihood (the test NLL of FD-SM Table 6).
 //!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
@@ -40,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod ais;
 pub mod checkpoint;
 mod error;
 pub mod eval;
@@ -50,7 +53,7 @@ pub mod optim;
 pub mod trainer;
 
 pub use error::{io_err, Result, TrainError};
-pub use optim::{Adam, AdamConfig, LrSchedule};
+pub use optim::{Adam, AdamConfig, LrSchedule, RmsPropConfig};
 pub use trainer::{named_vars, train, train_with_state, StepRecord, TrainOptions, TrainSummary};
 
 /// The seed of the noise drawn at training step `step`: a pure function of `(seed, step)`, so a

@@ -1,5 +1,6 @@
 //! Adam (Kingma and Ba 2015) with its moments exposed for checkpointing (candle-nn's `AdamW`
-//! keeps them private), the cosine learning-rate schedule and global-norm gradient clipping of
+//! keeps them private), RMSProp as its special case (no first moment, no bias correction; the
+//! implicit-encoder autoencoders of FD-SM Table 6 use it), the cosine learning-rate schedule and global-norm gradient clipping of
 //! the deep-EBM runs (FD-SM App. C.2: Adam (0.9, 0.95), cosine to 0, clip 0.1).
 
 use std::collections::HashMap;
@@ -29,7 +30,29 @@ impl Default for AdamConfig {
     }
 }
 
-/// Adam over a fixed, ordered list of variables; its state is `(t, m, v)`.
+/// Hyperparameters of RMSProp (Tieleman and Hinton 2012) as PyTorch's `RMSprop` has them
+/// without momentum or centring: `v' = alpha v + (1 - alpha) g^2`, `p' = p - lr g / (sqrt(v') +
+/// eps)`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RmsPropConfig {
+    /// Decay of the squared-gradient average (PyTorch default 0.99).
+    pub alpha: f64,
+    /// Denominator guard (PyTorch default 1e-8).
+    pub eps: f64,
+}
+
+impl Default for RmsPropConfig {
+    fn default() -> Self {
+        Self {
+            alpha: 0.99,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Adam over a fixed, ordered list of variables; its state is `(t, m, v)`. Built by
+/// [`Adam::rmsprop`] it is RMSProp: the same update with `beta1 = 0` (so `m` is the last
+/// gradient) and without bias corrections.
 ///
 /// [`Adam::step_with_lr`] takes the rate of each step (the trainer's schedule);
 /// as a [`candle_nn::Optimizer`] it uses [`Optimizer::learning_rate`] (1e-3, PyTorch's
@@ -38,6 +61,8 @@ impl Default for AdamConfig {
 pub struct Adam {
     vars: Vec<Var>,
     config: AdamConfig,
+    /// Divide the moments by `1 - beta^t` (Adam) or not (RMSProp).
+    bias_correction: bool,
     lr: f64,
     /// Number of updates made.
     pub t: u64,
@@ -58,11 +83,40 @@ impl Adam {
         Ok(Self {
             vars,
             config,
+            bias_correction: true,
             lr: 1e-3,
             t: 0,
             m,
             v,
         })
+    }
+
+    /// RMSProp over `vars` (fresh state): Adam's update with `beta1 = 0`, `beta2 = alpha` and
+    /// no bias corrections, so that `p' = p - lr g / (sqrt(v') + eps)` exactly as PyTorch's
+    /// `RMSprop(alpha, eps)` computes it. Its state and checkpoints are Adam's (`m` holds the
+    /// last gradient).
+    ///
+    /// # Errors
+    /// An `alpha` outside `[0, 1)` or a negative or non-finite `eps`.
+    pub fn rmsprop(vars: Vec<Var>, config: RmsPropConfig) -> Result<Self> {
+        let alpha_ok = (0.0..1.0).contains(&config.alpha);
+        if !(alpha_ok && config.eps.is_finite() && config.eps >= 0.0) {
+            candle_core::bail!(
+                "RMSProp needs 0 <= alpha < 1 and eps >= 0, got alpha {} and eps {}",
+                config.alpha,
+                config.eps
+            )
+        }
+        let mut opt = Self::new(
+            vars,
+            AdamConfig {
+                beta1: 0.0,
+                beta2: config.alpha,
+                eps: config.eps,
+            },
+        )?;
+        opt.bias_correction = false;
+        Ok(opt)
     }
 
     /// The variables, in state order.
@@ -81,7 +135,7 @@ impl Adam {
     /// so the results are identical.
     pub fn step_with_lr(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.t += 1;
-        let k = Coefficients::new(self.config, self.t, lr);
+        let k = Coefficients::new(self.config, self.t, lr, self.bias_correction);
         for (i, var) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
@@ -137,15 +191,22 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    fn new(config: AdamConfig, t: u64, lr: f64) -> Self {
+    fn new(config: AdamConfig, t: u64, lr: f64, bias_correction: bool) -> Self {
         let AdamConfig { beta1, beta2, eps } = config;
         let t = i32::try_from(t).unwrap_or(i32::MAX);
+        let inv = |beta: f64| {
+            if bias_correction {
+                1.0 / (1.0 - beta.powi(t))
+            } else {
+                1.0
+            }
+        };
         Self {
             beta1,
             beta2,
             eps,
-            inv_c1: 1.0 / (1.0 - beta1.powi(t)),
-            inv_c2: 1.0 / (1.0 - beta2.powi(t)),
+            inv_c1: inv(beta1),
+            inv_c2: inv(beta2),
             lr,
         }
     }
@@ -450,7 +511,7 @@ mod tests {
             let (mut m_b, mut v_b) = (zeros.clone(), zeros);
             for t in 1..=4u64 {
                 let g = tensor(10 + t, 0.01)?;
-                let k = Coefficients::new(AdamConfig::default(), t, 1e-3);
+                let k = Coefficients::new(AdamConfig::default(), t, 1e-3, true);
                 let fused = fused_update(&p_a, &g, &m_a, &v_a, &k)?.expect("a CPU tensor");
                 let composed = composed_update(&p_b, &g, &m_b, &v_b, &k)?;
                 (p_a, m_a, v_a) = fused;
@@ -475,7 +536,7 @@ mod tests {
     #[test]
     fn fused_update_declines_strided_tensors() -> Result<()> {
         let p = Tensor::zeros((4, 6), DType::F32, &Device::Cpu)?.t()?;
-        let k = Coefficients::new(AdamConfig::default(), 1, 1e-3);
+        let k = Coefficients::new(AdamConfig::default(), 1, 1e-3, true);
         assert!(fused_update(&p, &p, &p, &p, &k)?.is_none());
         Ok(())
     }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::error::{Result, TrainError};
-use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule};
+use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule, RmsPropConfig};
 
 /// How to train. [`TrainOptions::new`] sets everything but the step count and the learning
 /// rate to defaults (cosine schedule, Adam (0.9, 0.95), no clipping, no checkpoints, a progress
@@ -29,6 +29,8 @@ pub struct TrainOptions {
     pub schedule: LrSchedule,
     /// Adam hyperparameters.
     pub adam: AdamConfig,
+    /// Train with RMSProp of these settings instead of Adam (`adam` is then unused).
+    pub rmsprop: Option<RmsPropConfig>,
     /// Global gradient-norm clip.
     pub clip: Option<f64>,
     /// The checkpoint file, or `None` to train without checkpoints (and without resume).
@@ -59,6 +61,7 @@ impl TrainOptions {
             lr,
             schedule: LrSchedule::Cosine,
             adam: AdamConfig::default(),
+            rmsprop: None,
             clip: None,
             checkpoint: None,
             checkpoint_every: iters.clamp(1, 1000),
@@ -89,6 +92,12 @@ impl TrainOptions {
     /// Adam's hyperparameters.
     pub fn with_adam(mut self, adam: AdamConfig) -> Self {
         self.adam = adam;
+        self
+    }
+
+    /// Trains with RMSProp ([`Adam::rmsprop`]) instead of Adam.
+    pub fn with_rmsprop(mut self, rmsprop: RmsPropConfig) -> Self {
+        self.rmsprop = Some(rmsprop);
         self
     }
 
@@ -258,7 +267,10 @@ where
             "the VarMap holds no variables to train".into(),
         )));
     }
-    let mut adam = Adam::new(vars.clone(), opts.adam)?;
+    let mut adam = match opts.rmsprop {
+        Some(rmsprop) => Adam::rmsprop(vars.clone(), rmsprop)?,
+        None => Adam::new(vars.clone(), opts.adam)?,
+    };
     let (mut start, mut train_seconds, mut resumed_from) = (0, 0.0, None);
     let resume_from = opts
         .checkpoint

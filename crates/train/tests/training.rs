@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Module, VarBuilder, VarMap};
 use sm_objectives::{fd_ssm, BatchMode, Directions, NoiseSource, Reduction};
-use train::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig, LrSchedule};
+use train::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig, LrSchedule, RmsPropConfig};
 use train::trainer::{named_vars, train, train_with_state, TrainOptions, TrainState};
 use train::{checkpoint, step_seed, TrainError};
 
@@ -48,6 +48,51 @@ fn adam_follows_its_update_rule() {
         }
     }
     assert_eq!(adam.t, 3);
+}
+
+#[test]
+fn rmsprop_follows_pytorchs_update_rule() {
+    let x = Var::new(&[1.0f64, -2.0], &Device::Cpu).unwrap();
+    let cfg = RmsPropConfig {
+        alpha: 0.9,
+        eps: 1e-8,
+    };
+    let mut opt = Adam::rmsprop(vec![x.clone()], cfg).unwrap();
+    // Loss sum(x^3): gradient 3 x^2; PyTorch's RMSprop without momentum or centring.
+    let (mut v, mut p) = ([0.0f64; 2], [1.0f64, -2.0]);
+    for t in 1..=4 {
+        let grads = x
+            .as_tensor()
+            .powf(3.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        opt.step_with_lr(&grads, 0.05).unwrap();
+        for i in 0..2 {
+            let g = 3.0 * p[i] * p[i];
+            v[i] = 0.9 * v[i] + 0.1 * g * g;
+            p[i] -= 0.05 * g / (v[i].sqrt() + 1e-8);
+        }
+        let got = x.as_tensor().to_vec1::<f64>().unwrap();
+        for i in 0..2 {
+            assert!((got[i] - p[i]).abs() < 1e-12, "step {t}: {got:?} vs {p:?}");
+        }
+    }
+    for bad in [
+        RmsPropConfig {
+            alpha: 1.0,
+            eps: 1e-8,
+        },
+        RmsPropConfig {
+            alpha: 0.99,
+            eps: f64::NAN,
+        },
+    ] {
+        let err = Adam::rmsprop(vec![x.clone()], bad).unwrap_err().to_string();
+        assert!(err.contains("RMSProp needs"), "{err}");
+    }
 }
 
 #[test]
@@ -105,6 +150,7 @@ fn options(dir: &std::path::Path, iters: u64, lr: f64) -> TrainOptions {
         lr,
         schedule: LrSchedule::Cosine,
         adam: AdamConfig::default(),
+        rmsprop: None,
         clip: Some(1.0),
         checkpoint: Some(dir.join("ckpt.safetensors")),
         checkpoint_every: 2,

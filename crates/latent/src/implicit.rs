@@ -1,0 +1,123 @@
+//! Losses of the autoencoders with implicit encoders (FD-SM Sec. 6.3 / Table 6, after Song et
+//! al. 2019, Sec. 5.2.2, and Shi et al. 2018). An implicit encoder `z = f_phi(x, eps)` has no
+//! density, so the entropy term of the ELBO, `H(q) = -E log q(z | x)`, has no closed form; its
+//! gradient through the reparameterisation is `grad_phi H = -E[grad_z log q(z | x)^T dz/dphi]`
+//! (the term of `log q`'s own dependence on `phi` has zero mean), and a score network
+//! `s(x, z) ~ grad_z log q(z | x)` trained by SSMVR or FD-SSMVR on detached codes supplies it:
+//! the surrogate `(s(x, z).detach() . z)` has the gradient `-grad_phi H` per sample.
+//!
+//! These functions take tensors only (logits, codes, scores); the networks are in `models`.
+
+use candle_core::{bail, Result, Tensor, D};
+use sm_objectives::Reduction;
+
+/// `log N(z; 0, I)` per sample.
+///
+/// # Shapes
+/// * `z`: `[B, K]`
+/// * returns `[B]`
+///
+/// # Errors
+/// An input that is not 2-D.
+pub fn standard_normal_log_density(z: &Tensor) -> Result<Tensor> {
+    let (_, k) = z.dims2()?;
+    let c = -0.5 * k as f64 * (2.0 * std::f64::consts::PI).ln();
+    (z.sqr()?.sum(D::Minus1)? * -0.5)? + c
+}
+
+/// `log p(x | z) = sum_j [x_j l_j - softplus(l_j)]` of a Bernoulli decoder with logits `l`
+/// (the negative binary cross-entropy with logits, stable at any logit).
+///
+/// # Shapes
+/// * `logits`, `x`: `[B, D]`
+/// * returns `[B]`
+///
+/// # Errors
+/// Mismatched shapes.
+pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
+    if logits.dims() != x.dims() || logits.rank() != 2 {
+        bail!(
+            "bernoulli_log_likelihood: logits {:?} and data {:?} must be the same [B, D]",
+            logits.dims(),
+            x.dims()
+        )
+    }
+    ((x * logits)? - layers::softplus(logits)?)?.sum(D::Minus1)
+}
+
+/// The entropy surrogate `s . z` per sample, with the score `s` detached: its gradient in the
+/// encoder's parameters is `-grad_phi H(q)` when `s = grad_z log q`.
+///
+/// # Shapes
+/// * `z`, `score`: `[B, K]`
+/// * returns `[B]`
+///
+/// # Errors
+/// Mismatched shapes.
+pub fn entropy_surrogate(z: &Tensor, score: &Tensor) -> Result<Tensor> {
+    if z.dims() != score.dims() || z.rank() != 2 {
+        bail!(
+            "entropy_surrogate: codes {:?} and scores {:?} must be the same [B, K]",
+            z.dims(),
+            score.dims()
+        )
+    }
+    (score.detach() * z)?.sum(D::Minus1)
+}
+
+/// The implicit-encoder VAE's loss, per sample
+/// `-log p(x | z) - log N(z; 0, I) + s(x, z).detach() . z` with `z = f_phi(x, eps)`: its
+/// gradient is the negative ELBO's (the last term stands in for `log q(z | x)`, whose value it
+/// is not, so the loss's value is not the negative ELBO).
+///
+/// # Shapes
+/// * `logits`, `x`: `[B, D]`; `z`, `score`: `[B, K]`
+/// * returns a scalar, or `[B]` with [`Reduction::PerSample`]
+///
+/// # Errors
+/// Mismatched shapes.
+pub fn implicit_vae_loss(
+    logits: &Tensor,
+    x: &Tensor,
+    z: &Tensor,
+    score: &Tensor,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let per = ((bernoulli_log_likelihood(logits, x)? + standard_normal_log_density(z)?)?.neg()?
+        + entropy_surrogate(z, score)?)?;
+    reduction.apply(&per)
+}
+
+/// The implicit-encoder WAE's loss (Song et al.'s WAE with the KL regulariser of the aggregated
+/// posterior), per sample `|x - sigmoid(l)|^2 + lambda (-log N(z; 0, I) + s(z).detach() . z)`:
+/// the reconstruction by the decoder's mean and `lambda KL(q(z) || p(z))`, whose entropy part's
+/// gradient the score of `q(z)` supplies.
+///
+/// # Shapes
+/// * `logits`, `x`: `[B, D]`; `z`, `score`: `[B, K]`
+/// * returns a scalar, or `[B]` with [`Reduction::PerSample`]
+///
+/// # Errors
+/// Mismatched shapes, a negative or non-finite `lambda`.
+pub fn implicit_wae_loss(
+    logits: &Tensor,
+    x: &Tensor,
+    z: &Tensor,
+    score: &Tensor,
+    lambda: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    if !(lambda.is_finite() && lambda >= 0.0) {
+        bail!("implicit_wae_loss: lambda must be finite and >= 0, got {lambda}")
+    }
+    if logits.dims() != x.dims() || logits.rank() != 2 {
+        bail!(
+            "implicit_wae_loss: logits {:?} and data {:?} must be the same [B, D]",
+            logits.dims(),
+            x.dims()
+        )
+    }
+    let recon = (x - layers::sigmoid(logits)?)?.sqr()?.sum(D::Minus1)?;
+    let regulariser = (standard_normal_log_density(z)?.neg()? + entropy_surrogate(z, score)?)?;
+    reduction.apply(&(recon + (regulariser * lambda)?)?)
+}
