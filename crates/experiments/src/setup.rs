@@ -12,8 +12,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use layers::ConvAlgorithm;
 use models::{
-    Dkef, DkefConfig, Grbm, GrbmConfig, Mlp, MlpConfig, Nice, NiceConfig, ResNetEbm,
-    ResNetEbmConfig,
+    Dkef, DkefConfig, Grbm, GrbmConfig, ImplicitAutoencoder, ImplicitAutoencoderConfig,
+    LatentScore, Mlp, MlpConfig, Nice, NiceConfig, ResNetEbm, ResNetEbmConfig,
 };
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
@@ -169,6 +169,27 @@ pub fn seeded_mlp(cfg: &MlpConfig, seed: u64, device: &Device) -> Result<(VarMap
     let net = Mlp::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
     seed_dense_layers(&vm, &mut NoiseSource::new(seed ^ 0x31f), &[])?;
     Ok((vm, net))
+}
+
+/// The implicit-encoder autoencoder of Table 6 and its score network, each in its own `VarMap`
+/// (they have their own optimisers), drawn from a generator seeded with `seed`: every dense
+/// layer uniform in `+-1/sqrt(fan_in)`, PyTorch's default, as the reference.
+///
+/// # Errors
+/// A bad configuration (see [`ImplicitAutoencoder::new`]).
+pub fn seeded_implicit_autoencoder(
+    cfg: &ImplicitAutoencoderConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<((VarMap, ImplicitAutoencoder), (VarMap, LatentScore))> {
+    let ae_vm = VarMap::new();
+    let ae = ImplicitAutoencoder::new(cfg, VarBuilder::from_varmap(&ae_vm, DType::F32, device))?;
+    let score_vm = VarMap::new();
+    let score = LatentScore::new(cfg, VarBuilder::from_varmap(&score_vm, DType::F32, device))?;
+    let mut noise = NoiseSource::new(seed ^ 0x1a7e);
+    seed_dense_layers(&ae_vm, &mut noise, &[])?;
+    seed_dense_layers(&score_vm, &mut noise, &[])?;
+    Ok(((ae_vm, ae), (score_vm, score)))
 }
 
 /// Draws every dense layer's weight and bias of `vm` (sorted by name) uniformly in

@@ -56,7 +56,7 @@ pub fn load(data_dir: &Path, device: &Device) -> Result<MnistSplits> {
 }
 
 /// Pixels must be finite and in `[0, 1]`.
-fn check_pixels(t: &Tensor, what: &str) -> Result<()> {
+pub(crate) fn check_pixels(t: &Tensor, what: &str) -> Result<()> {
     let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?;
     let (lo, hi) = (v.min(0)?.to_scalar::<f64>()?, v.max(0)?.to_scalar::<f64>()?);
     let sum = v.sum_all()?.to_scalar::<f64>()?;
