@@ -6,19 +6,17 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::kernels::{dense_act, fused};
+use crate::kernels::dense_act::{self, DenseKind};
 
-/// The activations of [`Linear::forward_activated`]: ELU and softplus in the same op as the
-/// product on the CPU, `tanh` after it.
+/// The activations a dense layer applies in the same op as its product
+/// ([`Linear::forward_activated`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseActivation {
     /// ELU with `alpha = 1`.
     Elu,
     /// `log(1 + e^z)`.
     Softplus,
-    /// `tanh(z)` (the implicit-encoder autoencoders of FD-SM Table 6). Composed of Candle's
-    /// product, bias and `tanh`, whose backward pass (`1 - y^2` from the output) is itself
-    /// differentiable.
+    /// `tanh(z)` (the implicit-encoder autoencoders of FD-SM Table 6).
     Tanh,
 }
 
@@ -45,18 +43,18 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// `act(x W^T + b)` for `x` of shape `[N, in]`. ELU and softplus are one op on the CPU (the
-    /// same values as the forward pass followed by [`crate::elu`] or [`crate::softplus`], and
-    /// derivatives of every order); other shapes, devices, a layer without bias and `tanh` go
-    /// through the composed ops.
+    /// `act(x W^T + b)` for `x` of shape `[N, in]`, as one op on the CPU (the same values as
+    /// the forward pass followed by [`crate::elu`], [`crate::softplus`] or Candle's `tanh`, to
+    /// a few ulp, and derivatives of every order); other shapes, devices or a layer without
+    /// bias go through those ops.
     ///
     /// # Errors
     /// Shapes that do not fit the layer.
     pub fn forward_activated(&self, x: &Tensor, act: DenseActivation) -> Result<Tensor> {
         let kind = match act {
-            DenseActivation::Elu => fused::Activation::Elu,
-            DenseActivation::Softplus => fused::Activation::Softplus,
-            DenseActivation::Tanh => return self.forward(x)?.tanh(),
+            DenseActivation::Elu => DenseKind::Elu,
+            DenseActivation::Softplus => DenseKind::Softplus,
+            DenseActivation::Tanh => DenseKind::Tanh,
         };
         if let Some(b) = &self.bias {
             if let Some(y) = dense_act::dense_act(x, &self.weight, b, kind)? {

@@ -109,7 +109,11 @@ fn resnet_ebm_is_the_same_on_both_paths() -> Result<()> {
 
 #[test]
 fn dense_models_are_the_same_on_both_paths() -> Result<()> {
-    for activation in [MlpActivation::Softplus, MlpActivation::Elu] {
+    for activation in [
+        MlpActivation::Softplus,
+        MlpActivation::Elu,
+        MlpActivation::Tanh,
+    ] {
         let cfg = MlpConfig {
             sizes: vec![6, 16, 16, 1],
             activation,

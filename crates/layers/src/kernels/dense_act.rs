@@ -1,7 +1,8 @@
 //! The dense layer with its activation as one op, `y = act(x W^T + b)`: the matrix product
 //! through `gemm`, then the bias and the activation in the same pass over the product. Its
 //! backward pass takes the activation's slope from the output (`softplus'(z) = 1 - e^-y`,
-//! `elu'(z) = 1` for `y > 0`, else `y + 1`), so no pre-activation is kept, and it is built from
+//! `elu'(z) = 1` for `y > 0`, else `y + 1`, `tanh'(z) = 1 - y^2`), so no pre-activation is kept,
+//! and it is built from
 //! differentiable ops, so that derivatives of every order exist. One graph node per layer
 //! instead of four (product, transpose, bias, activation) saves the gradient accumulations that
 //! Candle's backward pass does for each node.
@@ -10,20 +11,56 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result,
 use rayon::prelude::*;
 
 use super::dense::{matmul_into, Element, Mat};
-use super::fused::{elu_value, softplus_value, Activation, ChannelSum, Float};
+use super::fused::{elu_value, softplus_value, ChannelSum, Float};
 use super::simd::vectorised;
 
+/// The activations the fused dense layer applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DenseKind {
+    /// ELU with `alpha = 1` (the same values as [`super::fused::Activation::Elu`]).
+    Elu,
+    /// Softplus (the same values as [`super::fused::Activation::Softplus`]).
+    Softplus,
+    /// `tanh`, by [`tanh_value`].
+    Tanh,
+}
+
 /// `act(x W^T + b)` for `x` `[N, K]`, `W` `[O, K]`, `b` `[O]`.
-pub(crate) struct DenseAct(pub(crate) Activation);
+pub(crate) struct DenseAct(pub(crate) DenseKind);
 
 /// `g * act'(z)` computed from the activation's output `y = act(z)`.
-pub(crate) struct OutputSlope(pub(crate) Activation);
+pub(crate) struct OutputSlope(pub(crate) DenseKind);
+
+/// `tanh(z)`, both forms computed and one selected (no branch), so loops over it vectorise:
+/// `sign(z) (1 - t) / (1 + t)` with `t = e^{-2|z|}` (which cannot overflow), and for `|z| <
+/// 1/8`, where `1 - t` would lose relative precision, the odd series to `z^9` (its first
+/// omitted term is below `2^-29 |z|`): a few ulp in f32, within 1e-11 relative in f64.
+#[inline(always)]
+pub(crate) fn tanh_value<T: Float>(z: T) -> T {
+    let a = if z > T::ZERO { z } else { T::ZERO - z };
+    let t = (T::ZERO - (a + a)).exp();
+    let big = (T::ONE - t) / (T::ONE + t);
+    let z2 = a * a;
+    // tanh a = a (1 - a^2/3 + 2a^4/15 - 17a^6/315 + 62a^8/2835 - ...).
+    let c = |n: i64, d: i64| T::from_i64(n) / T::from_i64(d);
+    let series = a
+        * (T::ONE
+            - z2 * (c(1, 3) - z2 * (c(2, 15) - z2 * (c(17, 315) - z2 * c(62, 2835)))));
+    let small = c(1, 8);
+    let magnitude = if a < small { series } else { big };
+    if z < T::ZERO {
+        T::ZERO - magnitude
+    } else {
+        magnitude
+    }
+}
 
 /// `act'(z)` from `y = act(z)`.
 #[inline(always)]
-fn slope_from_output<T: Float>(act: Activation, y: T) -> T {
+fn slope_from_output<T: Float>(act: DenseKind, y: T) -> T {
     match act {
-        Activation::Elu => {
+        DenseKind::Tanh => T::ONE - y * y,
+        DenseKind::Elu => {
             if y > T::ZERO {
                 T::ONE
             } else {
@@ -31,7 +68,7 @@ fn slope_from_output<T: Float>(act: Activation, y: T) -> T {
             }
         }
         // sigmoid(z) = 1 - e^-y, as -expm1(-y): a short series where 1 - e^-y would cancel.
-        Activation::Softplus => {
+        DenseKind::Softplus => {
             let series = y * (T::ONE - y * (T::ONE / T::from_usize(2) - y / T::from_usize(6)));
             let direct = T::ONE - (T::ZERO - y).exp();
             let small = T::ONE / T::from_usize(1000);
@@ -47,8 +84,9 @@ fn slope_from_output<T: Float>(act: Activation, y: T) -> T {
 impl CustomOp3 for DenseAct {
     fn name(&self) -> &'static str {
         match self.0 {
-            Activation::Elu => "fused-dense-elu",
-            Activation::Softplus => "fused-dense-softplus",
+            DenseKind::Elu => "fused-dense-elu",
+            DenseKind::Softplus => "fused-dense-softplus",
+            DenseKind::Tanh => "fused-dense-tanh",
         }
     }
 
@@ -79,7 +117,7 @@ impl CustomOp3 for DenseAct {
             )
         }
         let act = self.0;
-        fn run<T: Element>(act: Activation, x: &[T], w: &[T], b: &[T], n: usize) -> Vec<T> {
+        fn run<T: Element>(act: DenseKind, x: &[T], w: &[T], b: &[T], n: usize) -> Vec<T> {
             let (o, k) = (b.len(), x.len() / n.max(1));
             let mut out = vec![T::ZERO; n * o];
             if n > 0 && o > 0 {
@@ -111,14 +149,19 @@ impl CustomOp3 for DenseAct {
                 .with_min_len(rows_per_task)
                 .for_each(|row| {
                     vectorised(|| match act {
-                        Activation::Elu => {
+                        DenseKind::Elu => {
                             for (v, &bias) in row.iter_mut().zip(b) {
                                 *v = elu_value(*v + bias);
                             }
                         }
-                        Activation::Softplus => {
+                        DenseKind::Softplus => {
                             for (v, &bias) in row.iter_mut().zip(b) {
                                 *v = softplus_value(*v + bias);
+                            }
+                        }
+                        DenseKind::Tanh => {
+                            for (v, &bias) in row.iter_mut().zip(b) {
+                                *v = tanh_value(*v + bias);
                             }
                         }
                     });
@@ -155,8 +198,9 @@ impl CustomOp3 for DenseAct {
 impl CustomOp2 for OutputSlope {
     fn name(&self) -> &'static str {
         match self.0 {
-            Activation::Elu => "fused-elu-output-slope",
-            Activation::Softplus => "fused-softplus-output-slope",
+            DenseKind::Elu => "fused-elu-output-slope",
+            DenseKind::Softplus => "fused-softplus-output-slope",
+            DenseKind::Tanh => "fused-tanh-output-slope",
         }
     }
 
@@ -175,7 +219,7 @@ impl CustomOp2 for OutputSlope {
             )
         }
         let act = self.0;
-        fn run<T: Float>(act: Activation, g: &[T], y: &[T]) -> Vec<T> {
+        fn run<T: Float>(act: DenseKind, g: &[T], y: &[T]) -> Vec<T> {
             let mut out = vec![T::ZERO; g.len()];
             out.par_chunks_mut(1 << 14)
                 .zip(g.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
@@ -200,11 +244,12 @@ impl CustomOp2 for OutputSlope {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // d/dg: the same slope; d/dy: g times the slope's derivative in y, `e^-y` for softplus,
-        // and for ELU 0 where y > 0 and 1 elsewhere.
+        // for ELU 0 where y > 0 and 1 elsewhere, `-2 y` for tanh.
         let dg = grad.apply_op2(y, OutputSlope(self.0))?;
         let curvature = match self.0 {
-            Activation::Softplus => y.neg()?.exp()?,
-            Activation::Elu => y.le(0.0)?.to_dtype(y.dtype())?,
+            DenseKind::Softplus => y.neg()?.exp()?,
+            DenseKind::Elu => y.le(0.0)?.to_dtype(y.dtype())?,
+            DenseKind::Tanh => (y * -2.0)?,
         };
         let dy = ((grad * g)? * curvature)?;
         Ok((Some(dg), Some(dy)))
@@ -217,7 +262,7 @@ pub(crate) fn dense_act(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    act: Activation,
+    act: DenseKind,
 ) -> Result<Option<Tensor>> {
     let handled = [x, w, b].iter().all(|t| super::on_cpu_kernels(t))
         && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -228,5 +273,35 @@ pub(crate) fn dense_act(
         x.apply_op3(w, b, DenseAct(act)).map(Some)
     } else {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tanh_value;
+
+    /// Against f64's `tanh` over `[-20, 20]`, densest near 0 where the series takes over: in f32
+    /// within 4e-7 relative (a few ulp), in f64 within 2e-11 (the series' truncation at
+    /// `|z| = 1/8`), exact odd symmetry, and `+-1` far out.
+    #[test]
+    fn tanh_value_is_accurate_in_f32_and_f64() {
+        let mut worst = 0.0f64;
+        for i in 0..=400_000 {
+            let u = -1.0 + 2.0 * i as f64 / 400_000.0;
+            let z = 20.0 * u * u * u; // cubic spacing: fine steps around 0
+            let got = tanh_value(z as f32);
+            let want = (z as f32 as f64).tanh();
+            assert_eq!(tanh_value(-(z as f32)), -got, "odd at {z}");
+            if want != 0.0 {
+                worst = worst.max((f64::from(got) - want).abs() / want.abs());
+            } else {
+                assert_eq!(got, 0.0);
+            }
+            let got64 = tanh_value(z);
+            assert!((got64 - z.tanh()).abs() <= 2e-11 * z.tanh().abs(), "f64 at {z}");
+        }
+        assert!(worst < 4e-7, "worst relative error {worst}");
+        assert_eq!((tanh_value(60.0f32), tanh_value(-60.0f32)), (1.0, -1.0));
+        assert!(tanh_value(f32::NAN).is_nan());
     }
 }
