@@ -186,17 +186,30 @@ pub fn save_line_plot(panel: &Panel, path: &Path) -> Result<()> {
 /// # Errors
 /// No panel, a panel without a drawable point, or the file cannot be written.
 pub fn save_panels(panels: &[Panel], path: &Path) -> Result<()> {
+    save_panel_grid(panels, panels.len().max(1), path)
+}
+
+/// Panels in rows of `per_row` charts (the last row may be shorter), each chart 900 x 560.
+///
+/// # Errors
+/// No panel, `per_row` of 0, a panel without a drawable point, or the file cannot be written.
+pub fn save_panel_grid(panels: &[Panel], per_row: usize, path: &Path) -> Result<()> {
     register_font();
     let err = |e: String| ExpError::Plot {
         path: path.to_path_buf(),
         problem: e,
     };
-    if panels.is_empty() {
-        return Err(err("no panel to draw".into()));
+    if panels.is_empty() || per_row == 0 {
+        return Err(err(format!(
+            "need at least one panel and per_row >= 1, got {} panels, per_row {per_row}",
+            panels.len()
+        )));
     }
-    let root = BitMapBackend::new(path, (900 * panels.len() as u32, 560)).into_drawing_area();
+    let cols = per_row.min(panels.len());
+    let rows = panels.len().div_ceil(cols);
+    let root = BitMapBackend::new(path, (900 * cols as u32, 560 * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+    for (area, panel) in root.split_evenly((rows, cols)).iter().zip(panels) {
         draw_panel(area, panel).map_err(|e| err(format!("{}: {e}", panel.title)))?;
     }
     root.present().map_err(|e| err(e.to_string()))?;
@@ -414,7 +427,30 @@ pub fn save_heat_maps(maps: &[HeatMap], per_row: usize, path: &Path) -> Result<(
 mod tests {
     use candle_core::{Device, Tensor};
 
-    use super::save_image_grids_side_by_side;
+    use super::{save_image_grids_side_by_side, save_panel_grid, Axes, Panel, Series};
+
+    #[test]
+    fn panel_grids_wrap_into_rows() {
+        let dir = std::env::temp_dir().join(format!("fdsm-panels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("panels.png");
+        let panel = |i: usize| Panel {
+            title: format!("panel {i}"),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            axes: Axes::Linear,
+            series: vec![Series {
+                name: "line".into(),
+                points: vec![(0.0, 0.0), (1.0, i as f64 + 1.0)],
+            }],
+        };
+        let panels: Vec<Panel> = (0..4).map(panel).collect();
+        save_panel_grid(&panels, 3, &path).unwrap();
+        let img = image::open(&path).unwrap();
+        assert_eq!((img.width(), img.height()), (3 * 900, 2 * 560));
+        assert!(save_panel_grid(&panels, 0, &path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn side_by_side_grids_round_trip_through_the_png() {

@@ -194,18 +194,18 @@ impl Table6Config {
         }
     }
 
-    /// A 2-core CPU profile: latent size 32, 2500 steps, two seeds, AIS with 200 temperatures
+    /// A 2-core CPU profile: latent size 32, 2500 steps, three seeds, AIS with 200 temperatures
     /// and 8 chains on 64 test images.
     pub fn quick() -> Self {
         Self {
             profile: "quick".into(),
             z_dims: vec![32],
-            seeds: 2,
+            seeds: 3,
             iters: 2500,
             timing_warmup: 10,
             checkpoint_every: 500,
             eval_points: 10,
-            eval_images: 500,
+            eval_images: 300,
             ais: AisSettings {
                 temperatures: 200,
                 chains: 8,

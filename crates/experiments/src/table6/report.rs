@@ -7,7 +7,7 @@ use models::AutoencoderKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExpError, Result};
-use crate::plot::{moving_average, save_panels, Axes, Panel, Series};
+use crate::plot::{moving_average, save_panel_grid, Axes, Panel, Series};
 use crate::report::{
     environment, markdown_table, read_train_eval, write_atomic, write_json, Environment, Estimate,
 };
@@ -191,8 +191,8 @@ pub fn write(ctx: &Context, cfg: &Table6Config, statuses: &[(Run, RowStatus)]) -
     Ok(md)
 }
 
-/// Per model and latent size: the autoencoder's training loss, the score network's training
-/// loss, and its exact SM loss on test codes along training (first seed).
+/// One row of charts per model and latent size: the autoencoder's training loss, the score
+/// network's training loss, and its exact SM loss on test codes along training (first seed).
 fn plot_curves(ctx: &Context, r: &Table6Results) -> Result<()> {
     let mut panels = Vec::new();
     for &z_dim in &r.config.z_dims {
@@ -244,7 +244,7 @@ fn plot_curves(ctx: &Context, r: &Table6Results) -> Result<()> {
         }
     }
     if !panels.is_empty() {
-        save_panels(&panels, &ctx.out.join("loss_curves.png"))?;
+        save_panel_grid(&panels, 3, &ctx.out.join("loss_curves.png"))?;
     }
     Ok(())
 }

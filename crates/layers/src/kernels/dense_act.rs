@@ -43,9 +43,8 @@ pub(crate) fn tanh_value<T: Float>(z: T) -> T {
     let z2 = a * a;
     // tanh a = a (1 - a^2/3 + 2a^4/15 - 17a^6/315 + 62a^8/2835 - ...).
     let c = |n: i64, d: i64| T::from_i64(n) / T::from_i64(d);
-    let series = a
-        * (T::ONE
-            - z2 * (c(1, 3) - z2 * (c(2, 15) - z2 * (c(17, 315) - z2 * c(62, 2835)))));
+    let series =
+        a * (T::ONE - z2 * (c(1, 3) - z2 * (c(2, 15) - z2 * (c(17, 315) - z2 * c(62, 2835)))));
     let small = c(1, 8);
     let magnitude = if a < small { series } else { big };
     if z < T::ZERO {
@@ -298,7 +297,10 @@ mod tests {
                 assert_eq!(got, 0.0);
             }
             let got64 = tanh_value(z);
-            assert!((got64 - z.tanh()).abs() <= 2e-11 * z.tanh().abs(), "f64 at {z}");
+            assert!(
+                (got64 - z.tanh()).abs() <= 2e-11 * z.tanh().abs(),
+                "f64 at {z}"
+            );
         }
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert_eq!((tanh_value(60.0f32), tanh_value(-60.0f32)), (1.0, -1.0));
