@@ -192,6 +192,31 @@ pub fn seeded_implicit_autoencoder(
     Ok(((ae_vm, ae), (score_vm, score)))
 }
 
+/// FID and KID with LeNet features of MNIST-like `images` (`[N, 1, 28, 28]`, values in
+/// `[0, 1]`) against MNIST's test split. LeNet is trained once and cached, with the reference
+/// features, in `feature_cache` (default `<data_dir>/feature-nets`).
+///
+/// # Errors
+/// Missing data, too few images for a full-rank covariance, cache I/O errors.
+pub fn mnist_lenet_quality(
+    images: &Tensor,
+    data_dir: &Path,
+    feature_cache: Option<&Path>,
+    device: &Device,
+    progress: bool,
+) -> Result<sample_quality::lenet::LeNetQuality> {
+    let cache = feature_cache.map_or_else(|| data_dir.join("feature-nets"), Path::to_path_buf);
+    let lenet = sample_quality::lenet::load_or_train_lenet(
+        data_dir,
+        &cache,
+        sample_quality::lenet::MnistFamily::Mnist,
+        &sample_quality::lenet::LeNetTraining::default(),
+        device,
+        progress,
+    )?;
+    Ok(lenet.evaluate(images, data_dir, &cache)?)
+}
+
 /// Draws every dense layer's weight and bias of `vm` (sorted by name) uniformly in
 /// `+-1/sqrt(fan_in)`, PyTorch's default, from `noise`; the variables named in `skip` keep their
 /// values.

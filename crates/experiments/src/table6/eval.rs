@@ -118,21 +118,13 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<EvalRe
             let z = noise.gaussian((n, run.z_dim), DType::F32, device)?;
             all.push(decode_means(&z)?);
         }
-        let all = Tensor::cat(&all, 0)?;
-        let data_dir = ctx.run.data_dir;
-        let cache = cfg
-            .feature_cache
-            .clone()
-            .unwrap_or_else(|| data_dir.join("feature-nets"));
-        let lenet = sample_quality::lenet::load_or_train_lenet(
-            data_dir,
-            &cache,
-            sample_quality::lenet::MnistFamily::Mnist,
-            &sample_quality::lenet::LeNetTraining::default(),
+        Some(crate::setup::mnist_lenet_quality(
+            &Tensor::cat(&all, 0)?,
+            ctx.run.data_dir,
+            cfg.feature_cache.as_deref(),
             device,
             ctx.run.control.progress,
-        )?;
-        Some(lenet.evaluate(&all, data_dir, &cache)?)
+        )?)
     } else {
         None
     };
