@@ -1,6 +1,6 @@
 //! The Table 6 pipeline end to end at a tiny size (a few steps of 16-unit networks, latent size
 //! 4): both models and both estimators (SSMVR in higher-order mode, FD-SSMVR without), two
-//! seeds, AIS, the JSON, Markdown and PNG outputs; a run paused with `--stop-after` and resumed
+//! seeds, AIS, FID with LeNet features, the JSON, Markdown and PNG outputs; a run paused with `--stop-after` and resumed
 //! trains and evaluates exactly as an uninterrupted one; a checkpoint of another architecture is
 //! refused by name. Timings are produced, never asserted. Skipped, with the reason printed, when
 //! MNIST is absent (a failure when the data must be there).
@@ -39,9 +39,11 @@ fn command(data: &Path, out: &Path, extra: &[&str]) -> Command {
         "--eval-points",
         "2",
         "--fid-samples",
-        "0",
+        "130",
         "--no-progress",
     ])
+    .arg("--feature-cache")
+    .arg(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("feature-nets"))
     .arg("--data-dir")
     .arg(data)
     .arg("--out")
@@ -90,7 +92,8 @@ fn tiny_table6_run_writes_every_output_and_resumes_exactly() {
         assert!(r.nll.mean > 100.0 && r.nll.std_err > 0.0, "{:?}", r.nll);
         assert!(r.score_ms.mean > 0.0 && r.step_ms.mean > r.score_ms.mean);
         assert!(r.score_sm.mean.is_finite() && r.recon.mean > 0.0);
-        assert!(r.fid.is_none());
+        let fid = r.fid.as_ref().expect("FID with --fid-samples 130");
+        assert!(fid.mean.is_finite() && fid.mean > 0.0, "{fid:?}");
     }
     assert_eq!(results.comparisons.len(), 2);
     for (t, e) in &results.runs {
@@ -105,6 +108,7 @@ fn tiny_table6_run_writes_every_output_and_resumes_exactly() {
             vec![2, 4]
         );
         assert_eq!(e.nll.count, 3);
+        assert_eq!(e.fid.as_ref().map(|f| f.samples), Some(130));
         assert!((0.0..=1.0).contains(&e.ais_acceptance));
         match (&e.samples_png, &e.reconstructions_png) {
             (Some(samples), Some(recon)) => {
