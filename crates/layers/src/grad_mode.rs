@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 
-use candle_core::{Device, Result, Var};
+use candle_core::{Device, Result, Tensor, Var};
 
 /// The environment variable Candle reads to keep gradients attached to their graph.
 pub const HIGHER_ORDER_ENV: &str = "CANDLE_GRAD_DO_NOT_DETACH";
@@ -89,4 +89,48 @@ pub fn enable_higher_order() -> Option<HigherOrder> {
 /// value other than `0`), e.g. for a test that must run with the mode off.
 pub fn higher_order_requested() -> bool {
     std::env::var(HIGHER_ORDER_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+thread_local! {
+    static INPUT_GRADIENTS_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Restores the previous [`input_gradients_only`] state when dropped (also on unwinding).
+struct InputOnlyGuard(bool);
+
+impl Drop for InputOnlyGuard {
+    fn drop(&mut self) {
+        INPUT_GRADIENTS_ONLY.with(|c| c.set(self.0));
+    }
+}
+
+/// Runs `f` (a backward pass whose caller keeps only the gradient with respect to an input, such
+/// as the score `grad_x log p(x)` of the objectives) with the parameter gradients of this
+/// crate's fused ops skipped (the dense layer's weight and bias, the convolutions' kernel and
+/// bias on their differentiable path): Candle's backward pass asks every op for the gradients
+/// of all its arguments, and the parameter gradients it would compute there are thrown away. The
+/// graph of the input gradient does not contain them, so a later backward pass through it (the
+/// parameter gradient of a loss built from the score) is unchanged. Nested calls keep the flag
+/// set; it is restored afterwards, also when `f` panics.
+pub fn input_gradients_only<T>(f: impl FnOnce() -> T) -> T {
+    let previous = INPUT_GRADIENTS_ONLY.with(|c| c.replace(true));
+    let _guard = InputOnlyGuard(previous);
+    f()
+}
+
+/// Whether the calling thread is inside [`input_gradients_only`].
+pub fn parameter_gradients_skipped() -> bool {
+    INPUT_GRADIENTS_ONLY.with(Cell::get)
+}
+
+/// The gradient an op returns for a parameter argument inside [`input_gradients_only`]: none for
+/// a variable (Candle skips variables when it walks the graph back), zeros for an intermediate
+/// tensor (Candle expects every such node on a path to a variable to receive a gradient), which
+/// cost one small fill instead of a product.
+pub(crate) fn dropped_gradient(arg: &Tensor) -> Result<Option<Tensor>> {
+    if arg.is_variable() {
+        Ok(None)
+    } else {
+        Ok(Some(arg.zeros_like()?))
+    }
 }

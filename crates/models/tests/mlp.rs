@@ -155,3 +155,81 @@ fn bad_shapes_are_named() {
     let err = net.energy(&x).unwrap_err().to_string();
     assert!(err.contains("takes 3 values per sample"), "{err}");
 }
+
+/// The input-gradient passes of the objectives skip the fused layers' weight gradients
+/// (`layers::grad_mode::input_gradients_only`); the score and the parameter gradient of a loss
+/// built from it are the same as with a plain backward pass that computes them all.
+#[test]
+fn skipping_weight_gradients_in_input_gradient_passes_changes_nothing() {
+    use candle_core::Var;
+    use layers::grad_mode::{input_gradients_only, parameter_gradients_skipped};
+    use sm_objectives::LogDensity;
+    enable_higher_order().expect("higher-order mode");
+    for activation in [
+        MlpActivation::Softplus,
+        MlpActivation::Elu,
+        MlpActivation::Tanh,
+    ] {
+        let cfg = MlpConfig {
+            sizes: vec![5, 12, 12, 1],
+            activation,
+        };
+        let (vm, net) = build(&cfg);
+        let x = Tensor::from_vec(
+            (0..20)
+                .map(|i| ((i as f64) * 0.37).sin())
+                .collect::<Vec<_>>(),
+            (4, 5),
+            &Device::Cpu,
+        )
+        .unwrap();
+        // The objectives' path: the weight gradients are skipped inside the pass.
+        let fast = input_gradient(&net, &x).unwrap().score;
+        // A plain pass: every gradient computed.
+        let xv = Var::from_tensor(&x).unwrap();
+        let lp = net.log_density(xv.as_tensor()).unwrap();
+        let all = lp.sum_all().unwrap().backward().unwrap();
+        let weight = vm.data().lock().unwrap()["layers.0.weight"].clone();
+        assert!(all.get(weight.as_tensor()).is_some());
+        let plain = all.get(xv.as_tensor()).unwrap().clone();
+        let skipped = input_gradients_only(|| {
+            assert!(parameter_gradients_skipped());
+            lp.sum_all().unwrap().backward().unwrap()
+        });
+        assert!(!parameter_gradients_skipped(), "the flag is restored");
+        assert!(
+            skipped.get(weight.as_tensor()).is_none(),
+            "{activation:?}: weight gradient computed inside the input-only pass"
+        );
+        // Same score, and the same parameter gradient of |score|^2 through either graph.
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert_eq!(diff(&fast, &plain), 0.0, "{activation:?}");
+        let g_fast = fast.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g_plain = plain.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let mut compared = 0;
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            match (g_fast.get(var.as_tensor()), g_plain.get(var.as_tensor())) {
+                (Some(a), Some(b)) => {
+                    assert!(diff(a, b) < 1e-12, "{activation:?} {name}");
+                    compared += 1;
+                }
+                // The score does not depend on the output bias.
+                (None, None) => assert_eq!(name, "layers.2.bias"),
+                _ => panic!("{activation:?} {name}: a gradient on one path only"),
+            }
+        }
+        assert_eq!(compared, 5);
+    }
+    // A panic inside the scope does not leave the flag set.
+    let _ = std::panic::catch_unwind(|| input_gradients_only(|| panic!("inside")));
+    assert!(!parameter_gradients_skipped());
+}

@@ -403,3 +403,58 @@ fn ssm_parameter_gradient_check(activation: Activation) {
         "{activation:?}: SSM parameter gradient: autodiff {analytic}, central difference {numeric}"
     );
 }
+
+/// The input-gradient passes skip the convolutions' kernel and bias gradients
+/// (`layers::grad_mode::input_gradients_only`): the score and the parameter gradients of a loss
+/// built from it equal those of a plain backward pass that computes every gradient, for both
+/// activations (ELU goes through the fused ELU convolutions, softplus through the plain ones).
+#[test]
+fn skipping_kernel_gradients_in_input_gradient_passes_changes_nothing() {
+    use sm_objectives::autodiff::input_gradient;
+    enable_higher_order().expect("higher-order mode");
+    for activation in [Activation::Elu, Activation::ShiftedSoftplus] {
+        let (_, net, vars, mut noise) = seeded_small(activation, 31);
+        let x = noise
+            .gaussian_like(&Tensor::zeros((3, 1, 8, 8), DType::F64, &Device::Cpu).unwrap())
+            .unwrap();
+        let fast = input_gradient(&net, &x).unwrap().score;
+        let xv = Var::from_tensor(&x).unwrap();
+        let lp = net.log_density(xv.as_tensor()).unwrap();
+        let plain = lp
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(xv.as_tensor())
+            .unwrap()
+            .clone();
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert!(diff(&fast, &plain) < 1e-13, "{activation:?} score");
+        let g_fast = fast.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g_plain = plain.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let mut compared = 0;
+        for (name, var) in &vars {
+            match (g_fast.get(var.as_tensor()), g_plain.get(var.as_tensor())) {
+                (Some(a), Some(b)) => {
+                    let scale = 1.0 + diff(b, &b.zeros_like().unwrap());
+                    assert!(diff(a, b) < 1e-11 * scale, "{activation:?} {name}");
+                    compared += 1;
+                }
+                (None, None) => {}
+                _ => panic!("{activation:?} {name}: a gradient on one path only"),
+            }
+        }
+        assert!(compared >= vars.len() - 2, "{compared} of {}", vars.len());
+    }
+}

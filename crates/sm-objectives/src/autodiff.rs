@@ -66,8 +66,11 @@ pub fn input_gradient<M: LogDensity + ?Sized>(model: &M, x: &Tensor) -> Result<I
 }
 
 /// `d(sum output)/d wrt`, or zeros when `output` does not depend on `wrt`.
+///
+/// Only the gradient with respect to `wrt` is kept, so the pass runs inside
+/// [`layers::grad_mode::input_gradients_only`]: fused layers skip their parameter gradients.
 pub(crate) fn grad_or_zeros(output: &Tensor, wrt: &Tensor) -> Result<Tensor> {
-    let mut grads = output.backward()?;
+    let mut grads = layers::grad_mode::input_gradients_only(|| output.backward())?;
     match grads.remove(wrt) {
         Some(g) => Ok(g),
         None => wrt.zeros_like(),

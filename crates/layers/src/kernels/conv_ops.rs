@@ -169,6 +169,10 @@ impl CustomOp2 for FlipConv {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let k = w.dim(2)?;
         let gx = input_grad(grad, w, self.spec)?;
+        if crate::grad_mode::parameter_gradients_skipped() {
+            // A pass for an input gradient only: the kernel gradient would be dropped.
+            return Ok((Some(gx), crate::grad_mode::dropped_gradient(w)?));
+        }
         let gw = kernel_grad(x, grad, self.spec, k)?;
         Ok((Some(gx), Some(gw)))
     }
@@ -206,12 +210,16 @@ impl CustomOp3 for BiasedConv {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let k = w.dim(2)?;
         let gx = input_grad(grad, w, self.spec)?;
+        if crate::grad_mode::parameter_gradients_skipped() {
+            use crate::grad_mode::dropped_gradient;
+            return Ok((Some(gx), dropped_gradient(w)?, dropped_gradient(b)?));
+        }
         let gw = kernel_grad(x, grad, self.spec, k)?;
         let gb = grad.apply_op1(ChannelSum)?;
         Ok((Some(gx), Some(gw), Some(gb)))

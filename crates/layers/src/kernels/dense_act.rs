@@ -182,12 +182,17 @@ impl CustomOp3 for DenseAct {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let gz = grad.apply_op2(y, OutputSlope(self.0))?;
         let gx = gz.matmul(w)?;
+        if crate::grad_mode::parameter_gradients_skipped() {
+            // A pass for an input gradient only: the weight and bias gradients would be dropped.
+            use crate::grad_mode::dropped_gradient;
+            return Ok((Some(gx), dropped_gradient(w)?, dropped_gradient(b)?));
+        }
         let gw = gz.t()?.matmul(x)?;
         let gb = gz.apply_op1(ChannelSum)?;
         Ok((Some(gx), Some(gw), Some(gb)))

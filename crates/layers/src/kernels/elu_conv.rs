@@ -73,7 +73,7 @@ impl CustomOp2 for EluConv {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (gx, gw) = gradients(x, w, grad, self.spec, self.first_order)?;
-        Ok((Some(gx), Some(gw)))
+        Ok((Some(gx), kernel_or_dropped(gw, w)?))
     }
 }
 
@@ -109,30 +109,48 @@ impl CustomOp3 for EluBiasedConv {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (gx, gw) = gradients(x, w, grad, self.spec, self.first_order)?;
-        let gb = grad.apply_op1(ChannelSum)?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let gb = match gw {
+            Some(_) => Some(grad.apply_op1(ChannelSum)?),
+            None => crate::grad_mode::dropped_gradient(b)?,
+        };
+        Ok((Some(gx), kernel_or_dropped(gw, w)?, gb))
     }
 }
 
-/// The input and kernel gradients of `conv(elu(x), w)` at output gradient `grad`.
+/// The kernel gradient [`gradients`] computed, or the one a skipped pass returns for `w`.
+fn kernel_or_dropped(gw: Option<Tensor>, w: &Tensor) -> Result<Option<Tensor>> {
+    match gw {
+        Some(g) => Ok(Some(g)),
+        None => crate::grad_mode::dropped_gradient(w),
+    }
+}
+
+/// The input and kernel gradients of `conv(elu(x), w)` at output gradient `grad`. The kernel
+/// gradient is `None` in a pass for an input gradient only
+/// ([`crate::grad_mode::input_gradients_only`]) on the differentiable path; the direct
+/// first-order kernels compute both in one pass.
 fn gradients(
     x: &Tensor,
     w: &Tensor,
     grad: &Tensor,
     spec: ConvSpec,
     first_order: bool,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(Tensor, Option<Tensor>)> {
     if !first_order {
         // Differentiable: the backward pass of `conv2d(elu(x))` in ops.
         let k = w.dim(2)?;
-        let e = crate::elu(x)?;
         let ge = input_grad(grad, w, spec)?;
-        return Ok((elu_slope_op(&ge, x)?, kernel_grad(&e, grad, spec, k)?));
+        let gx = elu_slope_op(&ge, x)?;
+        if crate::grad_mode::parameter_gradients_skipped() {
+            return Ok((gx, None));
+        }
+        let e = crate::elu(x)?;
+        return Ok((gx, Some(kernel_grad(&e, grad, spec, k)?)));
     }
     let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
     let (n, c, h, wd) = x.dims4()?;
@@ -155,11 +173,12 @@ fn gradients(
             w.dims()
         )
     }
-    match x.dtype() {
-        DType::F32 => direct_tensors::<f32>(&g, &x, &w, &grad),
-        DType::F64 => direct_tensors::<f64>(&g, &x, &w, &grad),
+    let (gx, gw) = match x.dtype() {
+        DType::F32 => direct_tensors::<f32>(&g, &x, &w, &grad)?,
+        DType::F64 => direct_tensors::<f64>(&g, &x, &w, &grad)?,
         dtype => bail!("elu conv2d backward: f32 or f64 expected, got {dtype:?}"),
-    }
+    };
+    Ok((gx, Some(gw)))
 }
 
 /// [`direct`] on the CPU storages of contiguous `x`, `w` and `grad` of element type `T`, as
@@ -260,7 +279,7 @@ impl CustomOp3 for EluConvAdd {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (gx, gw) = gradients(x, w, grad, self.spec, self.first_order)?;
-        Ok((Some(gx), Some(gw), Some(grad.clone())))
+        Ok((Some(gx), kernel_or_dropped(gw, w)?, Some(grad.clone())))
     }
 }
 
@@ -346,6 +365,6 @@ impl CustomOp3 for EluConvPoolAdd {
         };
         let dy = grad.contiguous()?.apply_op1(spread)?;
         let (gx, gw) = gradients(x, w, &dy, self.spec, self.first_order)?;
-        Ok((Some(gx), Some(gw), Some(grad.clone())))
+        Ok((Some(gx), kernel_or_dropped(gw, w)?, Some(grad.clone())))
     }
 }
