@@ -173,12 +173,12 @@ fn gradients(
             w.dims()
         )
     }
-    let (gx, gw) = match x.dtype() {
-        DType::F32 => direct_tensors::<f32>(&g, &x, &w, &grad)?,
-        DType::F64 => direct_tensors::<f64>(&g, &x, &w, &grad)?,
+    let kernel = !crate::grad_mode::parameter_gradients_skipped();
+    match x.dtype() {
+        DType::F32 => direct_tensors::<f32>(&g, &x, &w, &grad, kernel),
+        DType::F64 => direct_tensors::<f64>(&g, &x, &w, &grad, kernel),
         dtype => bail!("elu conv2d backward: f32 or f64 expected, got {dtype:?}"),
-    };
-    Ok((gx, Some(gw)))
+    }
 }
 
 /// [`direct`] on the CPU storages of contiguous `x`, `w` and `grad` of element type `T`, as
@@ -188,7 +188,8 @@ fn direct_tensors<T: Element + WithDType>(
     x: &Tensor,
     w: &Tensor,
     grad: &Tensor,
-) -> Result<(Tensor, Tensor)> {
+    kernel: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let (gx, gw) = {
         let guards = [x, w, grad].map(|t| t.storage_and_layout());
         let mut slices = Vec::with_capacity(3);
@@ -198,18 +199,27 @@ fn direct_tensors<T: Element + WithDType>(
             };
             slices.push(elements(cpu.as_slice::<T>()?, layout));
         }
-        direct(g, &slices[0], &slices[1], &slices[2])
+        direct(g, &slices[0], &slices[1], &slices[2], kernel)
     };
     Ok((
         Tensor::from_vec(gx, x.shape(), &Device::Cpu)?,
-        Tensor::from_vec(gw, w.shape(), &Device::Cpu)?,
+        match gw {
+            Some(gw) => Some(Tensor::from_vec(gw, w.shape(), &Device::Cpu)?),
+            None => None,
+        },
     ))
 }
 
 /// The first-order gradients computed directly: `(elu'(x) * conv_T(grad, w), kernel gradient
 /// of conv at elu(x))`, the values of [`input_grad`] followed by the ELU's slope and of
-/// [`kernel_grad`] at `elu(x)`.
-fn direct<T: Element>(g: &Geometry, x: &[T], w: &[T], grad: &[T]) -> (Vec<T>, Vec<T>) {
+/// [`kernel_grad`] at `elu(x)`; the kernel gradient only when `kernel` is set.
+fn direct<T: Element>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    grad: &[T],
+    kernel: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
     let (ho, wo) = g.out_hw();
     // The flipped, transposed kernel `[C, O, K, K]` and the geometry of the input gradient's
     // convolution over the output gradient (padding `K - 1 - p` restores the input size).
@@ -225,7 +235,7 @@ fn direct<T: Element>(g: &Geometry, x: &[T], w: &[T], grad: &[T]) -> (Vec<T>, Ve
         algorithm: g.algorithm,
     };
     let gx = conv_cpu::forward_ends(&gi, (grad, false), &w_flip, Epilogue::EluSlope(x));
-    let gw = conv_cpu::kernel_grad_elu(g, x, grad);
+    let gw = kernel.then(|| conv_cpu::kernel_grad_elu(g, x, grad));
     (gx, gw)
 }
 

@@ -178,6 +178,25 @@ pub fn elu_conv_equals_unfused(
                     assert!(max_abs_of(c)? > 0.0, "{what}: vacuous d/d{name}");
                     assert!(same_values(a, c)?, "{what}: d/d{name} differs");
                 }
+                // A pass for the input gradient only: the same input gradient, no kernel or
+                // bias gradient computed.
+                let fused = elu_conv2d(xv.as_tensor(), wv.as_tensor(), bias, None, &cfg)?;
+                let g3 = layers::grad_mode::input_gradients_only(|| {
+                    (fused * &weights)?.sum_all()?.backward()
+                })?;
+                let gx = g3.get(xv.as_tensor()).expect("input gradient");
+                assert!(
+                    same_values(gx, g2.get(xv.as_tensor()).expect("gradient"))?,
+                    "{what}: input-only d/dx differs"
+                );
+                assert!(
+                    g3.get(wv.as_tensor()).is_none(),
+                    "{what}: kernel gradient computed"
+                );
+                assert!(
+                    g3.get(bv.as_tensor()).is_none(),
+                    "{what}: bias gradient computed"
+                );
             }
         }
     }
