@@ -162,6 +162,9 @@ fn a_table2_detector_with_the_same_settings_is_reused() {
             "1",
             "--langevin-scale",
             "0.01",
+            // No FID: it would train LeNet into the data directory's default cache.
+            "--fid-samples",
+            "0",
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
