@@ -192,6 +192,39 @@ pub fn seeded_implicit_autoencoder(
     Ok(((ae_vm, ae), (score_vm, score)))
 }
 
+/// MNIST's training and test images, `[60000, 784]` and `[10000, 784]`, grey levels in `[0, 1]`
+/// on the CPU, checked.
+///
+/// # Errors
+/// Missing or corrupt files; pixels outside `[0, 1]` or not finite.
+pub fn mnist_flat(data_dir: &Path) -> Result<(Tensor, Tensor)> {
+    let d = datasets::load_idx_dataset(data_dir, datasets::IdxDataset::Mnist, &Device::Cpu)?;
+    let flat = |t: Tensor, what: &str| -> Result<Tensor> {
+        let n = t.dim(0)?;
+        let t = t.reshape((n, 784))?;
+        check_pixels(&t, what)?;
+        Ok(t)
+    };
+    Ok((
+        flat(d.train.images, "training")?,
+        flat(d.test.images, "test")?,
+    ))
+}
+
+/// Pixels must be finite and in `[0, 1]`.
+pub(crate) fn check_pixels(t: &Tensor, what: &str) -> Result<()> {
+    let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?;
+    let (lo, hi) = (v.min(0)?.to_scalar::<f64>()?, v.max(0)?.to_scalar::<f64>()?);
+    let sum = v.sum_all()?.to_scalar::<f64>()?;
+    if !sum.is_finite() || !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) {
+        return Err(crate::ExpError::Config(format!(
+            "the MNIST {what} pixels must be finite and in [0, 1], found range [{lo}, {hi}] \
+             (sum {sum}); the data files are corrupt"
+        )));
+    }
+    Ok(())
+}
+
 /// FID and KID with LeNet features of MNIST-like `images` (`[N, 1, 28, 28]`, values in
 /// `[0, 1]`) against MNIST's test split. LeNet is trained once and cached, with the reference
 /// features, in `feature_cache` (default `<data_dir>/feature-nets`).
@@ -384,3 +417,19 @@ pub const GRBM_ADAM: AdamConfig = AdamConfig {
     beta2: 0.999,
     eps: 1e-8,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_pixels_are_named() {
+        let bad = Tensor::new(&[[0.5f32, f32::NAN]], &Device::Cpu).unwrap();
+        let e = check_pixels(&bad, "test").unwrap_err().to_string();
+        assert!(e.contains("finite") && e.contains("test"), "{e}");
+        let bad = Tensor::new(&[[0.5f32, 255.0]], &Device::Cpu).unwrap();
+        assert!(check_pixels(&bad, "training").is_err());
+        let good = Tensor::new(&[[0.0f32, 1.0]], &Device::Cpu).unwrap();
+        assert!(check_pixels(&good, "training").is_ok());
+    }
+}

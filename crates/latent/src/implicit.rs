@@ -11,6 +11,24 @@
 use candle_core::{bail, Result, Tensor, D};
 use sm_objectives::Reduction;
 
+/// An error naming `what` unless `a` and `b` are matrices of one shape (`shape`, e.g. `[B, D]`,
+/// in the message).
+fn same_matrix(
+    what: &str,
+    shape: &str,
+    (a, a_name): (&Tensor, &str),
+    (b, b_name): (&Tensor, &str),
+) -> Result<()> {
+    if a.dims() != b.dims() || a.rank() != 2 {
+        bail!(
+            "{what}: {a_name} {:?} and {b_name} {:?} must be the same {shape}",
+            a.dims(),
+            b.dims()
+        )
+    }
+    Ok(())
+}
+
 /// `log N(z; 0, I)` per sample.
 ///
 /// # Shapes
@@ -35,13 +53,12 @@ pub fn standard_normal_log_density(z: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// Mismatched shapes.
 pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
-    if logits.dims() != x.dims() || logits.rank() != 2 {
-        bail!(
-            "bernoulli_log_likelihood: logits {:?} and data {:?} must be the same [B, D]",
-            logits.dims(),
-            x.dims()
-        )
-    }
+    same_matrix(
+        "bernoulli_log_likelihood",
+        "[B, D]",
+        (logits, "logits"),
+        (x, "data"),
+    )?;
     ((x * logits)? - layers::softplus(logits)?)?.sum(D::Minus1)
 }
 
@@ -55,13 +72,12 @@ pub fn bernoulli_log_likelihood(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// Mismatched shapes.
 pub fn entropy_surrogate(z: &Tensor, score: &Tensor) -> Result<Tensor> {
-    if z.dims() != score.dims() || z.rank() != 2 {
-        bail!(
-            "entropy_surrogate: codes {:?} and scores {:?} must be the same [B, K]",
-            z.dims(),
-            score.dims()
-        )
-    }
+    same_matrix(
+        "entropy_surrogate",
+        "[B, K]",
+        (z, "codes"),
+        (score, "scores"),
+    )?;
     (score.detach() * z)?.sum(D::Minus1)
 }
 
@@ -110,13 +126,12 @@ pub fn implicit_wae_loss(
     if !(lambda.is_finite() && lambda >= 0.0) {
         bail!("implicit_wae_loss: lambda must be finite and >= 0, got {lambda}")
     }
-    if logits.dims() != x.dims() || logits.rank() != 2 {
-        bail!(
-            "implicit_wae_loss: logits {:?} and data {:?} must be the same [B, D]",
-            logits.dims(),
-            x.dims()
-        )
-    }
+    same_matrix(
+        "implicit_wae_loss",
+        "[B, D]",
+        (logits, "logits"),
+        (x, "data"),
+    )?;
     let recon = (x - layers::sigmoid(logits)?)?.sqr()?.sum(D::Minus1)?;
     let regulariser = (standard_normal_log_density(z)?.neg()? + entropy_surrogate(z, score)?)?;
     reduction.apply(&(recon + (regulariser * lambda)?)?)

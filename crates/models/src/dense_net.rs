@@ -65,7 +65,7 @@ impl Module for DenseNet {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
         let d = x.elem_count() / b.max(1);
-        if d != self.sizes[0] || (b == 0 && x.rank() < 2) {
+        if d != self.sizes[0] {
             candle_core::bail!(
                 "the dense network takes {} values per sample, got shape {:?}",
                 self.sizes[0],

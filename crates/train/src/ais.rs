@@ -177,17 +177,15 @@ where
     let (mut step, mut running) = (settings.initial_step, settings.target_acceptance);
     let (mut accepted, mut proposals) = (0.0, 0usize);
     let bar = match progress {
-        Some(_) => ProgressBar::new(schedule.len() as u64 - 1),
+        Some(label) => ProgressBar::new(schedule.len() as u64 - 1)
+            .with_style(
+                ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} eta {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            )
+            .with_prefix(label.to_string()),
         None => ProgressBar::hidden(),
     };
-    if let Some(label) = progress {
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(label.to_string());
-    }
     for pair in schedule.windows(2) {
         let (t0, t1) = (pair[0], pair[1]);
         log_w = (log_w + (loglik(&z)? * (t1 - t0))?)?;

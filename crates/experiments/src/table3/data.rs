@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use sm_objectives::NoiseSource;
 
-use crate::error::{ExpError, Result};
+use crate::error::Result;
 
 /// The seed of the reference's training/validation split.
 pub const SPLIT_SEED: u64 = 2019;
@@ -30,16 +30,7 @@ pub struct MnistSplits {
 /// # Errors
 /// Missing or corrupt files; pixels outside `[0, 1]` or not finite.
 pub fn load(data_dir: &Path, device: &Device) -> Result<MnistSplits> {
-    let d = datasets::load_idx_dataset(data_dir, datasets::IdxDataset::Mnist, &Device::Cpu)?;
-    let flat = |t: Tensor| -> Result<Tensor> {
-        let n = t.dim(0)?;
-        Ok(t.reshape((n, 784))?)
-    };
-    let train_all = flat(d.train.images)?;
-    let test = flat(d.test.images)?;
-    for (what, t) in [("training", &train_all), ("test", &test)] {
-        check_pixels(t, what)?;
-    }
+    let (train_all, test) = crate::setup::mnist_flat(data_dir)?;
     let n = train_all.dim(0)?;
     // A fixed permutation seeded by SPLIT_SEED (the batcher's shuffle of epoch 0).
     let idx = datasets::Batcher::new(n, 1, SPLIT_SEED)?.permutation(0);
@@ -53,20 +44,6 @@ pub fn load(data_dir: &Path, device: &Device) -> Result<MnistSplits> {
         train: pick(&idx[n_val..])?,
         test: test.to_device(device)?,
     })
-}
-
-/// Pixels must be finite and in `[0, 1]`.
-pub(crate) fn check_pixels(t: &Tensor, what: &str) -> Result<()> {
-    let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?;
-    let (lo, hi) = (v.min(0)?.to_scalar::<f64>()?, v.max(0)?.to_scalar::<f64>()?);
-    let sum = v.sum_all()?.to_scalar::<f64>()?;
-    if !sum.is_finite() || !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) {
-        return Err(ExpError::Config(format!(
-            "the MNIST {what} pixels must be finite and in [0, 1], found range [{lo}, {hi}] \
-             (sum {sum}); the data files are corrupt"
-        )));
-    }
-    Ok(())
 }
 
 /// `logit(clamp(x + (u - 1/2) / 256, 1e-3, 1 - 1e-3))` with `u` from `noise`.
@@ -112,16 +89,5 @@ mod tests {
             );
             assert!((1e-3 - 1e-6..=1.0 - 1e-3 + 1e-6).contains(&q));
         }
-    }
-
-    #[test]
-    fn corrupt_pixels_are_named() {
-        let bad = Tensor::new(&[[0.5f32, f32::NAN]], &Device::Cpu).unwrap();
-        let e = check_pixels(&bad, "test").unwrap_err().to_string();
-        assert!(e.contains("finite") && e.contains("test"), "{e}");
-        let bad = Tensor::new(&[[0.5f32, 255.0]], &Device::Cpu).unwrap();
-        assert!(check_pixels(&bad, "training").is_err());
-        let good = Tensor::new(&[[0.0f32, 1.0]], &Device::Cpu).unwrap();
-        assert!(check_pixels(&good, "training").is_ok());
     }
 }

@@ -14,7 +14,6 @@ mod report;
 mod train;
 
 pub use config::{Method, PaperRow, Table3Config, ALL_METHODS, METHODS};
-pub(crate) use data::check_pixels;
 pub use data::{load as load_mnist, to_logit, to_pixels, MnistSplits, SPLIT_SEED};
 pub use eval::{eval_run, EvalReport};
 pub use objective::loss;

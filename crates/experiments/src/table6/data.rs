@@ -23,16 +23,10 @@ pub struct Mnist {
 /// # Errors
 /// Missing or corrupt files; pixels outside `[0, 1]` or not finite.
 pub fn load(data_dir: &Path, device: &Device) -> Result<Mnist> {
-    let d = datasets::load_idx_dataset(data_dir, datasets::IdxDataset::Mnist, &Device::Cpu)?;
-    let flat = |t: Tensor, what: &str| -> Result<Tensor> {
-        let n = t.dim(0)?;
-        let t = t.reshape((n, 784))?;
-        crate::table3::check_pixels(&t, what)?;
-        Ok(t.to_device(device)?)
-    };
+    let (train, test) = crate::setup::mnist_flat(data_dir)?;
     Ok(Mnist {
-        train: flat(d.train.images, "training")?,
-        test: flat(d.test.images, "test")?,
+        train: train.to_device(device)?,
+        test: test.to_device(device)?,
     })
 }
 

@@ -60,7 +60,6 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<EvalRe
     })?;
     let mnist = data::load(ctx.run.data_dir, device)?;
     let test = data::binary_test_images(&mnist, cfg.nll_images, cfg.seed ^ 0xa15)?;
-    let logits_of = |z: &Tensor| ae.decode_logits(z);
     // NLL by AIS, `nll_batch` images (times the chains) per pass.
     let t0 = Instant::now();
     let mut nll = Vec::with_capacity(cfg.nll_images);
@@ -73,7 +72,7 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<EvalRe
         let x_rep = Tensor::cat(&copies, 0)?;
         let label = format!("{} AIS batch {}/{batches}", run.label_text(), b + 1);
         let est = ais_log_marginal(
-            |z: &Tensor| bernoulli_log_likelihood(&logits_of(z)?, &x_rep),
+            |z: &Tensor| bernoulli_log_likelihood(&ae.decode_logits(z)?, &x_rep),
             (n, run.z_dim),
             &cfg.ais,
             &mut NoiseSource::new(crate::step_seed(cfg.seed ^ 0xa150, b as u64)),

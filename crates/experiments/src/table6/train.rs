@@ -75,21 +75,19 @@ pub fn model_config(cfg: &Table6Config, run: Run) -> ImplicitAutoencoderConfig {
     }
 }
 
-/// What a run carries from step to step besides the autoencoder's parameters.
-struct RowState {
-    score_opt: Adam,
+/// What a run records along training; it travels in the checkpoint.
+#[derive(Default, Serialize, Deserialize)]
+struct Record {
     losses: Vec<(u64, f64)>,
     score_losses: Vec<(u64, f64)>,
     score_ms: Vec<f64>,
     evals: Vec<TestPoint>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SavedState {
-    losses: Vec<(u64, f64)>,
-    score_losses: Vec<(u64, f64)>,
-    score_ms: Vec<f64>,
-    evals: Vec<TestPoint>,
+/// What a run carries from step to step besides the autoencoder's parameters.
+struct RowState {
+    score_opt: Adam,
+    record: Record,
 }
 
 impl TrainState for RowState {
@@ -98,13 +96,9 @@ impl TrainState for RowState {
     }
 
     fn json(&self) -> train::Result<serde_json::Value> {
-        serde_json::to_value(SavedState {
-            losses: self.losses.clone(),
-            score_losses: self.score_losses.clone(),
-            score_ms: self.score_ms.clone(),
-            evals: self.evals.clone(),
+        serde_json::to_value(&self.record).map_err(|e| {
+            train::TrainError::Config(format!("the run's record does not serialise: {e}"))
         })
-        .map_err(|e| train::TrainError::Config(format!("the run's record does not serialise: {e}")))
     }
 
     fn restore(
@@ -113,12 +107,8 @@ impl TrainState for RowState {
         json: &serde_json::Value,
     ) -> train::Result<()> {
         self.score_opt.load_state("score/", tensors)?;
-        let saved: SavedState = serde_json::from_value(json.clone())
+        self.record = serde_json::from_value(json.clone())
             .map_err(|e| train::TrainError::Config(format!("bad saved record: {e}")))?;
-        self.losses = saved.losses;
-        self.score_losses = saved.score_losses;
-        self.score_ms = saved.score_ms;
-        self.evals = saved.evals;
         Ok(())
     }
 }
@@ -226,10 +216,7 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
     let (_, score_vars) = crate::trainer::named_vars(&score_vm);
     let mut state = RowState {
         score_opt: Adam::rmsprop(score_vars, cfg.rmsprop)?,
-        losses: Vec::new(),
-        score_losses: Vec::new(),
-        score_ms: Vec::new(),
-        evals: Vec::new(),
+        record: Record::default(),
     };
     let mut batcher = datasets::Batcher::new(train_pixels.dim(0)?, cfg.batch, seed)?;
     let opts = ctx
@@ -271,21 +258,18 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
         st.score_opt.step_with_lr(&grads, cfg.lr)?;
         drop(grads);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        st.score_losses.push((step, value));
-        if step >= warmup && st.score_ms.len() < TIMED_SCORE_STEPS {
-            st.score_ms.push(ms);
+        let record = &mut st.record;
+        record.score_losses.push((step, value));
+        if step >= warmup && record.score_ms.len() < TIMED_SCORE_STEPS {
+            record.score_ms.push(ms);
         }
         autoencoder_loss(&ae, &score, &x, &mut noise, cfg.wae_lambda)
     };
-    let mut step_ms = Vec::new();
     let mut after = |r: &StepRecord, st: &mut RowState| -> Result<()> {
-        st.losses.push((r.step, r.loss));
-        if r.step >= warmup {
-            step_ms.push(r.seconds * 1e3);
-        }
+        st.record.losses.push((r.step, r.loss));
         if evals.contains(&(r.step + 1)) {
             let (recon, score_sm) = test_point(&ae, &score, &test, cfg.seed ^ 0xe7a1)?;
-            st.evals.push(TestPoint {
+            st.record.evals.push(TestPoint {
                 step: r.step + 1,
                 train_seconds: r.train_seconds,
                 recon,
@@ -312,15 +296,27 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
+    let step_ms = summary
+        .records
+        .iter()
+        .filter(|r| r.step >= warmup)
+        .map(|r| r.seconds * 1e3)
+        .collect();
+    let Record {
+        losses,
+        score_losses,
+        score_ms,
+        evals,
+    } = state.record;
     let report = TrainReport {
         run,
         paused_at,
         steps: cfg.iters,
-        losses: state.losses,
-        score_losses: state.score_losses,
-        evals: state.evals,
+        losses,
+        score_losses,
+        evals,
         median_step_ms: median(step_ms),
-        median_score_ms: median(state.score_ms),
+        median_score_ms: median(score_ms),
         train_seconds: summary.train_seconds,
     };
     write_json(&dir.join("train.json"), &report)?;

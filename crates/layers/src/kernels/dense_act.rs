@@ -13,23 +13,13 @@ use rayon::prelude::*;
 use super::dense::{matmul_into, Element, Mat};
 use super::fused::{elu_value, softplus_value, ChannelSum, Float};
 use super::simd::vectorised;
-
-/// The activations the fused dense layer applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DenseKind {
-    /// ELU with `alpha = 1` (the same values as [`super::fused::Activation::Elu`]).
-    Elu,
-    /// Softplus (the same values as [`super::fused::Activation::Softplus`]).
-    Softplus,
-    /// `tanh`, by [`tanh_value`].
-    Tanh,
-}
+use crate::DenseActivation;
 
 /// `act(x W^T + b)` for `x` `[N, K]`, `W` `[O, K]`, `b` `[O]`.
-pub(crate) struct DenseAct(pub(crate) DenseKind);
+pub(crate) struct DenseAct(pub(crate) DenseActivation);
 
 /// `g * act'(z)` computed from the activation's output `y = act(z)`.
-pub(crate) struct OutputSlope(pub(crate) DenseKind);
+pub(crate) struct OutputSlope(pub(crate) DenseActivation);
 
 /// `tanh(z)`, both forms computed and one selected (no branch), so loops over it vectorise:
 /// `sign(z) (1 - t) / (1 + t)` with `t = e^{-2|z|}` (which cannot overflow), and for `|z| <
@@ -56,10 +46,10 @@ pub(crate) fn tanh_value<T: Float>(z: T) -> T {
 
 /// `act'(z)` from `y = act(z)`.
 #[inline(always)]
-fn slope_from_output<T: Float>(act: DenseKind, y: T) -> T {
+fn slope_from_output<T: Float>(act: DenseActivation, y: T) -> T {
     match act {
-        DenseKind::Tanh => T::ONE - y * y,
-        DenseKind::Elu => {
+        DenseActivation::Tanh => T::ONE - y * y,
+        DenseActivation::Elu => {
             if y > T::ZERO {
                 T::ONE
             } else {
@@ -67,7 +57,7 @@ fn slope_from_output<T: Float>(act: DenseKind, y: T) -> T {
             }
         }
         // sigmoid(z) = 1 - e^-y, as -expm1(-y): a short series where 1 - e^-y would cancel.
-        DenseKind::Softplus => {
+        DenseActivation::Softplus => {
             let series = y * (T::ONE - y * (T::ONE / T::from_usize(2) - y / T::from_usize(6)));
             let direct = T::ONE - (T::ZERO - y).exp();
             let small = T::ONE / T::from_usize(1000);
@@ -83,9 +73,9 @@ fn slope_from_output<T: Float>(act: DenseKind, y: T) -> T {
 impl CustomOp3 for DenseAct {
     fn name(&self) -> &'static str {
         match self.0 {
-            DenseKind::Elu => "fused-dense-elu",
-            DenseKind::Softplus => "fused-dense-softplus",
-            DenseKind::Tanh => "fused-dense-tanh",
+            DenseActivation::Elu => "fused-dense-elu",
+            DenseActivation::Softplus => "fused-dense-softplus",
+            DenseActivation::Tanh => "fused-dense-tanh",
         }
     }
 
@@ -116,7 +106,7 @@ impl CustomOp3 for DenseAct {
             )
         }
         let act = self.0;
-        fn run<T: Element>(act: DenseKind, x: &[T], w: &[T], b: &[T], n: usize) -> Vec<T> {
+        fn run<T: Element>(act: DenseActivation, x: &[T], w: &[T], b: &[T], n: usize) -> Vec<T> {
             let (o, k) = (b.len(), x.len() / n.max(1));
             let mut out = vec![T::ZERO; n * o];
             if n > 0 && o > 0 {
@@ -148,17 +138,17 @@ impl CustomOp3 for DenseAct {
                 .with_min_len(rows_per_task)
                 .for_each(|row| {
                     vectorised(|| match act {
-                        DenseKind::Elu => {
+                        DenseActivation::Elu => {
                             for (v, &bias) in row.iter_mut().zip(b) {
                                 *v = elu_value(*v + bias);
                             }
                         }
-                        DenseKind::Softplus => {
+                        DenseActivation::Softplus => {
                             for (v, &bias) in row.iter_mut().zip(b) {
                                 *v = softplus_value(*v + bias);
                             }
                         }
-                        DenseKind::Tanh => {
+                        DenseActivation::Tanh => {
                             for (v, &bias) in row.iter_mut().zip(b) {
                                 *v = tanh_value(*v + bias);
                             }
@@ -202,9 +192,9 @@ impl CustomOp3 for DenseAct {
 impl CustomOp2 for OutputSlope {
     fn name(&self) -> &'static str {
         match self.0 {
-            DenseKind::Elu => "fused-elu-output-slope",
-            DenseKind::Softplus => "fused-softplus-output-slope",
-            DenseKind::Tanh => "fused-tanh-output-slope",
+            DenseActivation::Elu => "fused-elu-output-slope",
+            DenseActivation::Softplus => "fused-softplus-output-slope",
+            DenseActivation::Tanh => "fused-tanh-output-slope",
         }
     }
 
@@ -223,7 +213,7 @@ impl CustomOp2 for OutputSlope {
             )
         }
         let act = self.0;
-        fn run<T: Float>(act: DenseKind, g: &[T], y: &[T]) -> Vec<T> {
+        fn run<T: Float>(act: DenseActivation, g: &[T], y: &[T]) -> Vec<T> {
             let mut out = vec![T::ZERO; g.len()];
             out.par_chunks_mut(1 << 14)
                 .zip(g.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
@@ -251,9 +241,9 @@ impl CustomOp2 for OutputSlope {
         // for ELU 0 where y > 0 and 1 elsewhere, `-2 y` for tanh.
         let dg = grad.apply_op2(y, OutputSlope(self.0))?;
         let curvature = match self.0 {
-            DenseKind::Softplus => y.neg()?.exp()?,
-            DenseKind::Elu => y.le(0.0)?.to_dtype(y.dtype())?,
-            DenseKind::Tanh => (y * -2.0)?,
+            DenseActivation::Softplus => y.neg()?.exp()?,
+            DenseActivation::Elu => y.le(0.0)?.to_dtype(y.dtype())?,
+            DenseActivation::Tanh => (y * -2.0)?,
         };
         let dy = ((grad * g)? * curvature)?;
         Ok((Some(dg), Some(dy)))
@@ -266,7 +256,7 @@ pub(crate) fn dense_act(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    act: DenseKind,
+    act: DenseActivation,
 ) -> Result<Option<Tensor>> {
     let handled = [x, w, b].iter().all(|t| super::on_cpu_kernels(t))
         && matches!(x.dtype(), DType::F32 | DType::F64)
