@@ -7,6 +7,7 @@
 //! | CIFAR-10 (binary) | [`load_cifar10`] | `[N, 3, 32, 32]` `f32` in `[0, 1]` |
 //! | SVHN (cropped) | [`load_svhn`] | `[N, 3, 32, 32]` `f32` in `[0, 1]` |
 //! | ImageNet 32 x 32 (user-supplied) | [`load_imagenet32`] | `[N, 3, 32, 32]` `u8` |
+//! | CelebA, aligned JPEGs (user-supplied) | [`load_celeba`] | `[N, 3, 64, 64]` `u8`, crop 140 |
 //! | Frey face | [`load_frey_face`] | `[N, 560]` `f32` in `[0, 1]` (28 x 20 images), 1400 / 300 / 265 |
 //! | Red / White Wine, Parkinsons | [`load_uci`] | whitened `[N, D]` `f64`, DKEF preprocessing |
 //! | checkerboard, Gaussian mixtures | [`Checkerboard`], [`GaussianMixture`] | `[n, D]` `f64` |
@@ -20,6 +21,7 @@
 //! [`Batcher`] gives seeded minibatches that are a pure function of the step, for exact resume.
 
 mod batch;
+mod celeba;
 mod dirs;
 #[cfg(feature = "download")]
 pub mod download;
@@ -34,6 +36,10 @@ mod synthetic;
 pub mod uci;
 
 pub use batch::Batcher;
+pub use celeba::{
+    celeba_dir, celeba_files, celeba_split, check_celeba, crop_and_resize, load_celeba,
+    CelebaOptions, CelebaSplits,
+};
 pub use dirs::{data_for_tests, data_required, resolve_data_dir, DATA_DIR_ENV, REQUIRE_DATA_ENV};
 pub use error::{DataError, Result};
 pub use imagenet32::{
