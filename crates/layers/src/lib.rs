@@ -17,6 +17,7 @@
 //! | --- | --- | --- |
 //! | convolution (padding, stride, dilation) | [`conv2d`] | [`Conv2d`], [`conv2d_layer`] |
 //! | convolution of `elu(x)`, skip connection and pooling fused in | [`elu_conv2d`] | [`Conv2d::forward_elu`] |
+//! | transposed convolution (PyTorch's geometry and layout) | [`conv_transpose2d`] | [`ConvTranspose2d`], [`conv_transpose2d_layer`] |
 //! | average pooling | [`avg_pool2d`], [`avg_pool2d_padded`] | [`AvgPool2d`] |
 //! | bilinear upsampling | [`upsample_bilinear2d`] | |
 //! | activations | [`elu`], [`softplus`], [`shifted_softplus`], [`sigmoid`] | |
@@ -35,6 +36,7 @@
 mod activation;
 mod bias;
 mod conv;
+mod conv_transpose;
 pub mod cpu;
 mod forbidden;
 pub mod grad_mode;
@@ -50,6 +52,9 @@ pub use activation::{elu, shifted_softplus, sigmoid, softplus};
 pub use bias::bias_add;
 pub use conv::{
     conv2d, conv2d_layer, conv2d_no_bias, elu_conv2d, Conv2d, Conv2dConfig, ConvAlgorithm, Residual,
+};
+pub use conv_transpose::{
+    conv_transpose2d, conv_transpose2d_layer, ConvTranspose2d, ConvTranspose2dConfig,
 };
 pub use forbidden::FORBIDDEN_OPS;
 pub use linear::{linear, DenseActivation, Linear};

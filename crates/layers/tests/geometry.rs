@@ -9,7 +9,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use common::*;
 use layers::grad_mode::enable_higher_order;
 use layers::{
-    avg_pool2d_padded, conv2d, softplus, upsample_bilinear2d, AvgPool2d, Conv2d, Conv2dConfig,
+    avg_pool2d_padded, conv2d, conv_transpose2d, softplus, upsample_bilinear2d, AvgPool2d, Conv2d,
+    Conv2dConfig, ConvTranspose2dConfig,
 };
 
 fn close(a: &Tensor, b: &Tensor, tol: f64) -> Result<f64> {
@@ -72,6 +73,121 @@ fn strided_and_dilated_convolutions_have_correct_second_derivatives() -> Result<
             &v,
         )?;
     }
+    Ok(())
+}
+
+#[test]
+fn transposed_convolutions_equal_candles_and_a_direct_scatter() -> Result<()> {
+    let x = pattern(2, 3 * 4 * 5, 0.3).reshape((2, 3, 4, 5))?;
+    let w = (pattern(1, 3 * 2 * 25, 1.7).reshape((3, 2, 5, 5))? * 0.4)?;
+    let b = pattern(1, 2, 2.2).reshape(2)?;
+    for (padding, stride, output_padding) in [(2, 2, 1), (0, 1, 0), (1, 3, 2), (4, 2, 0)] {
+        let cfg = ConvTranspose2dConfig {
+            padding,
+            stride,
+            output_padding,
+        };
+        let ours = conv_transpose2d(&x, &w, Some(&b), &cfg)?;
+        let (h, wd) = cfg.output_size((4, 5), 5);
+        assert_eq!(ours.dims(), [2, 2, h, wd], "{cfg:?}");
+        let theirs = x
+            .conv_transpose2d(&w, padding, output_padding, stride, 1)?
+            .broadcast_add(&b.reshape((1, 2, 1, 1))?)?;
+        close(&ours, &theirs, 1e-12)?;
+    }
+    // The decoder's geometry (kernel 5, stride 2, padding 2, output padding 1) doubles the
+    // side; each input pixel scatters its kernel to output (2i - 2 + a, 2j - 2 + b).
+    let cfg = ConvTranspose2dConfig {
+        padding: 2,
+        stride: 2,
+        output_padding: 1,
+    };
+    let ours = conv_transpose2d(&x, &w, None, &cfg)?;
+    assert_eq!(ours.dims(), [2, 2, 8, 10]);
+    let (px, pw) = (
+        x.flatten_all()?.to_vec1::<f64>()?,
+        w.flatten_all()?.to_vec1::<f64>()?,
+    );
+    let mut expect = vec![0.0; 2 * 2 * 8 * 10];
+    for n in 0..2 {
+        for ci in 0..3 {
+            for i in 0..4 {
+                for j in 0..5 {
+                    let v = px[((n * 3 + ci) * 4 + i) * 5 + j];
+                    for co in 0..2 {
+                        for a in 0..5 {
+                            for bb in 0..5 {
+                                let (oi, oj) = ((2 * i + a) as i64 - 2, (2 * j + bb) as i64 - 2);
+                                if (0..8).contains(&oi) && (0..10).contains(&oj) {
+                                    let at = ((n * 2 + co) * 8 + oi as usize) * 10 + oj as usize;
+                                    expect[at] += v * pw[((ci * 2 + co) * 5 + a) * 5 + bb];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    close(
+        &ours,
+        &Tensor::from_vec(expect, (2, 2, 8, 10), &DEV)?,
+        1e-12,
+    )?;
+    let bad = ConvTranspose2dConfig {
+        output_padding: 2,
+        ..cfg
+    };
+    let err = conv_transpose2d(&x, &w, None, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("output_padding"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn transposed_convolutions_are_the_adjoint_and_have_correct_second_derivatives() -> Result<()> {
+    // <T x, y> = <x, conv2d(y)> with the same kernel, stride and padding: the input gradient of
+    // the transposed convolution is the strided convolution (Candle's own backward pass gets
+    // the shape wrong when output_padding > 0).
+    enable_higher_order().expect("Candle's higher-order mode");
+    let cfg = ConvTranspose2dConfig {
+        padding: 2,
+        stride: 2,
+        output_padding: 1,
+    };
+    let x = candle_core::Var::from_tensor(&pattern(2, 3 * 4 * 4, 0.3).reshape((2, 3, 4, 4))?)?;
+    let w = (pattern(1, 3 * 2 * 25, 1.7).reshape((3, 2, 5, 5))? * 0.4)?;
+    let y = pattern(2, 2 * 8 * 8, 0.8).reshape((2, 2, 8, 8))?;
+    let wv = candle_core::Var::from_tensor(&w)?;
+    let t = conv_transpose2d(x.as_tensor(), wv.as_tensor(), None, &cfg)?;
+    let grads = (t * &y)?.sum_all()?.backward()?;
+    let gx = grads.get(x.as_tensor()).expect("input gradient");
+    // The loss is linear in the kernel: its gradient along dw is <T_dw x, y> exactly.
+    let dw = pattern(1, 3 * 2 * 25, 0.6).reshape((3, 2, 5, 5))?;
+    let gw = grads.get(wv.as_tensor()).expect("kernel gradient");
+    let along = (gw * &dw)?.sum_all()?.to_scalar::<f64>()?;
+    let direct = (conv_transpose2d(x.as_tensor(), &dw, None, &cfg)? * &y)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    assert!(
+        (along - direct).abs() < 1e-10 * (1.0 + direct.abs()),
+        "{along} vs {direct}"
+    );
+    let strided = Conv2dConfig {
+        padding: 2,
+        stride: 2,
+        ..Conv2dConfig::default()
+    };
+    close(gx, &conv2d(&y, &w, None, &strided)?, 1e-12)?;
+    let xv = pattern(2, 3 * 4 * 4, 0.3).reshape((2, 3, 4, 4))?;
+    let v = pattern(2, 3 * 4 * 4, 4.1).reshape((2, 3, 4, 4))?;
+    check_hvp(
+        "conv_transpose2d",
+        |x| softplus(&conv_transpose2d(x, &w, None, &cfg)?)?.powf(3.0),
+        &xv,
+        &v,
+    )?;
     Ok(())
 }
 
