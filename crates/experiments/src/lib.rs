@@ -21,6 +21,7 @@ pub mod bism_table1;
 pub mod deep_ebm;
 mod error;
 pub mod grbm_checkerboard;
+pub mod inception_fid;
 pub mod keep_best;
 pub mod memory;
 pub mod objective;

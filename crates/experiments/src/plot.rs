@@ -9,7 +9,8 @@ use plotters::prelude::*;
 
 use crate::error::{ExpError, Result};
 
-/// Writes `[N, 1, H, W]` images with values in `[0, 1]` (clamped) as a grid of `cols` columns
+/// Writes `[N, C, H, W]` images (`C` 1 for grey, 3 for RGB) with values in `[0, 1]` (clamped)
+/// as a grid of `cols` columns
 /// with a 2-pixel border.
 pub fn save_image_grid(images: &Tensor, cols: usize, path: &Path) -> Result<()> {
     save_image_grid_scaled(images, cols, 1, path)
@@ -26,10 +27,11 @@ pub fn save_image_grid_scaled(
     save_image_grids_side_by_side(&[images], cols, scale, path)
 }
 
-/// Several grids of `[N, 1, H, W]` images in `[0, 1]` (clamped), each `cols` columns wide,
+/// Several grids of `[N, C, H, W]` images in `[0, 1]` (clamped; `C` 1 for grey, 3 for RGB, the
+/// same for all), each `cols` columns wide,
 /// side by side in one picture with a wide gap between them (e.g. a sampler's starting noise,
 /// its last state and the denoised samples), every pixel drawn as a `scale x scale` block.
-/// The grids may hold different numbers of images but share `H` and `W`.
+/// The grids may hold different numbers of images but share `C`, `H` and `W`.
 pub fn save_image_grids_side_by_side(
     grids: &[&Tensor],
     cols: usize,
@@ -50,13 +52,14 @@ pub fn save_image_grids_side_by_side(
     let mut size = None;
     for images in grids {
         let (n, c, h, w) = images.dims4()?;
-        if c != 1 || n == 0 || size.is_some_and(|s| s != (h, w)) {
+        if !(c == 1 || c == 3) || n == 0 || size.is_some_and(|s| s != (c, h, w)) {
             return Err(bad(format!(
-                "need [N>=1, 1, H, W] grey images of one size, got {:?}",
+                "need [N>=1, C, H, W] images with C = 1 (grey) or 3 (RGB), all of one size, \
+                 got {:?}",
                 images.dims()
             )));
         }
-        size = Some((h, w));
+        size = Some((c, h, w));
         let images = images.to_dtype(DType::F32)?;
         let images = if scale > 1 {
             images.upsample_nearest2d(h * scale, w * scale)?
@@ -66,7 +69,7 @@ pub fn save_image_grids_side_by_side(
         let pixels = images.clamp(0f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?;
         blocks.push((n, pixels));
     }
-    let (h, w) = size.map_or((0, 0), |(h, w)| (h * scale, w * scale));
+    let (c, h, w) = size.map_or((1, 0, 0), |(c, h, w)| (c, h * scale, w * scale));
     let gap = 6 * scale.max(2);
     let block_w = cols * (w + 2) + 2;
     let rows = blocks
@@ -76,18 +79,22 @@ pub fn save_image_grids_side_by_side(
         .unwrap_or(1);
     let gw = blocks.len() * block_w + (blocks.len() - 1) * gap;
     let gh = rows * (h + 2) + 2;
-    let mut img = image::GrayImage::from_pixel(gw as u32, gh as u32, image::Luma([64]));
+    let mut img = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([64; 3]));
+    let plane = h * w;
     for (b, (n, pixels)) in blocks.iter().enumerate() {
         let x0 = b * (block_w + gap);
         for k in 0..*n {
             let (r, col) = (k / cols, k % cols);
             for y in 0..h {
                 for x in 0..w {
-                    let v = (pixels[k * h * w + y * w + x] * 255.0).round() as u8;
+                    let at = |ch: usize| {
+                        let v = pixels[(k * c + ch.min(c - 1)) * plane + y * w + x];
+                        (v * 255.0).round() as u8
+                    };
                     img.put_pixel(
                         (x0 + 2 + col * (w + 2) + x) as u32,
                         (2 + r * (h + 2) + y) as u32,
-                        image::Luma([v]),
+                        image::Rgb([at(0), at(1), at(2)]),
                     );
                 }
             }
@@ -96,11 +103,18 @@ pub fn save_image_grids_side_by_side(
         if b + 1 < blocks.len() {
             for x in x0 + block_w..x0 + block_w + gap {
                 for y in 0..gh {
-                    img.put_pixel(x as u32, y as u32, image::Luma([255]));
+                    img.put_pixel(x as u32, y as u32, image::Rgb([255; 3]));
                 }
             }
         }
     }
+    // Grey grids are saved as grey PNGs.
+    let img = image::DynamicImage::ImageRgb8(img);
+    let img = if c == 1 {
+        image::DynamicImage::ImageLuma8(img.to_luma8())
+    } else {
+        img
+    };
     img.save(path).map_err(|e| bad(e.to_string()))
 }
 
@@ -479,6 +493,17 @@ mod tests {
         assert_eq!(at(30 + 2, 2 + 6), 255); // the second grid's third image (row 1)
         assert_eq!(at(30 + 2 + 8, 2 + 6), 64); // the empty cell beside it is the border grey
         assert_eq!(at(0, 0), 64);
+        assert_eq!(image::open(&path).unwrap().color(), image::ColorType::L8);
+        // RGB: one 1 x 2 image, red then blue; grey and RGB grids do not mix.
+        let rgb = Tensor::new(&[1f32, 0.0, 0.0, 0.0, 0.0, 1.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 3, 1, 2))
+            .unwrap();
+        save_image_grids_side_by_side(&[&rgb], 1, 1, &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.get_pixel(2, 2).0, [255, 0, 0]);
+        assert_eq!(img.get_pixel(3, 2).0, [0, 0, 255]);
+        assert!(save_image_grids_side_by_side(&[&rgb, &a], 1, 1, &path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -167,13 +167,13 @@ pub fn seeded_resnet_ebm(
 pub fn seeded_mlp(cfg: &MlpConfig, seed: u64, device: &Device) -> Result<(VarMap, Mlp)> {
     let vm = VarMap::new();
     let net = Mlp::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
-    seed_dense_layers(&vm, &mut NoiseSource::new(seed ^ 0x31f), &[])?;
+    seed_layers_pytorch_default(&vm, &mut NoiseSource::new(seed ^ 0x31f), &[])?;
     Ok((vm, net))
 }
 
 /// The implicit-encoder autoencoder of Table 6 and its score network, each in its own `VarMap`
-/// (they have their own optimisers), drawn from a generator seeded with `seed`: every dense
-/// layer uniform in `+-1/sqrt(fan_in)`, PyTorch's default, as the reference.
+/// (they have their own optimisers), drawn from a generator seeded with `seed`: every layer
+/// uniform in `+-1/sqrt(fan_in)`, PyTorch's default, as the reference.
 ///
 /// # Errors
 /// A bad configuration (see [`ImplicitAutoencoder::new`]).
@@ -187,8 +187,8 @@ pub fn seeded_implicit_autoencoder(
     let score_vm = VarMap::new();
     let score = LatentScore::new(cfg, VarBuilder::from_varmap(&score_vm, DType::F32, device))?;
     let mut noise = NoiseSource::new(seed ^ 0x1a7e);
-    seed_dense_layers(&ae_vm, &mut noise, &[])?;
-    seed_dense_layers(&score_vm, &mut noise, &[])?;
+    seed_layers_pytorch_default(&ae_vm, &mut noise, &[])?;
+    seed_layers_pytorch_default(&score_vm, &mut noise, &[])?;
     Ok(((ae_vm, ae), (score_vm, score)))
 }
 
@@ -250,20 +250,22 @@ pub fn mnist_lenet_quality(
     Ok(lenet.evaluate(images, data_dir, &cache)?)
 }
 
-/// Draws every dense layer's weight and bias of `vm` (sorted by name) uniformly in
-/// `+-1/sqrt(fan_in)`, PyTorch's default, from `noise`; the variables named in `skip` keep their
-/// values.
-fn seed_dense_layers(vm: &VarMap, noise: &mut NoiseSource, skip: &[&str]) -> Result<()> {
+/// Draws every layer's weight and bias of `vm` (sorted by name) uniformly in
+/// `+-1/sqrt(fan_in)`, PyTorch's default for dense and (transposed) convolution layers, from
+/// `noise`; the variables named in `skip` keep their values.
+fn seed_layers_pytorch_default(vm: &VarMap, noise: &mut NoiseSource, skip: &[&str]) -> Result<()> {
     let (names, vars) = crate::trainer::named_vars(vm);
     for (name, var) in names.iter().zip(vars) {
         if skip.contains(&name.as_str()) {
             continue;
         }
         let layer = name.trim_end_matches(".weight").trim_end_matches(".bias");
+        // PyTorch's fan-in: every axis of the weight but the first (`in` of a dense layer,
+        // `C_in K^2` of a convolution, `C_out K^2` of a transposed one).
         let fan_in = {
             let data = vm.data().lock().expect("VarMap lock");
             data.get(&format!("{layer}.weight"))
-                .map_or(1, |w| w.dims().last().copied().unwrap_or(1))
+                .map_or(1, |w| w.dims().iter().skip(1).product::<usize>().max(1))
         };
         let bound = 1.0 / (fan_in as f64).sqrt();
         let u = noise.uniform_like(var.as_tensor())?;
@@ -281,7 +283,7 @@ fn seed_dense_layers(vm: &VarMap, noise: &mut NoiseSource, skip: &[&str]) -> Res
 pub fn seeded_nice(cfg: &NiceConfig, seed: u64, device: &Device) -> Result<(VarMap, Nice)> {
     let vm = VarMap::new();
     let net = Nice::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
-    seed_dense_layers(&vm, &mut NoiseSource::new(seed ^ 0x41ce), &["scale"])?;
+    seed_layers_pytorch_default(&vm, &mut NoiseSource::new(seed ^ 0x41ce), &["scale"])?;
     Ok((vm, net))
 }
 

@@ -6,8 +6,8 @@
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use latent::implicit::{
-    bernoulli_log_likelihood, entropy_surrogate, implicit_vae_loss, implicit_wae_loss,
-    standard_normal_log_density,
+    bernoulli_log_likelihood, entropy_surrogate, gaussian_log_likelihood, implicit_vae_loss,
+    implicit_wae_loss, standard_normal_log_density, DecoderLikelihood,
 };
 use sm_objectives::{NoiseSource, Reduction};
 
@@ -91,20 +91,74 @@ fn the_losses_add_their_terms_and_refuse_bad_input() -> Result<()> {
     let neg_prior = 0.5 * 1.5 + 1.5 * (2.0 * std::f64::consts::PI).ln();
     let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
     let recon = (1.0 - sig(1.0)).powi(2) + (1.0 - sig(-1.0)).powi(2);
-    let wae = implicit_wae_loss(&logits, &x, &z, &s, 10.0, Reduction::Sum)?.to_scalar::<f64>()?;
+    let wae = implicit_wae_loss(
+        DecoderLikelihood::Bernoulli,
+        &logits,
+        &x,
+        &z,
+        &s,
+        10.0,
+        Reduction::Sum,
+    )?
+    .to_scalar::<f64>()?;
     assert!(
         (wae - (recon + 10.0 * (neg_prior + dot))).abs() < 1e-12,
         "{wae}"
     );
     let nll = -(sig(1.0).ln() + sig(-1.0).ln());
-    let vae = implicit_vae_loss(&logits, &x, &z, &s, Reduction::Mean)?.to_scalar::<f64>()?;
+    let vae = implicit_vae_loss(
+        DecoderLikelihood::Bernoulli,
+        &logits,
+        &x,
+        &z,
+        &s,
+        Reduction::Mean,
+    )?
+    .to_scalar::<f64>()?;
     assert!((vae - (nll + neg_prior + dot)).abs() < 1e-12, "{vae}");
     // The score is detached: no gradient reaches it.
     let sv = Var::from_tensor(&s)?;
-    let grads = implicit_vae_loss(&logits, &x, &z, sv.as_tensor(), Reduction::Mean)?.backward()?;
+    let grads = implicit_vae_loss(
+        DecoderLikelihood::Bernoulli,
+        &logits,
+        &x,
+        &z,
+        sv.as_tensor(),
+        Reduction::Mean,
+    )?
+    .backward()?;
     assert!(grads.get(sv.as_tensor()).is_none());
-    let err = implicit_wae_loss(&logits, &x, &z, &s, -1.0, Reduction::Mean).unwrap_err();
+    let err = implicit_wae_loss(
+        DecoderLikelihood::Bernoulli,
+        &logits,
+        &x,
+        &z,
+        &s,
+        -1.0,
+        Reduction::Mean,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("lambda"), "{err}");
+    // The Gaussian decoder: log N(x; m, e^(2c)) summed over pixels, and the WAE's
+    // reconstruction by the mean itself, on image-shaped [B, C, H, W] data.
+    let m = Tensor::new(&[[[[0.5f64, -0.25]]]], &dev)?;
+    let xi = Tensor::new(&[[[[0.0f64, 0.25]]]], &dev)?;
+    let c: f64 = -0.602;
+    let sq = 0.25 + 0.25;
+    let want = -sq / (2.0 * (2.0 * c).exp()) - 2.0 * (c + 0.5 * (2.0 * std::f64::consts::PI).ln());
+    let got = gaussian_log_likelihood(&m, &xi, c)?.to_vec1::<f64>()?;
+    assert!((got[0] - want).abs() < 1e-12, "{got:?} vs {want}");
+    let gauss = DecoderLikelihood::Gaussian { log_std: c };
+    let wae =
+        implicit_wae_loss(gauss, &m, &xi, &z, &s, 10.0, Reduction::Sum)?.to_scalar::<f64>()?;
+    assert!(
+        (wae - (sq + 10.0 * (neg_prior + dot))).abs() < 1e-12,
+        "{wae}"
+    );
+    let vae = implicit_vae_loss(gauss, &m, &xi, &z, &s, Reduction::Sum)?.to_scalar::<f64>()?;
+    assert!((vae - (-want + neg_prior + dot)).abs() < 1e-12, "{vae}");
+    let err = gaussian_log_likelihood(&m, &x, c).unwrap_err();
+    assert!(err.to_string().contains("same [B, ...]"), "{err}");
     let err = entropy_surrogate(&z, &logits).unwrap_err();
     assert!(err.to_string().contains("same [B, K]"), "{err}");
     Ok(())

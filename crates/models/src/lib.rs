@@ -41,7 +41,7 @@ pub use dkef::{
 pub use gaussian_posterior::GaussianPosterior;
 pub use grbm::{Grbm, GrbmConfig, MAX_EXACT_HIDDEN};
 pub use implicit_autoencoder::{
-    AutoencoderKind, ImplicitAutoencoder, ImplicitAutoencoderConfig, LatentScore,
+    AutoencoderKind, ImplicitAutoencoder, ImplicitAutoencoderConfig, ImplicitNetworks, LatentScore,
 };
 pub use lenet::{LeNet, LeNetConfig};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};

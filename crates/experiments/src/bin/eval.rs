@@ -9,12 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use sample_quality::inception::{FidInception, INCEPTION_FEATURES, INCEPTION_WEIGHTS};
+use experiments::inception_fid::{inception_quality, load_inception};
 use sample_quality::lenet::{load_or_train_lenet, LeNetTraining, MnistFamily};
-use sample_quality::{
-    cached_features, features_matrix, frechet_distance, kernel_distance, GaussianStats,
-};
 
 #[derive(Parser)]
 #[command(
@@ -139,35 +135,6 @@ fn read_samples(path: &Path, name: Option<&str>, channels: usize) -> Result<Tens
     Ok(t.to_dtype(DType::F32)?)
 }
 
-/// Inception features of `images`, 25 at a time, with a progress bar.
-fn inception_features(
-    net: &FidInception,
-    images: &Tensor,
-    what: &str,
-    progress: bool,
-) -> sample_quality::Result<Tensor> {
-    let n = images.dim(0)?;
-    let bar = if progress {
-        ProgressBar::new(n as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, {eta} left")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(format!("Inception features of {what}"));
-    let mut parts = Vec::new();
-    for start in (0..n).step_by(25) {
-        let len = 25.min(n - start);
-        parts.push(net.features(&images.narrow(0, start, len)?, len)?);
-        bar.inc(len as u64);
-    }
-    bar.finish_and_clear();
-    Ok(Tensor::cat(&parts, 0)?)
-}
-
 /// FID and KID with the FID InceptionV3 against CIFAR-10's test split, whose features are
 /// cached in `cache_dir`.
 fn cifar10_quality(
@@ -177,54 +144,29 @@ fn cifar10_quality(
     cache_dir: &Path,
     progress: bool,
 ) -> Result<serde_json::Value> {
-    let n = images.dim(0)?;
-    if n <= INCEPTION_FEATURES {
-        bail!(
-            "FID with Inception features needs more samples than its {INCEPTION_FEATURES} \
-             features (a full-rank covariance): at least {}, 10 000 or more for the usual \
-             estimate; got {n}",
-            INCEPTION_FEATURES + 1
-        );
-    }
-    for d in [datasets::Dataset::Cifar10, datasets::Dataset::FidInception] {
-        experiments::setup::ensure_data(data_dir, d)?;
-    }
-    let net = FidInception::from_pth(&data_dir.join(INCEPTION_WEIGHTS), device)?;
-    let reference = cached_features(
-        &cache_dir.join("inception-cifar-10-test-features.safetensors"),
-        false,
-        || {
-            let test = datasets::load_cifar10(data_dir, &Device::Cpu)?.test.images;
-            inception_features(
-                &net,
-                &test,
-                "CIFAR-10's test split (cached after)",
-                progress,
-            )
-        },
+    experiments::setup::ensure_data(data_dir, datasets::Dataset::Cifar10)?;
+    let net = load_inception(data_dir, device)?;
+    let q = inception_quality(
+        &net,
+        images,
+        "cifar-10-test",
+        || Ok(datasets::load_cifar10(data_dir, &Device::Cpu)?.test.images),
+        cache_dir,
+        progress,
     )?;
-    let ours = inception_features(&net, images, "the samples", progress)?;
-    let (x, _, d) = features_matrix(&ours)?;
-    let (y, m, _) = features_matrix(&reference)?;
-    let fid = frechet_distance(
-        &GaussianStats::from_rows(&x, n, d)?,
-        &GaussianStats::from_rows(&y, m, d)?,
-    )?;
-    let size = n.min(m).min(1000);
-    let kid = kernel_distance(&x, &y, d, 100, size, 0)?;
     println!(
-        "FID (Inception): {fid:.3}\nKID (Inception): {:.5} ± {:.5} (100 subsets of {size})\n\
-         {n} samples against the CIFAR-10 test split",
-        kid.mean, kid.std_err
+        "FID (Inception): {:.3}\nKID (Inception): {:.5} ± {:.5} (100 subsets of {})\n\
+         {} samples against the CIFAR-10 test split",
+        q.fid, q.kid, q.kid_std_err, q.kid_subsets.1, q.samples
     );
     Ok(serde_json::json!({
         "reference": "cifar-10",
         "features": "inception-v3 (pytorch-fid weights)",
-        "samples": n,
-        "fid": fid,
-        "kid": kid.mean,
-        "kid_std_err": kid.std_err,
-        "kid_subsets": [100, size],
+        "samples": q.samples,
+        "fid": q.fid,
+        "kid": q.kid,
+        "kid_std_err": q.kid_std_err,
+        "kid_subsets": [q.kid_subsets.0, q.kid_subsets.1],
     }))
 }
 

@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
-use latent::implicit::{bernoulli_log_likelihood, implicit_vae_loss, implicit_wae_loss};
-use models::{AutoencoderKind, ImplicitAutoencoder, ImplicitAutoencoderConfig, LatentScore};
+use latent::implicit::{implicit_vae_loss, implicit_wae_loss, DecoderLikelihood};
+use models::{
+    AutoencoderKind, ImplicitAutoencoder, ImplicitAutoencoderConfig, ImplicitNetworks, LatentScore,
+};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{NoiseSource, Reduction};
 
@@ -22,8 +24,9 @@ use crate::runner::RowContext;
 use crate::step_seed;
 use crate::trainer::{train_with_state, StepRecord, TrainState};
 
+use super::data::Images;
 use super::objective::{exact_sm, score_loss};
-use super::{data, Run, Table6Config};
+use super::{Run, Table6Config, Table6Data};
 
 /// Score-step times kept for the median (after warm-up): enough for a stable median without
 /// growing the checkpoint over a 100K-step run.
@@ -36,7 +39,7 @@ pub struct TestPoint {
     pub step: u64,
     /// Training wall time so far, seconds.
     pub train_seconds: f64,
-    /// Reconstruction term: `-log p(x | z)` (VAE) or `|x - sigmoid(l)|^2` (WAE), nats or squared
+    /// Reconstruction term: `-log p(x | z)` (VAE) or `|x - E[x | z]|^2` (WAE), nats or squared
     /// pixels per image.
     pub recon: f64,
     /// The score network's exact SM loss on test codes (lower: closer to the codes' score).
@@ -69,9 +72,31 @@ pub struct TrainReport {
 
 /// The model configuration of a run.
 pub fn model_config(cfg: &Table6Config, run: Run) -> ImplicitAutoencoderConfig {
-    ImplicitAutoencoderConfig {
-        hidden: cfg.hidden,
-        ..ImplicitAutoencoderConfig::mnist(run.model, run.z_dim)
+    match run.data {
+        Table6Data::Mnist => ImplicitAutoencoderConfig {
+            networks: ImplicitNetworks::Dense {
+                data_dim: 784,
+                hidden: cfg.hidden,
+            },
+            ..ImplicitAutoencoderConfig::mnist(run.model, run.z_dim)
+        },
+        Table6Data::Celeba => ImplicitAutoencoderConfig {
+            networks: ImplicitNetworks::Conv {
+                channels: 3,
+                image_size: cfg.celeba.image_size,
+                nef: cfg.celeba.nef,
+                ndf: cfg.celeba.ndf,
+            },
+            ..ImplicitAutoencoderConfig::celeba(run.model, run.z_dim)
+        },
+    }
+}
+
+/// The RMSProp learning rate of a run: MNIST's or CelebA's.
+pub fn learning_rate(cfg: &Table6Config, run: Run) -> f64 {
+    match run.data {
+        Table6Data::Mnist => cfg.lr,
+        Table6Data::Celeba => cfg.celeba.lr,
     }
 }
 
@@ -130,11 +155,12 @@ pub fn encoder_noise(
     }
 }
 
-/// The autoencoder's loss on images `x` with fresh codes; the score is evaluated at the codes
-/// and detached.
+/// The autoencoder's loss on images `x` with fresh codes, the decoder's output read by
+/// `likelihood`; the score is evaluated at the codes and detached.
 pub fn autoencoder_loss(
     ae: &ImplicitAutoencoder,
     score: &LatentScore,
+    likelihood: DecoderLikelihood,
     x: &Tensor,
     noise: &mut NoiseSource,
     wae_lambda: f64,
@@ -142,20 +168,20 @@ pub fn autoencoder_loss(
     let cfg = ae.config();
     let eps = encoder_noise(cfg, x.dim(0)?, noise, x.device())?;
     let z = ae.encode(x, eps.as_ref())?;
-    let logits = ae.decode_logits(&z)?;
+    let out = ae.decode(&z)?;
     match cfg.kind {
         AutoencoderKind::Vae => {
             let s = score.score(Some(x), &z.detach())?;
-            implicit_vae_loss(&logits, x, &z, &s, Reduction::Mean)
+            implicit_vae_loss(likelihood, &out, x, &z, &s, Reduction::Mean)
         }
         AutoencoderKind::Wae => {
             let s = score.score(None, &z.detach())?;
-            implicit_wae_loss(&logits, x, &z, &s, wae_lambda, Reduction::Mean)
+            implicit_wae_loss(likelihood, &out, x, &z, &s, wae_lambda, Reduction::Mean)
         }
     }
 }
 
-/// The test evaluation of [`TestPoint`] on `x` (binarised test images) with the encoder noise
+/// The test evaluation of [`TestPoint`] on `x` (prepared test images) with the encoder noise
 /// drawn from `seed`.
 ///
 /// # Errors
@@ -163,6 +189,7 @@ pub fn autoencoder_loss(
 pub fn test_point(
     ae: &ImplicitAutoencoder,
     score: &LatentScore,
+    likelihood: DecoderLikelihood,
     x: &Tensor,
     seed: u64,
 ) -> Result<(f64, f64)> {
@@ -174,10 +201,13 @@ pub fn test_point(
         let xb = x.narrow(0, start, 250.min(n - start))?;
         let eps = encoder_noise(cfg, xb.dim(0)?, &mut noise, x.device())?;
         let z = ae.encode(&xb, eps.as_ref())?.detach();
-        let logits = ae.decode_logits(&z)?.detach();
+        let out = ae.decode(&z)?.detach();
         let r = match cfg.kind {
-            AutoencoderKind::Vae => bernoulli_log_likelihood(&logits, &xb)?.neg()?,
-            AutoencoderKind::Wae => (&xb - layers::sigmoid(&logits)?)?.sqr()?.sum(1)?,
+            AutoencoderKind::Vae => likelihood.log_likelihood(&out, &xb)?.neg()?,
+            AutoencoderKind::Wae => (&xb - likelihood.mean(&out)?)?
+                .sqr()?
+                .flatten_from(1)?
+                .sum(1)?,
         };
         recon += r.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
         let s = exact_sm(score, cfg.kind, &xb, &z)?;
@@ -206,9 +236,17 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
     }
     let dir = &ctx.dir;
     let device = ctx.run.device;
-    let mnist = data::load(ctx.run.data_dir, device)?;
-    let train_pixels = mnist.train.to_dtype(DType::F32)?;
-    let test = data::binary_test_images(&mnist, cfg.eval_images, cfg.seed ^ 0x7e57)?;
+    let images = Images::load(
+        cfg,
+        run.data,
+        ctx.run.data_dir,
+        device,
+        ctx.run.control.progress,
+    )?;
+    let likelihood = images.likelihood();
+    let train_pixels = images.train();
+    let test = images.test_images(cfg.eval_images, cfg.seed ^ 0x7e57, device)?;
+    let lr = learning_rate(cfg, run);
     let seed = run.seed_value(cfg);
     let model_cfg = model_config(cfg, run);
     let ((ae_vm, ae), (score_vm, score)) =
@@ -222,7 +260,7 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
     let opts = ctx
         .train_options(
             cfg.iters,
-            cfg.lr,
+            lr,
             cfg.checkpoint_every,
             run.label_text(),
             &(cfg.training_identity(), run),
@@ -233,10 +271,12 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
     let warmup = cfg.timing_warmup as u64;
     let mut loss_at = |step: u64, st: &mut RowState| -> candle_core::Result<Tensor> {
         let pixels = batcher
-            .batch(&train_pixels, step)
+            .batch(train_pixels, step)
             .map_err(candle_core::Error::wrap)?;
         let mut noise = NoiseSource::new(step_seed(seed, step));
-        let x = data::binarize(&pixels, &mut noise).map_err(candle_core::Error::wrap)?;
+        let x = images
+            .prepare(&pixels, &mut noise, device)
+            .map_err(candle_core::Error::wrap)?;
         // The score network's step on detached codes of this batch, timed alone.
         let t0 = Instant::now();
         let eps = encoder_noise(&model_cfg, x.dim(0)?, &mut noise, x.device())?;
@@ -255,7 +295,7 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
             candle_core::bail!("the score network's loss is {value} at step {step}")
         }
         let grads = loss.backward()?;
-        st.score_opt.step_with_lr(&grads, cfg.lr)?;
+        st.score_opt.step_with_lr(&grads, lr)?;
         drop(grads);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let record = &mut st.record;
@@ -263,12 +303,12 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
         if step >= warmup && record.score_ms.len() < TIMED_SCORE_STEPS {
             record.score_ms.push(ms);
         }
-        autoencoder_loss(&ae, &score, &x, &mut noise, cfg.wae_lambda)
+        autoencoder_loss(&ae, &score, likelihood, &x, &mut noise, cfg.wae_lambda)
     };
     let mut after = |r: &StepRecord, st: &mut RowState| -> Result<()> {
         st.record.losses.push((r.step, r.loss));
         if evals.contains(&(r.step + 1)) {
-            let (recon, score_sm) = test_point(&ae, &score, &test, cfg.seed ^ 0xe7a1)?;
+            let (recon, score_sm) = test_point(&ae, &score, likelihood, &test, cfg.seed ^ 0xe7a1)?;
             st.record.evals.push(TestPoint {
                 step: r.step + 1,
                 train_seconds: r.train_seconds,
