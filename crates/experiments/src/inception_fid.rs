@@ -79,6 +79,22 @@ pub fn inception_features(
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// An error unless `n` samples give a full-rank covariance of the Inception features.
+///
+/// # Errors
+/// [`ExpError::Config`] for `n <= 2048`.
+pub fn require_inception_samples(n: usize) -> Result<()> {
+    if n <= INCEPTION_FEATURES {
+        return Err(ExpError::Config(format!(
+            "FID with Inception features needs more samples than its {INCEPTION_FEATURES} \
+             features (a full-rank covariance): at least {}, 10 000 or more for the usual \
+             estimate; got {n}",
+            INCEPTION_FEATURES + 1
+        )));
+    }
+    Ok(())
+}
+
 /// FID and KID (100 subsets of up to 1000) of `samples` (`[N, 3, H, W]` in `[0, 1]`) against
 /// the reference images `reference()` gives, whose features are cached in
 /// `<cache_dir>/inception-<reference_name>-features.safetensors` (so `reference_name` must
@@ -95,14 +111,7 @@ pub fn inception_quality(
     progress: bool,
 ) -> Result<InceptionQuality> {
     let n = samples.dim(0)?;
-    if n <= INCEPTION_FEATURES {
-        return Err(ExpError::Config(format!(
-            "FID with Inception features needs more samples than its {INCEPTION_FEATURES} \
-             features (a full-rank covariance): at least {}, 10 000 or more for the usual \
-             estimate; got {n}",
-            INCEPTION_FEATURES + 1
-        )));
-    }
+    require_inception_samples(n)?;
     let path = cache_dir.join(format!("inception-{reference_name}-features.safetensors"));
     let mut failure = None;
     let reference_features = cached_features(&path, false, || {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
-use experiments::inception_fid::{inception_quality, load_inception};
+use experiments::inception_fid::{inception_quality, load_inception, require_inception_samples};
 use sample_quality::lenet::{load_or_train_lenet, LeNetTraining, MnistFamily};
 
 #[derive(Parser)]
@@ -144,6 +144,8 @@ fn cifar10_quality(
     cache_dir: &Path,
     progress: bool,
 ) -> Result<serde_json::Value> {
+    // The sample count first: a refusal should not wait for (or start) a download.
+    require_inception_samples(images.dim(0)?)?;
     experiments::setup::ensure_data(data_dir, datasets::Dataset::Cifar10)?;
     let net = load_inception(data_dir, device)?;
     let q = inception_quality(
