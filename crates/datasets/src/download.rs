@@ -116,6 +116,7 @@ pub fn ensure_file(
         }
     }
     let parent = dest.parent().expect("a data file has a parent directory");
+    let created = !parent.exists();
     fs::create_dir_all(parent).map_err(|source| DataError::Io {
         path: parent.to_path_buf(),
         source,
@@ -170,6 +171,11 @@ pub fn ensure_file(
                 }
             }
         }
+    }
+    // A folder made for this file and left empty (no partial download in it) goes again, so
+    // that a failed attempt offline leaves the data directory as it was.
+    if created {
+        let _ = fs::remove_dir(parent);
     }
     Err(DataError::Download {
         file: file.path.to_string(),

@@ -235,6 +235,8 @@ fn unreachable_sources_give_instructions() {
         "{msg}"
     );
     assert!(msg.contains("attempt 2"), "retried: {msg}");
+    // The folder made for the file does not stay behind, empty.
+    assert!(!dir.join("mnist").exists());
 }
 
 #[test]
