@@ -3,11 +3,15 @@
 //! FD-SM Table 6), with PyTorch's `ConvTranspose2d` geometry and weight layout.
 //!
 //! Candle's own `conv_transpose2d` computes the right values, but its backward pass ignores
-//! `output_padding` (the gradient comes out the wrong shape), so here the op is composed: the
-//! input spread out with `stride - 1` zeros between pixels, padded with `K - 1 - padding` zeros
-//! before and `K - 1 - padding + output_padding` after, then [`crate::conv2d`] with the kernel
-//! flipped in both spatial axes and its channel axes swapped. Every piece has derivatives of
-//! every order.
+//! `output_padding` (the gradient comes out the wrong shape), so here the op is composed from
+//! [`crate::conv2d`] and reshapes. With `a = s a' + r`, the full (unpadded) transposed
+//! convolution's output row `s u + r` is `sum_a' x[u - a'] w[s a' + r]`: a stride-1 full
+//! convolution of the input with the sub-kernel of phase `r`. All `s^2` phases are one
+//! convolution whose output channels are (channel, row phase, column phase), with
+//! `ceil(K / s)`-sided kernels (3 x 3 for K = 5, s = 2), interleaved into rows and columns and
+//! cropped by the padding: `ceil(K / s)^2 s^2 / K^2` times the multiply-adds of the transposed
+//! convolution, where spreading the input out with zeros would take `s^2`. Every piece has
+//! derivatives of every order.
 
 use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -39,32 +43,28 @@ impl ConvTranspose2dConfig {
     }
 }
 
-/// `[C_in, C_out, K, K] -> [C_out, C_in, K, K]` with both spatial axes reversed: the kernel of
-/// the ordinary convolution that computes the transposed one.
-fn flipped_kernel(weight: &Tensor) -> Result<Tensor> {
-    let k = weight.dim(3)?;
-    let reversed: Vec<u32> = (0..k as u32).rev().collect();
-    let idx = Tensor::from_vec(reversed, k, weight.device())?;
+/// `[C_in, C_out, K, K]` -> `[C_out s^2, C_in, k, k]`, `k = ceil(K / s)`: output channel
+/// `(o, r, q)` holds the sub-kernel `w[., o, s a' + r, s b' + q]` (zero beyond the kernel),
+/// reversed in `a'` and `b'` so that a correlation computes its convolution.
+fn phase_kernels(weight: &Tensor, s: usize) -> Result<Tensor> {
+    let (c_in, c_out, k, _) = weight.dims4()?;
+    let kp = k.div_ceil(s);
+    let reversed: Vec<u32> = (0..kp as u32).rev().collect();
+    let idx = Tensor::from_vec(reversed, kp, weight.device())?;
     weight
-        .transpose(0, 1)?
-        .contiguous()?
+        .pad_with_zeros(2, 0, s * kp - k)?
+        .pad_with_zeros(3, 0, s * kp - k)?
+        .reshape((c_in, c_out, kp, s, kp, s))?
+        .permute((1, 3, 5, 0, 2, 4))?
+        .reshape((c_out * s * s, c_in, kp, kp))?
         .index_select(&idx, 2)?
         .index_select(&idx, 3)
 }
 
-/// `x` with `s - 1` zeros between neighbouring pixels along both spatial axes:
-/// `[N, C, H, W] -> [N, C, (H - 1) s + 1, (W - 1) s + 1]`.
-fn spread(x: &Tensor, s: usize) -> Result<Tensor> {
-    if s == 1 {
-        return Ok(x.clone());
-    }
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h, 1, w, 1))?
-        .pad_with_zeros(5, 0, s - 1)?
-        .pad_with_zeros(3, 0, s - 1)?
-        .reshape((n, c, h * s, w * s))?
-        .narrow(2, 0, (h - 1) * s + 1)?
-        .narrow(3, 0, (w - 1) * s + 1)
+/// Rows `start .. start + len` of `dim`, zeros where they run past the end.
+fn window(x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+    let have = x.dim(dim)?.saturating_sub(start).min(len);
+    x.narrow(dim, start, have)?.pad_with_zeros(dim, 0, len - have)
 }
 
 /// Transposed convolution of `x` with `weight` in PyTorch's layout, plus `bias`, differentiable
@@ -107,17 +107,23 @@ pub fn conv_transpose2d(
             )
         }
     }
-    let before = k - 1 - cfg.padding;
-    let after = before + cfg.output_padding;
-    let spread_x = spread(x, cfg.stride)?
-        .pad_with_zeros(2, before, after)?
-        .pad_with_zeros(3, before, after)?;
-    let y = conv2d(
-        &spread_x,
-        &flipped_kernel(weight)?,
+    let (n, _, h, w) = x.dims4()?;
+    let s = cfg.stride;
+    let kp = k.div_ceil(s);
+    // Every phase's full convolution: [N, C_out s^2, H + kp - 1, W + kp - 1].
+    let phases = conv2d(
+        x,
+        &phase_kernels(weight, s)?,
         None,
-        &Conv2dConfig::default(),
+        &Conv2dConfig::padded(kp - 1),
     )?;
+    let (hf, wf) = (h + kp - 1, w + kp - 1);
+    let full = phases
+        .reshape((n, c_out, s, s, hf, wf))?
+        .permute((0, 1, 4, 2, 5, 3))?
+        .reshape((n, c_out, hf * s, wf * s))?;
+    let (ho, wo) = cfg.output_size((h, w), k);
+    let y = window(&window(&full, 2, cfg.padding, ho)?, 3, cfg.padding, wo)?;
     match bias {
         Some(b) => bias_add(&y, b),
         None => Ok(y),

@@ -43,6 +43,27 @@ fn strided_and_dilated_convolutions_equal_candles() -> Result<()> {
         let layer = Conv2d::new(w.clone(), Some(b.clone()), cfg);
         assert!(same_values(&layer.forward(&x)?, &ours)?);
     }
+    // The 5 x 5 stride-2 layers of the Table 6 CelebA networks, in f32 with enough channels
+    // that the polyphase components' 3 x 3 convolution takes the Winograd kernels.
+    let x = pattern(2, 8 * 13 * 12, 0.5)
+        .reshape((2, 8, 13, 12))?
+        .to_dtype(DType::F32)?;
+    let w5 = (pattern(1, 16 * 8 * 25, 1.1).reshape((16, 8, 5, 5))? * 0.2)?.to_dtype(DType::F32)?;
+    for (padding, stride) in [(2, 2), (0, 2), (1, 3), (2, 4)] {
+        let cfg = Conv2dConfig {
+            padding,
+            stride,
+            ..Conv2dConfig::default()
+        };
+        let ours = conv2d(&x, &w5, None, &cfg)?;
+        let theirs = x.conv2d(&w5, padding, stride, 1, 1)?;
+        close(
+            &ours.to_dtype(DType::F64)?,
+            &theirs.to_dtype(DType::F64)?,
+            1e-5,
+        )?;
+    }
+    let x = pattern(2, 3 * 11 * 10, 0.3).reshape((2, 3, 11, 10))?;
     let zero_stride = Conv2dConfig {
         stride: 0,
         ..Conv2dConfig::default()
@@ -58,7 +79,7 @@ fn strided_and_dilated_convolutions_have_correct_second_derivatives() -> Result<
     let x = pattern(2, 2 * 9 * 9, 0.3).reshape((2, 2, 9, 9))?;
     let v = pattern(2, 2 * 9 * 9, 4.1).reshape((2, 2, 9, 9))?;
     let w = (pattern(1, 3 * 2 * 9, 1.7).reshape((3, 2, 3, 3))? * 0.5)?;
-    for (padding, stride, dilation) in [(1, 2, 1), (2, 1, 2), (2, 2, 2)] {
+    for (padding, stride, dilation) in [(1, 2, 1), (2, 1, 2), (2, 2, 2), (0, 3, 1)] {
         let cfg = Conv2dConfig {
             padding,
             stride,
@@ -93,6 +114,18 @@ fn transposed_convolutions_equal_candles_and_a_direct_scatter() -> Result<()> {
         let theirs = x
             .conv_transpose2d(&w, padding, output_padding, stride, 1)?
             .broadcast_add(&b.reshape((1, 2, 1, 1))?)?;
+        close(&ours, &theirs, 1e-12)?;
+    }
+    // A 4 x 4 kernel without padding: the output padding reaches past every phase's output.
+    let w4 = (pattern(1, 3 * 2 * 16, 0.9).reshape((3, 2, 4, 4))? * 0.4)?;
+    for (padding, stride, output_padding) in [(0, 2, 1), (1, 3, 2), (3, 1, 0)] {
+        let cfg = ConvTranspose2dConfig {
+            padding,
+            stride,
+            output_padding,
+        };
+        let ours = conv_transpose2d(&x, &w4, None, &cfg)?;
+        let theirs = x.conv_transpose2d(&w4, padding, output_padding, stride, 1)?;
         close(&ours, &theirs, 1e-12)?;
     }
     // The decoder's geometry (kernel 5, stride 2, padding 2, output padding 1) doubles the
