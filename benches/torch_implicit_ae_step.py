@@ -16,6 +16,11 @@ random binary images. Put it beside
 records both.
 
     python benches/torch_implicit_ae_step.py --threads 2
+
+`--data celeba` times the CelebA networks instead (the reference's `models/vae.py` and
+`models/wae.py` at 64 x 64: four 5x5 stride-2 convolutions with nef channels, transposed
+convolutions with ndf, the Gaussian decoder with log-std -0.602, images in [-1, 1]), to put
+beside `cargo xtask repro table6 --data celeba` on the same batch size.
 """
 
 import argparse
@@ -59,6 +64,70 @@ def score_loss(score, x, z, estimator, eps):
     return per.mean()
 
 
+def conv_stack(c_in, nef, act):
+    layers = []
+    widths = [c_in, nef, 2 * nef, 4 * nef, 8 * nef]
+    for a, b in zip(widths, widths[1:]):
+        layers += [torch.nn.Conv2d(a, b, 5, stride=2, padding=2), act()]
+    return layers
+
+
+class ConvEncoder(torch.nn.Module):
+    """The reference's ImplicitEncoder (VAE, no ReLU after the last convolution) or Encoder."""
+
+    def __init__(self, implicit, k, nef, size):
+        super().__init__()
+        self.implicit, self.k, self.size = implicit, k, size
+        if implicit:
+            self.noise_fc = torch.nn.Sequential(torch.nn.Linear(k, size * size), torch.nn.ReLU())
+        stack = conv_stack(3 + int(implicit), nef, torch.nn.ReLU)
+        self.main = torch.nn.Sequential(*(stack[:-1] if implicit else stack))
+        self.fc = torch.nn.Sequential(
+            torch.nn.Linear((size // 16) ** 2 * 8 * nef, 512), torch.nn.ReLU()
+        )
+        self.out = torch.nn.Linear(512, k)
+
+    def forward(self, x):
+        if self.implicit:
+            e = torch.randn(x.shape[0], self.k)
+            x = torch.cat([x, self.noise_fc(e).view(x.shape[0], 1, self.size, self.size)], 1)
+        return self.out(self.fc(self.main(x).flatten(1)))
+
+
+class ConvDecoder(torch.nn.Module):
+    def __init__(self, k, ndf, size):
+        super().__init__()
+        self.ndf, self.side = ndf, size // 16
+        self.fc = torch.nn.Linear(k, 8 * ndf * self.side ** 2)
+        layers = []
+        widths = [8 * ndf, 4 * ndf, 2 * ndf, ndf, 3]
+        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+            layers.append(torch.nn.ConvTranspose2d(a, b, 5, 2, 2, output_padding=1))
+            layers.append(torch.nn.ReLU() if i < 3 else torch.nn.Tanh())
+        self.main = torch.nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.main(self.fc(z).view(z.shape[0], 8 * self.ndf, self.side, self.side))
+
+
+class ConvScore(torch.nn.Module):
+    def __init__(self, conditioned, k, nef, size):
+        super().__init__()
+        self.size = size
+        self.zfc = torch.nn.Sequential(torch.nn.Linear(k, size * size), torch.nn.Softplus())
+        self.main = torch.nn.Sequential(*conv_stack(1 + 3 * int(conditioned), nef, torch.nn.Softplus))
+        self.fc = torch.nn.Sequential(
+            torch.nn.Linear((size // 16) ** 2 * 8 * nef, 512), torch.nn.Softplus()
+        )
+        self.out = torch.nn.Linear(512, k)
+
+    def forward(self, x, z):
+        h = self.zfc(z).view(z.shape[0], 1, self.size, self.size)
+        if x is not None:
+            h = torch.cat([x, h], 1)
+        return self.out(self.fc(self.main(h).flatten(1)))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=128)
@@ -68,28 +137,48 @@ def main():
     p.add_argument("--lam", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=100)
+    p.add_argument("--data", choices=["mnist", "celeba"], default="mnist")
+    p.add_argument("--width", type=int, default=64, help="CelebA's nef = ndf")
+    p.add_argument("--size", type=int, default=64, help="CelebA's image side")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     h, k = a.hidden, a.z
-    x = (torch.rand(a.batch, 784) < 0.3).float()
-    print(f"PyTorch {torch.__version__}, {a.threads} threads, batch {a.batch}, z {k}, hidden {h}")
+    celeba = a.data == "celeba"
+    if celeba:
+        x = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
+        print(f"PyTorch {torch.__version__}, {a.threads} threads, CelebA networks, batch "
+              f"{a.batch}, z {k}, width {a.width}, {a.size} px")
+    else:
+        x = (torch.rand(a.batch, 784) < 0.3).float()
+        print(f"PyTorch {torch.__version__}, {a.threads} threads, batch {a.batch}, z {k}, hidden {h}")
     print("| model | estimator | score step (ms) | whole step (ms) |")
     print("| --- | --- | --- | --- |")
     for model in ["vae", "wae"]:
         for estimator in ["ssmvr", "fd-ssmvr"]:
-            enc_in = 784 + k if model == "vae" else 784
-            encoder = mlp([enc_in, h, h, k])
-            decoder = mlp([k, h, h, 784])
-            net = mlp([784 + k if model == "vae" else k, h, h, k])
+            if celeba:
+                encoder = ConvEncoder(model == "vae", k, a.width, a.size)
+                decoder = ConvDecoder(k, a.width, a.size)
+                net = ConvScore(model == "vae", k, a.width, a.size)
 
-            def score(xx, z):
-                return net(torch.cat([xx, z], 1)) if model == "vae" else net(z)
+                def score(xx, z):
+                    return net(xx, z)
 
-            def encode(xx):
-                if model == "vae":
-                    return encoder(torch.cat([xx, torch.randn(xx.shape[0], k)], 1))
-                return encoder(xx)
+                def encode(xx):
+                    return encoder(xx)
+            else:
+                enc_in = 784 + k if model == "vae" else 784
+                encoder = mlp([enc_in, h, h, k])
+                decoder = mlp([k, h, h, 784])
+                net = mlp([784 + k if model == "vae" else k, h, h, k])
+
+                def score(xx, z):
+                    return net(torch.cat([xx, z], 1)) if model == "vae" else net(z)
+
+                def encode(xx):
+                    if model == "vae":
+                        return encoder(torch.cat([xx, torch.randn(xx.shape[0], k)], 1))
+                    return encoder(xx)
 
             opt_s = torch.optim.RMSprop(net.parameters(), lr=1e-3)
             opt_ae = torch.optim.RMSprop(
@@ -107,14 +196,21 @@ def main():
                 opt_s.step()
                 t1 = time.perf_counter()
                 z = encode(x)
-                logits = decoder(z)
-                s = score(cond, z.detach()).detach() if model == "vae" else net(z.detach()).detach()
+                out = decoder(z)
+                s = score(cond, z.detach()).detach()
                 prior = 0.5 * (z * z).sum(1) + 0.5 * k * math.log(2 * math.pi)
-                if model == "vae":
-                    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
-                    ae = (recon + prior + (s * z).sum(1)).mean()
+                if celeba:
+                    log_std = -0.602
+                    mean = out
+                    gauss = (x - out) ** 2 / (2 * math.exp(2 * log_std))
+                    nll = (gauss + 0.5 * math.log(2 * math.pi) + log_std).flatten(1).sum(1)
                 else:
-                    recon = ((x - torch.sigmoid(logits)) ** 2).sum(1)
+                    mean = torch.sigmoid(out)
+                    nll = F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(1)
+                if model == "vae":
+                    ae = (nll + prior + (s * z).sum(1)).mean()
+                else:
+                    recon = ((x - mean) ** 2).flatten(1).sum(1)
                     ae = (recon + a.lam * (prior + (s * z).sum(1))).mean()
                 opt_ae.zero_grad()
                 ae.backward()

@@ -343,7 +343,10 @@ fn polyphase_conv(x: &Tensor, w: &Tensor, padding: usize, s: usize) -> Result<Te
     let (n, c, h, wd) = x.dims4()?;
     let (o, _, k, _) = w.dims4()?;
     let kp = k.div_ceil(s);
-    let (ho, wo) = ((h + 2 * padding - k) / s + 1, (wd + 2 * padding - k) / s + 1);
+    let (ho, wo) = (
+        (h + 2 * padding - k) / s + 1,
+        (wd + 2 * padding - k) / s + 1,
+    );
     // Component rows read: ho + kp - 1, so s (ho + kp - 1) padded input rows.
     let (rows, cols) = (ho + kp - 1, wo + kp - 1);
     let after = |len: usize, out: usize| (s * out) as isize - (len + padding) as isize;

@@ -64,7 +64,8 @@ fn phase_kernels(weight: &Tensor, s: usize) -> Result<Tensor> {
 /// Rows `start .. start + len` of `dim`, zeros where they run past the end.
 fn window(x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
     let have = x.dim(dim)?.saturating_sub(start).min(len);
-    x.narrow(dim, start, have)?.pad_with_zeros(dim, 0, len - have)
+    x.narrow(dim, start, have)?
+        .pad_with_zeros(dim, 0, len - have)
 }
 
 /// Transposed convolution of `x` with `weight` in PyTorch's layout, plus `bias`, differentiable
