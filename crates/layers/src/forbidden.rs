@@ -6,10 +6,13 @@
 pub const FORBIDDEN_OPS: &[(&str, &str)] = &[
     ("max_pool2d", "wrong gradient even at first order"),
     (
-        "upsample_nearest",
+        ".upsample_nearest",
         "backward overwrites instead of accumulating",
     ),
-    ("upsample_bilinear", "no usable backward"),
+    (
+        ".upsample_bilinear",
+        "no usable backward; use the function layers::upsample_bilinear2d",
+    ),
     (".gather(", "backward fails at second order"),
     ("softmax_last_dim", "fused kernel without gradient"),
     (

@@ -12,9 +12,12 @@
 //! * [`Mlp`]: a fully connected energy network (the peer benchmark's 784-512-512-1), on the
 //!   vector-valued [`DenseNet`].
 //! * [`ImplicitAutoencoder`] and [`LatentScore`]: the VAE / WAE with an implicit encoder and
-//!   the score network of its entropy gradient (FD-SM Table 6).
+//!   the score network of its entropy gradient (FD-SM Table 6), dense (MNIST) or convolutional
+//!   (CelebA).
 //! * [`Nice`]: the NICE flow of FD-SM Table 3, with exact `log p`, its inverse, and the
 //!   Approx-BP and curvature-propagation Hessian-diagonal estimates.
+//! * [`Ncsn`]: the noise-conditional RefineNet score network of NCSN (FD-SM Table 5), with
+//!   conditional instance normalisation++ ([`CondInstanceNormPlus`]).
 //! * [`LeNet`]: a LeNet-style classifier of 28 x 28 images, the feature network of FID with
 //!   LeNet features on the MNIST family.
 //!
@@ -29,6 +32,7 @@ mod grbm;
 mod implicit_autoencoder;
 mod lenet;
 mod mlp;
+mod ncsn;
 mod nice;
 mod resnet_ebm;
 
@@ -45,5 +49,6 @@ pub use implicit_autoencoder::{
 };
 pub use lenet::{LeNet, LeNetConfig};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};
+pub use ncsn::{CondInstanceNormPlus, LevelOneHot, Ncsn, NcsnConfig};
 pub use nice::{Nice, NiceConfig, ScoreAndDiagonal};
 pub use resnet_ebm::{Activation, ResNetEbm, ResNetEbmConfig};

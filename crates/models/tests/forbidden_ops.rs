@@ -44,6 +44,20 @@ fn the_scanner_detects_forbidden_calls() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(violations("// x.max_pool2d(2)", Path::new("c.rs")).is_empty());
     assert!(violations("let y = layers::avg_pool2d(&x, 2)?;", Path::new("ok.rs")).is_empty());
+    // The layers crate's own bilinear upsampling is a free function; Candle's is a method.
+    assert!(violations(
+        "let y = upsample_bilinear2d(&x, (4, 4), true)?;",
+        Path::new("ok.rs")
+    )
+    .is_empty());
+    assert_eq!(
+        violations(
+            "let y = x.upsample_bilinear2d(4, 4, true)?;",
+            Path::new("bad.rs")
+        )
+        .len(),
+        1
+    );
     assert_eq!(
         violations("let y = x.avg_pool2d(2)?;", Path::new("bad.rs")).len(),
         1
