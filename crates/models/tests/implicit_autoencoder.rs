@@ -4,8 +4,11 @@
 //! derivatives, first and second order, against central differences; weight names and shapes as
 //! the reference's; bad shapes named.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
+use common::max_abs_diff;
 use models::{
     AutoencoderKind, ImplicitAutoencoder, ImplicitAutoencoderConfig, ImplicitNetworks, LatentScore,
 };
@@ -64,20 +67,6 @@ fn pattern(shape: &[usize], phase: f64) -> Tensor {
     Tensor::from_vec(v, shape, &DEV).unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
 #[test]
 fn networks_match_candles_forward_ops_on_their_weights() {
     for kind in [AutoencoderKind::Vae, AutoencoderKind::Wae] {
@@ -104,7 +93,7 @@ fn networks_match_candles_forward_ops_on_their_weights() {
             .unwrap();
         let z_ref = dense(&vm, "encoder.out", &h);
         let z = ae.encode(&x, eps.as_ref()).unwrap();
-        assert!(max_diff(&z, &z_ref) < 1e-12, "{kind:?} encoder");
+        assert!(max_abs_diff(&z, &z_ref) < 1e-12, "{kind:?} encoder");
         // Decoder: transposed convolutions with output padding by Candle's forward op.
         let mut h = dense(&vm, "decoder.fc", &z).reshape((2, 16, 1, 1)).unwrap();
         for i in 0..4 {
@@ -123,7 +112,7 @@ fn networks_match_candles_forward_ops_on_their_weights() {
         }
         let mean = ae.decode(&z).unwrap();
         assert_eq!(mean.dims(), [2, 3, 16, 16]);
-        assert!(max_diff(&mean, &h) < 1e-12, "{kind:?} decoder");
+        assert!(max_abs_diff(&mean, &h) < 1e-12, "{kind:?} decoder");
         // Score network.
         let zc = softplus(&dense(&vm, "score.z_fc", &z))
             .reshape((2, 1, 16, 16))
@@ -139,7 +128,7 @@ fn networks_match_candles_forward_ops_on_their_weights() {
         let s_ref = dense(&vm, "score.out", &h);
         let x_cond = (kind == AutoencoderKind::Vae).then_some(&x);
         let s = score.score(x_cond, &z).unwrap();
-        assert!(max_diff(&s, &s_ref) < 1e-12, "{kind:?} score");
+        assert!(max_abs_diff(&s, &s_ref) < 1e-12, "{kind:?} score");
     }
 }
 
@@ -219,7 +208,7 @@ fn the_conv_score_networks_input_derivatives_match_central_differences() {
         / (2.0 * h))
         .unwrap();
     let along = (&g * &v).unwrap().sum(D::Minus1).unwrap();
-    assert!(max_diff(&along, &fd) < 1e-7, "first order");
+    assert!(max_abs_diff(&along, &fd) < 1e-7, "first order");
     // Second order: the derivative of v^T J^T v along v against differences of the gradient.
     let gv = |g: &Tensor| (g * &v).unwrap().sum(D::Minus1).unwrap();
     let (zv, g) = grad_at(&z);
@@ -230,5 +219,5 @@ fn the_conv_score_networks_input_derivatives_match_central_differences() {
         .unwrap()
         / (2.0 * h))
         .unwrap();
-    assert!(max_diff(&along2, &fd2) < 1e-6, "second order");
+    assert!(max_abs_diff(&along2, &fd2) < 1e-6, "second order");
 }

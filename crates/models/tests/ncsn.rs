@@ -7,10 +7,13 @@
 //! samples independent of each other; the score's second derivative along a direction against
 //! central differences of its first (what annealed SSMVR differentiates); bad input named.
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
+use common::max_abs_diff;
 use models::{CondInstanceNormPlus, LevelOneHot, Ncsn, NcsnConfig};
 use sm_objectives::autodiff::enable_higher_order;
 
@@ -23,20 +26,6 @@ fn build(cfg: &NcsnConfig, dtype: DType) -> (VarMap, Ncsn) {
     let vm = VarMap::new();
     let net = Ncsn::new(cfg, VarBuilder::from_varmap(&vm, dtype, &DEV)).unwrap();
     (vm, net)
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
 
 /// The reference's name of one of our parameters, and which third of a normalisation's
@@ -147,7 +136,7 @@ fn scores_equal_the_reference_networks_on_its_weights() {
     let out = net
         .forward(&reference["input"], &reference["levels"])
         .unwrap();
-    let err = max_diff(&out, &reference["output"]);
+    let err = max_abs_diff(&out, &reference["output"]);
     assert!(
         err < 1e-9,
         "largest difference from the reference network: {err}"
@@ -267,13 +256,13 @@ fn samples_are_scored_independently_and_levels_matter() {
                 &levels.narrow(0, i, 1).unwrap(),
             )
             .unwrap();
-        assert!(max_diff(&one, &both.narrow(0, i, 1).unwrap()) < 1e-12);
+        assert!(max_abs_diff(&one, &both.narrow(0, i, 1).unwrap()) < 1e-12);
     }
     let other = net
         .forward(&x, &Tensor::new(&[2u32, 3], &DEV).unwrap())
         .unwrap();
     assert!(
-        max_diff(
+        max_abs_diff(
             &other.narrow(0, 0, 1).unwrap(),
             &both.narrow(0, 0, 1).unwrap()
         ) > 1e-6
@@ -339,7 +328,7 @@ fn the_scores_second_derivative_matches_central_differences() {
     let (_, g) = grad_at(&x);
     let fd1 =
         ((f(&(&x + &step).unwrap()) - f(&(&x - &step).unwrap())).unwrap() / (2.0 * h)).unwrap();
-    assert!(max_diff(&along(&g), &fd1) < 1e-7, "first order");
+    assert!(max_abs_diff(&along(&g), &fd1) < 1e-7, "first order");
     let (xv, g) = grad_at(&x);
     let second = along(&g).sum_all().unwrap().backward().unwrap();
     let hv = second.get(xv.as_tensor()).expect("second derivative");
@@ -348,9 +337,9 @@ fn the_scores_second_derivative_matches_central_differences() {
     .unwrap()
         / (2.0 * h))
         .unwrap();
-    let scale = 1.0 + max_diff(&fd2, &fd2.zeros_like().unwrap());
+    let scale = 1.0 + max_abs_diff(&fd2, &fd2.zeros_like().unwrap());
     assert!(
-        max_diff(&along(hv), &fd2) < 1e-6 * scale,
+        max_abs_diff(&along(hv), &fd2) < 1e-6 * scale,
         "second order: {} against {}",
         along(hv),
         fd2

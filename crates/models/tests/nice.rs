@@ -5,8 +5,11 @@
 //! nontrivial coupling at layer 2 (where the reference implementation uses the wrong coupling
 //! type); CP's estimate is unbiased for the exact diagonal. Bad shapes are named.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use common::max_abs_diff;
 use models::{Nice, NiceConfig};
 use sm_objectives::autodiff::{enable_higher_order, input_gradient};
 use sm_objectives::NoiseSource;
@@ -45,19 +48,6 @@ fn set(vm: &VarMap, name: &str, t: Tensor) {
 fn points(n: usize, d: usize, seed: u64) -> Tensor {
     NoiseSource::new(seed)
         .gaussian((n, d), DType::F64, &Device::Cpu)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
         .unwrap()
 }
 
