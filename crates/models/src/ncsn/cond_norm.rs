@@ -77,19 +77,25 @@ impl CondInstanceNormPlus {
     /// # Errors
     /// Shapes that do not fit.
     pub fn forward(&self, x: &Tensor, level: &LevelOneHot) -> Result<Tensor> {
-        let (b, c, _, _) = x.dims4()?;
-        let pick = |t: &Tensor| -> Result<Tensor> { level.0.matmul(t)?.reshape((b, c, 1, 1)) };
-        let means = x.flatten_from(2)?.mean(D::Minus1)?; // [B, C]
-        let centred = means.broadcast_sub(&means.mean_keepdim(1)?)?;
-        let var = (centred.sqr()?.sum_keepdim(1)? / (c as f64 - 1.0))?;
-        let spread = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-        let h = layers::instance_norm(x, 1e-5)?;
-        let h = h.broadcast_add(
-            &spread
-                .reshape((b, c, 1, 1))?
-                .broadcast_mul(&pick(&self.alpha)?)?,
-        )?;
-        h.broadcast_mul(&pick(&self.gamma)?)?
-            .broadcast_add(&pick(&self.beta)?)
+        let (b, c, h, w) = x.dims4()?;
+        let pick = |t: &Tensor| -> Result<Tensor> { level.0.matmul(t) };
+        // Per sample and channel: the mean over positions, and the channel means' spread.
+        let flat = x.reshape((b, c, h * w))?;
+        let mu = flat.mean_keepdim(D::Minus1)?; // [B, C, 1]
+        let means = mu.squeeze(D::Minus1)?; // [B, C]
+        let across = means.broadcast_sub(&means.mean_keepdim(1)?)?;
+        let spread_var = (across.sqr()?.sum_keepdim(1)? / (c as f64 - 1.0))?;
+        let spread = across.broadcast_div(&(spread_var + 1e-5)?.sqrt()?)?;
+        // gamma (x - mu) / sqrt(var + eps) + gamma alpha spread + beta, the per-channel factors
+        // combined first: four passes over the activations instead of six.
+        let centred = flat.broadcast_sub(&mu)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let gamma = pick(&self.gamma)?;
+        let scale = gamma.unsqueeze(D::Minus1)?.div(&(var + 1e-5)?.sqrt()?)?;
+        let shift = ((&gamma * pick(&self.alpha)?)? * spread)?.add(&pick(&self.beta)?)?;
+        centred
+            .broadcast_mul(&scale)?
+            .broadcast_add(&shift.unsqueeze(D::Minus1)?)?
+            .reshape((b, c, h, w))
     }
 }
