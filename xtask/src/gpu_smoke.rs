@@ -75,6 +75,7 @@ const REPRODUCTIONS: &[&str] = &[
     "table2",
     "table3",
     "table4",
+    "table5",
     "table6",
     "grbm-checkerboard",
     "bism-table1",

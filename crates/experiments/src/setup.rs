@@ -13,7 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 use layers::ConvAlgorithm;
 use models::{
     Dkef, DkefConfig, Grbm, GrbmConfig, ImplicitAutoencoder, ImplicitAutoencoderConfig,
-    LatentScore, Mlp, MlpConfig, Nice, NiceConfig, ResNetEbm, ResNetEbmConfig,
+    LatentScore, Mlp, MlpConfig, Ncsn, NcsnConfig, Nice, NiceConfig, ResNetEbm, ResNetEbmConfig,
 };
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
@@ -190,6 +190,34 @@ pub fn seeded_implicit_autoencoder(
     seed_layers_pytorch_default(&ae_vm, &mut noise, &[])?;
     seed_layers_pytorch_default(&score_vm, &mut noise, &[])?;
     Ok(((ae_vm, ae), (score_vm, score)))
+}
+
+/// NCSN's RefineNet drawn from a generator seeded with `seed`: the convolutions uniform in
+/// `+-1/sqrt(fan_in)` (PyTorch's default), the normalisations' `gamma` and `alpha` from
+/// `N(1, 0.02)` and `beta` zero, as the reference initialises them.
+///
+/// # Errors
+/// A bad configuration (see [`Ncsn::new`]).
+pub fn seeded_ncsn(cfg: &NcsnConfig, seed: u64, device: &Device) -> Result<(VarMap, Ncsn)> {
+    let vm = VarMap::new();
+    let net = Ncsn::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    let (names, vars) = crate::trainer::named_vars(&vm);
+    let is_norm = |n: &str| n.ends_with(".gamma") || n.ends_with(".alpha") || n.ends_with(".beta");
+    let norms: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| is_norm(n))
+        .collect();
+    let mut noise = NoiseSource::new(seed ^ 0x5c0e);
+    seed_layers_pytorch_default(&vm, &mut noise, &norms)?;
+    for (name, var) in names.iter().zip(vars) {
+        if name.ends_with(".beta") {
+            var.set(&var.as_tensor().zeros_like()?)?;
+        } else if is_norm(name) {
+            var.set(&((noise.gaussian_like(var.as_tensor())? * 0.02)? + 1.0)?)?;
+        }
+    }
+    Ok((vm, net))
 }
 
 /// MNIST's training and test images, `[60000, 784]` and `[10000, 784]`, grey levels in `[0, 1]`
