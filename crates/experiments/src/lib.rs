@@ -30,6 +30,7 @@ pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod setup;
+pub mod sliced_estimator;
 pub mod step_bench;
 pub mod table1;
 pub mod table2;

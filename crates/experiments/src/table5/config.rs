@@ -8,66 +8,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ExpError, Result};
 
-/// The training objective of a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Estimator {
-    /// Annealed SSMVR: Gaussian directions, `v^T (grad s) v` by a reverse pass, differentiated
-    /// again for the parameters (higher-order autodiff).
-    Ssmvr,
-    /// Annealed FD-SSMVR: two score evaluations at `x~ +- v`, `v` on the sphere of radius
-    /// `eps`, in one pass.
-    FdSsmvr,
-}
+/// The training objective of a row: annealed SSMVR or annealed FD-SSMVR.
+pub use crate::sliced_estimator::SlicedEstimator as Estimator;
 
 /// The estimators in the table's order.
-pub const ESTIMATORS: [Estimator; 2] = [Estimator::Ssmvr, Estimator::FdSsmvr];
+pub const ESTIMATORS: [Estimator; 2] = crate::sliced_estimator::SLICED_ESTIMATORS;
 
-impl Estimator {
-    /// The command-line key.
-    pub fn key(self) -> &'static str {
-        match self {
-            Estimator::Ssmvr => "ssmvr",
-            Estimator::FdSsmvr => "fd-ssmvr",
-        }
-    }
-
-    /// The paper's name.
-    pub fn label(self) -> &'static str {
-        match self {
-            Estimator::Ssmvr => "SSMVR",
-            Estimator::FdSsmvr => "FD-SSMVR",
-        }
-    }
-
-    /// Whether its step differentiates through a gradient.
-    pub fn higher_order(self) -> bool {
-        self == Estimator::Ssmvr
-    }
-
-    /// Parses a key.
-    ///
-    /// # Errors
-    /// [`ExpError::Config`] listing the keys.
-    pub fn parse(s: &str) -> Result<Self> {
-        ESTIMATORS
-            .into_iter()
-            .find(|e| e.key() == s)
-            .ok_or_else(|| {
-                ExpError::Config(format!(
-                    "`{s}` is not an estimator of Table 5; they are {}",
-                    ESTIMATORS.map(Estimator::key).join(", ")
-                ))
-            })
-    }
-
-    /// The paper's numbers (FD-SM Table 5; CIFAR-10, 200K iterations at batch 128, GPU): FID,
-    /// time per iteration in ms, memory in GB.
-    pub fn paper(self) -> (f64, f64, f64) {
-        match self {
-            Estimator::Ssmvr => (41.2, 865.0, 6.4),
-            Estimator::FdSsmvr => (39.5, 575.0, 5.5),
-        }
+/// The paper's numbers of a row (FD-SM Table 5; CIFAR-10, 200K iterations at batch 128, GPU):
+/// FID, time per iteration in ms, memory in GB.
+pub fn paper_numbers(estimator: Estimator) -> (f64, f64, f64) {
+    match estimator {
+        Estimator::Ssmvr => (41.2, 865.0, 6.4),
+        Estimator::FdSsmvr => (39.5, 575.0, 5.5),
     }
 }
 

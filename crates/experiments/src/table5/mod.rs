@@ -12,7 +12,7 @@ mod eval;
 mod report;
 mod train;
 
-pub use config::{Estimator, Table5Config, Table5Data, ESTIMATORS};
+pub use config::{paper_numbers, Estimator, Table5Config, Table5Data, ESTIMATORS};
 pub use eval::{annealed_langevin_samples, eval_run, EvalReport};
 pub use report::{markdown, Comparison, RowSummary, Table5Results};
 pub use train::{model_config, row_loss, test_dsm, train_run, TestPoint, TrainReport};

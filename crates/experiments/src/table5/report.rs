@@ -12,7 +12,7 @@ use crate::report::{
 };
 use crate::runner::{Context, RowStatus};
 
-use super::{Estimator, EvalReport, Run, Table5Config, TrainReport};
+use super::{paper_numbers, Estimator, EvalReport, Run, Table5Config, TrainReport};
 
 /// One estimator over its seeds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,7 +118,7 @@ fn compare(rows: &[RowSummary]) -> Option<Comparison> {
     let grad = rows.iter().find(|r| r.estimator == Estimator::Ssmvr)?;
     let fd = rows.iter().find(|r| r.estimator == Estimator::FdSsmvr)?;
     let speedup = grad.step_ms.mean / fd.step_ms.mean;
-    let paper_speedup = Estimator::Ssmvr.paper().1 / Estimator::FdSsmvr.paper().1;
+    let paper_speedup = paper_numbers(Estimator::Ssmvr).1 / paper_numbers(Estimator::FdSsmvr).1;
     let memory_ratio = working_set(grad)
         .zip(working_set(fd))
         .filter(|(_, f)| *f > 0)
@@ -235,7 +235,7 @@ pub fn markdown(r: &Table5Results) -> String {
         .rows
         .iter()
         .map(|s| {
-            let (fid, ms, gb) = s.estimator.paper();
+            let (fid, ms, gb) = paper_numbers(s.estimator);
             vec![
                 s.estimator.label().to_string(),
                 s.fid.as_ref().map_or("—".into(), |f| fmt(f, 1)),

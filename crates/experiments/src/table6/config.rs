@@ -12,62 +12,15 @@ use train::RmsPropConfig;
 
 use crate::error::{ExpError, Result};
 
-/// The score estimator trained beside the autoencoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Estimator {
-    /// Sliced score estimation with variance reduction (Gaussian directions, the Jacobian-vector
-    /// product by a reverse pass), as Song et al.'s code trains the score network.
-    Ssmvr,
-    /// Its finite-difference form (FD-SM Sec. 4): two score evaluations at `z +- v`, `v` on the
-    /// sphere of radius `eps`.
-    FdSsmvr,
-}
+/// The score estimator trained beside the autoencoder (SSMVR as Song et al.'s code trains the
+/// score network, or FD-SSMVR).
+pub use crate::sliced_estimator::SlicedEstimator as Estimator;
 
 /// The estimators in the table's order.
-pub const ESTIMATORS: [Estimator; 2] = [Estimator::Ssmvr, Estimator::FdSsmvr];
+pub const ESTIMATORS: [Estimator; 2] = crate::sliced_estimator::SLICED_ESTIMATORS;
 
 /// The models in the table's order.
 pub const MODELS: [AutoencoderKind; 2] = [AutoencoderKind::Vae, AutoencoderKind::Wae];
-
-impl Estimator {
-    /// The command-line key.
-    pub fn key(self) -> &'static str {
-        match self {
-            Estimator::Ssmvr => "ssmvr",
-            Estimator::FdSsmvr => "fd-ssmvr",
-        }
-    }
-
-    /// The paper's name.
-    pub fn label(self) -> &'static str {
-        match self {
-            Estimator::Ssmvr => "SSMVR",
-            Estimator::FdSsmvr => "FD-SSMVR",
-        }
-    }
-
-    /// Whether its step differentiates through a gradient (Candle's higher-order mode).
-    pub fn higher_order(self) -> bool {
-        self == Estimator::Ssmvr
-    }
-
-    /// Parses a key.
-    ///
-    /// # Errors
-    /// [`ExpError::Config`] listing the keys.
-    pub fn parse(s: &str) -> Result<Self> {
-        ESTIMATORS
-            .into_iter()
-            .find(|e| e.key() == s)
-            .ok_or_else(|| {
-                ExpError::Config(format!(
-                    "`{s}` is not a score estimator of Table 6; they are {}",
-                    ESTIMATORS.map(Estimator::key).join(", ")
-                ))
-            })
-    }
-}
 
 /// The data set of a row: the table's two halves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
