@@ -131,6 +131,15 @@ impl Estimate {
             count: n,
         }
     }
+
+    /// `mean ± std_err` with `digits` decimals, or the mean alone from a single sample.
+    pub fn display(&self, digits: usize) -> String {
+        if self.count > 1 {
+            format!("{:.*} ± {:.*}", digits, self.mean, digits, self.std_err)
+        } else {
+            format!("{:.*}", digits, self.mean)
+        }
+    }
 }
 
 /// The `train.json` and `eval.json` reports of every row, from the rows' directories.

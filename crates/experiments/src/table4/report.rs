@@ -129,14 +129,6 @@ pub fn write(ctx: &Context, cfg: &Table4Config, statuses: &[(Run, RowStatus)]) -
     Ok(md)
 }
 
-fn fmt_estimate(e: &Estimate, digits: usize) -> String {
-    if e.count > 1 {
-        format!("{:.*} ± {:.*}", digits, e.mean, digits, e.std_err)
-    } else {
-        format!("{:.*}", digits, e.mean)
-    }
-}
-
 /// The sampling standard error of an AUC of 0.5 between two classes of `n` scores each
 /// (Hanley and McNeil 1982): `sqrt((2n + 1) / (12 n^2))`.
 fn chance_std_err(n: usize) -> f64 {
@@ -205,7 +197,7 @@ pub fn markdown(r: &Table4Results) -> String {
                     .map_or("—".into(), |t| format!("{:.1} ms", t.mean)),
             ];
             row.extend(s.aucs.iter().map(|(col, e)| {
-                let cell = fmt_estimate(e, 3);
+                let cell = e.display(3);
                 if *col == TestSet::Data(s.train_set) {
                     format!("*{cell}*")
                 } else {

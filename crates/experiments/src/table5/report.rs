@@ -220,14 +220,6 @@ fn plot_curves(ctx: &Context, r: &Table5Results) -> Result<()> {
     save_panel_grid(&panels, 2, &ctx.out.join("loss_curves.png"))
 }
 
-fn fmt(e: &Estimate, digits: usize) -> String {
-    if e.count > 1 {
-        format!("{:.*} ± {:.*}", digits, e.mean, digits, e.std_err)
-    } else {
-        format!("{:.*}", digits, e.mean)
-    }
-}
-
 /// The Markdown report: our rows next to the paper's.
 pub fn markdown(r: &Table5Results) -> String {
     let c = &r.config;
@@ -238,15 +230,15 @@ pub fn markdown(r: &Table5Results) -> String {
             let (fid, ms, gb) = paper_numbers(s.estimator);
             vec![
                 s.estimator.label().to_string(),
-                s.fid.as_ref().map_or("—".into(), |f| fmt(f, 1)),
-                format!("{} ms", fmt(&s.step_ms, 0)),
+                s.fid.as_ref().map_or("—".into(), |f| f.display(1)),
+                format!("{} ms", s.step_ms.display(0)),
                 match (s.peak_rss_bytes, working_set(s)) {
                     (Some(p), Some(w)) => {
                         format!("{:.0} MB (+{:.0} MB)", p as f64 / 1e6, w as f64 / 1e6)
                     }
                     _ => "—".into(),
                 },
-                fmt(&s.test_dsm, 4),
+                s.test_dsm.display(4),
                 s.runs.to_string(),
                 format!("{fid:.1}"),
                 format!("{ms:.0} ms"),

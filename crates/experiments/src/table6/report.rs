@@ -336,14 +336,6 @@ fn plot_curves(ctx: &Context, r: &Table6Results) -> Result<()> {
     Ok(())
 }
 
-fn fmt(e: &Estimate, digits: usize) -> String {
-    if e.count > 1 {
-        format!("{:.*} ± {:.*}", digits, e.mean, digits, e.std_err)
-    } else {
-        format!("{:.*}", digits, e.mean)
-    }
-}
-
 /// The MNIST rows' table.
 fn mnist_table(r: &Table6Results) -> String {
     let rows: Vec<Vec<String>> = r
@@ -357,12 +349,12 @@ fn mnist_table(r: &Table6Results) -> String {
                 model_label(s.model).to_string(),
                 s.estimator.label().to_string(),
                 s.z_dim.to_string(),
-                s.nll.as_ref().map_or("—".into(), |n| fmt(n, 2)),
-                format!("{} ms", fmt(&s.score_ms, 2)),
-                format!("{} ms", fmt(&s.step_ms, 2)),
-                s.fid.as_ref().map_or("—".into(), |f| fmt(f, 1)),
-                fmt(&s.score_sm, 2),
-                fmt(&s.recon, 2),
+                s.nll.as_ref().map_or("—".into(), |n| n.display(2)),
+                format!("{} ms", s.score_ms.display(2)),
+                format!("{} ms", s.step_ms.display(2)),
+                s.fid.as_ref().map_or("—".into(), |f| f.display(1)),
+                s.score_sm.display(2),
+                s.recon.display(2),
                 s.runs.to_string(),
                 match (paper_row, paper_nll) {
                     (true, Some(v)) => format!("{v:.2}"),
@@ -409,11 +401,11 @@ fn celeba_table(r: &Table6Results) -> String {
                 model_label(s.model).to_string(),
                 s.estimator.label().to_string(),
                 s.z_dim.to_string(),
-                s.fid.as_ref().map_or("—".into(), |f| fmt(f, 2)),
-                format!("{} ms", fmt(&s.score_ms, 2)),
-                format!("{} ms", fmt(&s.step_ms, 2)),
-                fmt(&s.score_sm, 2),
-                fmt(&s.recon, 1),
+                s.fid.as_ref().map_or("—".into(), |f| f.display(2)),
+                format!("{} ms", s.score_ms.display(2)),
+                format!("{} ms", s.step_ms.display(2)),
+                s.score_sm.display(2),
+                s.recon.display(1),
                 s.runs.to_string(),
                 paper_fid.map_or_else(lost, |v| format!("{v:.2}")),
                 paper_ms.map_or_else(lost, |v| format!("{v:.2} ms")),
