@@ -41,9 +41,10 @@ pub struct CelebaOptions {
     /// Fraction of the files in the test split, in percent, after the training ones
     /// (reference 10).
     pub test_percent: u32,
-    /// Read at most this many training images (the first of the permuted training split).
+    /// Read at most this many training images (the first of the permuted training split; 0
+    /// reads none).
     pub max_train: Option<usize>,
-    /// Read at most this many test images.
+    /// Read at most this many test images (0 reads none).
     pub max_test: Option<usize>,
 }
 
@@ -212,8 +213,6 @@ pub fn load_celeba(
     }
     let files = celeba_files(dir)?;
     let (mut train, mut test) = celeba_split(files.len(), opts);
-    train.truncate(opts.max_train.unwrap_or(usize::MAX));
-    test.truncate(opts.max_test.unwrap_or(usize::MAX));
     if train.is_empty() || test.is_empty() {
         return Err(DataError::InvalidArgument(format!(
             "{} CelebA images in {} leave the training ({}) or test ({}) split empty",
@@ -223,6 +222,10 @@ pub fn load_celeba(
             test.len()
         )));
     }
+    // A cap of 0 reads no image of that split (e.g. an evaluation that needs only the test
+    // faces).
+    train.truncate(opts.max_train.unwrap_or(usize::MAX));
+    test.truncate(opts.max_test.unwrap_or(usize::MAX));
     let s = opts.size as usize;
     let read = |indices: &[usize]| -> Result<Tensor> {
         let faces: Vec<Vec<u8>> = indices

@@ -68,6 +68,19 @@ fn faces_load_cropped_resized_and_split() {
     };
     let small = load_celeba(&dir, &capped, &Device::Cpu, &|| {}).unwrap();
     assert_eq!(small.train.dim(0).unwrap(), 3);
+    // A cap of 0 reads only the other split.
+    let test_only = CelebaOptions {
+        max_train: Some(0),
+        ..opts
+    };
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    let only = load_celeba(&dir, &test_only, &Device::Cpu, &|| {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(only.train.dims(), [0, 3, 16, 16]);
+    assert_eq!(only.test.dim(0).unwrap(), 2);
+    assert_eq!(count.into_inner(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

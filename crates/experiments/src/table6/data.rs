@@ -74,25 +74,31 @@ pub fn celeba_dir(cfg: &Table6Config, data_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| datasets::celeba_dir(data_dir))
 }
 
-/// Loads CelebA as the configuration says, with a progress bar over the decoded images.
+/// Loads CelebA as the configuration says (the training faces only `with_train`: an
+/// evaluation needs the test faces alone), with a progress bar over the decoded images.
 ///
 /// # Errors
 /// The folder is missing or empty (with how to get the data set); a file is not a readable
 /// JPEG; the test split holds fewer than the images asked for.
-pub fn load_celeba(cfg: &Table6Config, data_dir: &Path, progress: bool) -> Result<Celeba> {
+pub fn load_celeba(
+    cfg: &Table6Config,
+    data_dir: &Path,
+    with_train: bool,
+    progress: bool,
+) -> Result<Celeba> {
     let c = &cfg.celeba;
     let dir = celeba_dir(cfg, data_dir);
     let opts = datasets::CelebaOptions {
         crop: c.crop,
         size: c.image_size as u32,
-        max_train: c.max_train,
+        max_train: if with_train { c.max_train } else { Some(0) },
         max_test: Some(c.test_images),
         ..datasets::CelebaOptions::default()
     };
     let bar = if progress {
-        let n = datasets::celeba_files(&dir)?.len();
-        let fraction = (opts.train_percent + opts.test_percent) as usize;
-        let total = c.max_train.unwrap_or(n) + c.test_images.min(n * fraction / 100);
+        let (train, test) = datasets::celeba_split(datasets::celeba_files(&dir)?.len(), &opts);
+        let cap = |len: usize, max: Option<usize>| len.min(max.unwrap_or(usize::MAX));
+        let total = cap(train.len(), opts.max_train) + cap(test.len(), opts.max_test);
         indicatif::ProgressBar::new(total as u64)
     } else {
         indicatif::ProgressBar::hidden()
@@ -147,7 +153,7 @@ pub enum Images {
 }
 
 impl Images {
-    /// Loads the data set of `data`.
+    /// Loads the data set of `data` (CelebA's training faces only `with_train`).
     ///
     /// # Errors
     /// As [`load`] and [`load_celeba`].
@@ -156,6 +162,7 @@ impl Images {
         data: Table6Data,
         data_dir: &Path,
         device: &Device,
+        with_train: bool,
         progress: bool,
     ) -> Result<Self> {
         Ok(match data {
@@ -165,7 +172,8 @@ impl Images {
                 Images::Mnist(mnist)
             }
             Table6Data::Celeba => {
-                Images::Celeba(load_celeba(cfg, data_dir, progress)?, cfg.celeba.log_std)
+                let faces = load_celeba(cfg, data_dir, with_train, progress)?;
+                Images::Celeba(faces, cfg.celeba.log_std)
             }
         })
     }

@@ -109,6 +109,7 @@ pub fn eval_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<EvalRe
         run.data,
         ctx.run.data_dir,
         device,
+        false,
         ctx.run.control.progress,
     )?;
     // NLL by AIS (MNIST), `nll_batch` images (times the chains) per pass.

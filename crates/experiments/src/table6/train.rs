@@ -241,6 +241,7 @@ pub fn train_run(ctx: &RowContext, cfg: &Table6Config, run: Run) -> Result<Train
         run.data,
         ctx.run.data_dir,
         device,
+        true,
         ctx.run.control.progress,
     )?;
     let likelihood = images.likelihood();
