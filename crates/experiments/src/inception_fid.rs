@@ -56,7 +56,7 @@ pub fn inception_features(
     images: &Tensor,
     what: &str,
     progress: bool,
-) -> Result<Tensor> {
+) -> sample_quality::Result<Tensor> {
     let n = images.dim(0)?;
     let bar = if progress {
         ProgressBar::new(n as u64)
@@ -113,25 +113,23 @@ pub fn inception_quality(
     let n = samples.dim(0)?;
     require_inception_samples(n)?;
     let path = cache_dir.join(format!("inception-{reference_name}-features.safetensors"));
+    // The cache speaks the feature crate's errors; the reference's own error is kept aside
+    // and returned as it is.
     let mut failure = None;
     let reference_features = cached_features(&path, false, || {
         let images = reference().map_err(|e| {
-            let text = e.to_string();
+            let text = sample_quality::QualityError::Input(e.to_string());
             failure = Some(e);
-            sample_quality::QualityError::Input(text)
+            text
         })?;
-        let what = format!("{reference_name} (cached after)");
-        inception_features(net, &images, &what, progress).map_err(|e| {
-            let text = e.to_string();
-            failure = Some(e);
-            sample_quality::QualityError::Input(text)
-        })
-    });
-    let reference_features = match (reference_features, failure) {
-        (Ok(f), _) => f,
-        (Err(_), Some(e)) => return Err(e),
-        (Err(e), None) => return Err(e.into()),
-    };
+        inception_features(
+            net,
+            &images,
+            &format!("{reference_name} (cached after)"),
+            progress,
+        )
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
     let ours = inception_features(net, samples, "the samples", progress)?;
     let (x, _, d) = features_matrix(&ours)?;
     let (y, m, _) = features_matrix(&reference_features)?;
