@@ -145,7 +145,7 @@ impl Experiment for Table5 {
     const ABOUT: &'static str = "Table 5 of FD-SM: NCSN's conditional RefineNet trained by \
         annealed SSMVR and FD-SSMVR, with FID of samples drawn by annealed Langevin dynamics, the \
         time per iteration and the memory of the training steps, beside the paper's. Profiles: \
-        quick (2-core CPU, about 15 minutes: MNIST, ngf 8, 400 steps at batch 32, 20 Langevin \
+        quick (2-core CPU, about 10 minutes: MNIST, ngf 8, 400 steps at batch 32, 20 Langevin \
         steps per level, FID with LeNet features of 256 samples) and paper (CIFAR-10, ngf 128, \
         200K steps at batch 128, 100 Langevin steps per level, FID of 50 000 samples with \
         Inception features; for a GPU). Writes table5.md, results.json, loss curves, sample \
