@@ -5,7 +5,7 @@
 //!   with named profiles, rows, the phases of a row, the report); the runner owns the results
 //!   directory, one child process per row and phase, limits, pausing and resuming, and the
 //!   command line of the `experiments` binary. [`EXPERIMENTS`] lists every experiment.
-//! - One folder per experiment: [`table1`], [`table2`], [`table3`], [`table4`], [`table5`], [`table6`], [`grbm_checkerboard`], [`bism_table1`] (repro),
+//! - One folder per experiment: [`table1`], [`table2`], [`table3`], [`table4`], [`table5`], [`table6`], [`grbm_checkerboard`], [`bism_table1`], [`deep_eblvm`] (repro),
 //!   [`step_bench`], [`order_scaling`] (bench).
 //! - Shared pieces: the objectives the experiments compare ([`objective`]), training that keeps
 //!   the best validated parameters ([`keep_best`]), the deep-EBM training of Tables 2 and 4
@@ -18,6 +18,7 @@
 
 pub mod allocator;
 pub mod bism_table1;
+pub mod deep_eblvm;
 pub mod deep_ebm;
 mod error;
 pub mod grbm_checkerboard;
@@ -46,7 +47,7 @@ pub use train::{checkpoint, eval, langevin, optim, step_seed, trainer};
 use runner::cli::{Entry, Registered};
 
 /// Every experiment, in the order `experiments list` prints them.
-pub static EXPERIMENTS: [&dyn Registered; 11] = [
+pub static EXPERIMENTS: [&dyn Registered; 12] = [
     &Entry::<table1::Table1>::new(),
     &Entry::<table2::Table2>::new(),
     &Entry::<table3::Table3>::new(),
@@ -55,6 +56,7 @@ pub static EXPERIMENTS: [&dyn Registered; 11] = [
     &Entry::<table6::Table6>::new(),
     &Entry::<grbm_checkerboard::GrbmCheckerboard>::new(),
     &Entry::<bism_table1::BismTable1>::new(),
+    &Entry::<deep_eblvm::DeepEblvmExperiment>::new(),
     &Entry::<toy_gallery::ToyGallery>::new(),
     &Entry::<step_bench::StepBench>::new(),
     &Entry::<order_scaling::OrderScaling>::new(),

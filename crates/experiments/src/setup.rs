@@ -12,8 +12,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use layers::ConvAlgorithm;
 use models::{
-    Dkef, DkefConfig, Grbm, GrbmConfig, ImplicitAutoencoder, ImplicitAutoencoderConfig,
-    LatentScore, Mlp, MlpConfig, Ncsn, NcsnConfig, Nice, NiceConfig, ResNetEbm, ResNetEbmConfig,
+    ConvGaussianPosterior, ConvGaussianPosteriorConfig, DeepEblvm, DeepEblvmConfig, Dkef,
+    DkefConfig, Grbm, GrbmConfig, ImplicitAutoencoder, ImplicitAutoencoderConfig, LatentScore, Mlp,
+    MlpConfig, Ncsn, NcsnConfig, Nice, NiceConfig, ResNetEbm, ResNetEbmConfig,
 };
 use serde::{Deserialize, Serialize};
 use sm_objectives::NoiseSource;
@@ -218,6 +219,59 @@ pub fn seeded_ncsn(cfg: &NcsnConfig, seed: u64, device: &Device) -> Result<(VarM
         }
     }
     Ok((vm, net))
+}
+
+/// A trainable deep EBLVM and its posterior (see [`seeded_deep_eblvm`]).
+#[allow(missing_debug_implementations)] // `VarMap` has no `Debug`.
+pub struct SeededDeepEblvm {
+    /// The energy's variables.
+    pub varmap: VarMap,
+    /// The energy.
+    pub model: DeepEblvm,
+    /// The posterior's variables, in its parameter order (they have their own optimiser).
+    pub q_vars: Vec<Var>,
+    /// The posterior, on those variables.
+    pub posterior: ConvGaussianPosterior,
+}
+
+/// The deep EBLVM and its convolutional posterior drawn from a generator seeded with `seed`:
+/// every layer uniform in `+-1/sqrt(fan_in)`, PyTorch's default, as the reference.
+///
+/// # Errors
+/// A bad configuration.
+pub fn seeded_deep_eblvm(
+    model: &DeepEblvmConfig,
+    posterior: &ConvGaussianPosteriorConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<SeededDeepEblvm> {
+    let vm = VarMap::new();
+    let net = DeepEblvm::new(model, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    let q_vm = VarMap::new();
+    let q = ConvGaussianPosterior::new(
+        posterior,
+        VarBuilder::from_varmap(&q_vm, DType::F32, device),
+    )?;
+    let mut noise = NoiseSource::new(seed ^ 0xeb1f);
+    seed_layers_pytorch_default(&vm, &mut noise, &[])?;
+    seed_layers_pytorch_default(&q_vm, &mut noise, &[])?;
+    let q_vars = {
+        let data = q_vm.data().lock().expect("VarMap lock");
+        ConvGaussianPosterior::parameter_names()
+            .iter()
+            .map(|n| {
+                data.get(*n).cloned().ok_or_else(|| {
+                    crate::ExpError::Config(format!("the posterior has no variable `{n}`"))
+                })
+            })
+            .collect::<Result<Vec<Var>>>()?
+    };
+    Ok(SeededDeepEblvm {
+        varmap: vm,
+        model: net,
+        q_vars,
+        posterior: q,
+    })
 }
 
 /// MNIST's training and test images, `[60000, 784]` and `[10000, 784]`, grey levels in `[0, 1]`

@@ -74,6 +74,11 @@ fn bad_settings_write_nothing() {
         ("order-scaling", vec!["--memory-limit-gb", "0"]),
         ("steps", vec!["--width", "100000"]),
         ("bism-table1", vec!["--hidden", "10000000"]),
+        ("deep-eblvm", vec!["--probe", "60001,10"]),
+        (
+            "deep-eblvm",
+            vec!["--methods", "vages-mdsm", "--latent", "0"],
+        ),
     ] {
         let out = out_dir(&format!("runner-bad-{experiment}"));
         let group = if matches!(experiment, "steps" | "order-scaling") {

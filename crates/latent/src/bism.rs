@@ -15,7 +15,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{bail, Result, Tensor, Var};
-use models::{BernoulliPosterior, GaussianPosterior};
+use models::{BernoulliPosterior, ConvGaussianPosterior, GaussianPosterior};
 use sm_objectives::{JointLogDensity, NoiseSource, Reduction};
 
 use crate::vages::ScoreEstimate;
@@ -69,6 +69,55 @@ impl Posterior for GaussianPosterior {
 
     fn log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor> {
         self.log_prob(v, h)
+    }
+}
+
+impl Posterior for ConvGaussianPosterior {
+    fn parameters(&self) -> Vec<Tensor> {
+        ConvGaussianPosterior::parameters(self).to_vec()
+    }
+
+    fn with_parameters(&self, params: Vec<Tensor>) -> Result<Self> {
+        ConvGaussianPosterior::from_tensors(self.config(), params)
+    }
+
+    fn log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor> {
+        self.log_prob(v, h)
+    }
+}
+
+/// A [`Posterior`] over continuous `h` with reparameterised draws and a closed-form
+/// `grad_h log q`: what the Fisher lower level (BiSM Eq. 11) needs.
+pub trait Reparameterized: Posterior {
+    /// A draw `h ~ q(h | v)`, differentiable in the parameters (and `v`).
+    ///
+    /// # Errors
+    /// Shape errors.
+    fn sample(&self, v: &Tensor, noise: &mut NoiseSource) -> Result<Tensor>;
+    /// `grad_h log q(h | v)`, the shape of `h`.
+    ///
+    /// # Errors
+    /// Shape errors.
+    fn grad_h_log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor>;
+}
+
+impl Reparameterized for GaussianPosterior {
+    fn sample(&self, v: &Tensor, noise: &mut NoiseSource) -> Result<Tensor> {
+        GaussianPosterior::sample(self, v, noise)
+    }
+
+    fn grad_h_log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor> {
+        self.grad_h_log_prob(v, h)
+    }
+}
+
+impl Reparameterized for ConvGaussianPosterior {
+    fn sample(&self, v: &Tensor, noise: &mut NoiseSource) -> Result<Tensor> {
+        ConvGaussianPosterior::sample(self, v, noise)
+    }
+
+    fn grad_h_log_q(&self, v: &Tensor, h: &Tensor) -> Result<Tensor> {
+        self.grad_h_log_prob(v, h)
     }
 }
 
@@ -172,9 +221,25 @@ pub fn lower_kl<M: JointLogDensity + ?Sized>(
 ///
 /// # Errors
 /// Higher-order mode off, shape errors.
-pub fn lower_fisher<M: JointLogDensity + ?Sized>(
+pub fn lower_fisher<M: JointLogDensity + ?Sized, P: Reparameterized>(
     model: &M,
-    q: &GaussianPosterior,
+    q: &P,
+    v: &Tensor,
+    noise: &mut NoiseSource,
+) -> Result<Tensor> {
+    fisher_per_sample(|h| model.joint_log_density(v, h), q, v, noise)?.mean_all()
+}
+
+/// The Fisher lower-level objective per sample, `[B]`, with the model's joint log-density at
+/// the fixed `v` given as a function of `h` alone (`log_p(h)`, `[B]`): a model whose visible
+/// part is expensive computes it once for all `K` lower-level steps (the model is frozen
+/// there). Needs higher-order mode.
+///
+/// # Errors
+/// Higher-order mode off, shape errors, errors of `log_p`.
+pub fn fisher_per_sample<P: Reparameterized>(
+    log_p: impl Fn(&Tensor) -> Result<Tensor>,
+    q: &P,
     v: &Tensor,
     noise: &mut NoiseSource,
 ) -> Result<Tensor> {
@@ -185,8 +250,7 @@ pub fn lower_fisher<M: JointLogDensity + ?Sized>(
     // variables.
     let offset = Var::zeros(h.shape(), h.dtype(), h.device())?;
     let at = (&h + offset.as_tensor())?;
-    let grad_p = match model
-        .joint_log_density(v, &at)?
+    let grad_p = match log_p(&at)?
         .sum_all()?
         .backward()?
         .remove(offset.as_tensor())
@@ -194,8 +258,8 @@ pub fn lower_fisher<M: JointLogDensity + ?Sized>(
         Some(g) => g,
         None => h.zeros_like()?,
     };
-    let grad_q = q.grad_h_log_prob(v, &at)?;
-    ((grad_q - grad_p)?.sqr()?.sum(1)? * 0.5)?.mean_all()
+    let grad_q = q.grad_h_log_q(v, &at)?;
+    (grad_q - grad_p)?.sqr()?.sum(1)? * 0.5
 }
 
 /// `K` lower-level updates of the posterior's variables with the model frozen (Algorithm 1,

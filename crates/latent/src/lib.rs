@@ -8,12 +8,14 @@
 //!   updates, the BiSM score estimate and BiDSM.
 //! * [`ksd`]: the kernelized Stein discrepancy on a (possibly estimated) score, for VaGES-KSD.
 //! * [`baselines`]: CD-k, persistent CD and NCE for the GRBM.
+//! * [`sampling`]: the joint and conditional densities of an EBLVM as Langevin targets.
 //! * [`implicit`]: the losses of the VAE / WAE with implicit encoders (FD-SM Table 6), whose
 //!   entropy gradient comes from a score network.
 
 pub mod baselines;
 pub mod bism;
 pub mod implicit;
+pub mod sampling;
 /// The kernelized Stein discrepancy, which lives beside the other objectives.
 pub use sm_objectives::ksd;
 pub mod vages;

@@ -9,6 +9,9 @@
 //! * [`Grbm`]: the Gaussian RBM of BiSM Sec. 5.1 / VaGES App. F, with exact and AIS `log Z`.
 //! * [`BernoulliPosterior`]: its variational posterior `q(h | v)` with relaxed samples.
 //! * [`GaussianPosterior`]: a diagonal-Gaussian `q(h | v)` for continuous latent variables.
+//! * [`DeepEblvm`]: the deep energy-based latent-variable model of BiSM Sec. 5.2 (ResNet
+//!   features coupled additively to a continuous `h`), and [`ConvGaussianPosterior`], its
+//!   convolutional diagonal-Gaussian posterior.
 //! * [`Mlp`]: a fully connected energy network (the peer benchmark's 784-512-512-1), on the
 //!   vector-valued [`DenseNet`].
 //! * [`ImplicitAutoencoder`] and [`LatentScore`]: the VAE / WAE with an implicit encoder and
@@ -25,6 +28,8 @@
 //! fails if one of `layers::FORBIDDEN_OPS` appears in this crate.
 
 mod bernoulli_posterior;
+mod conv_gaussian_posterior;
+mod deep_eblvm;
 mod dense_net;
 mod dkef;
 mod gaussian_posterior;
@@ -37,6 +42,8 @@ mod nice;
 mod resnet_ebm;
 
 pub use bernoulli_posterior::BernoulliPosterior;
+pub use conv_gaussian_posterior::{ConvGaussianPosterior, ConvGaussianPosteriorConfig};
+pub use deep_eblvm::{DeepEblvm, DeepEblvmConfig};
 pub use dense_net::DenseNet;
 pub use dkef::{
     Dkef, DkefConfig, DkefDensity, DkefObjective, KernelDerivatives, KernelTerms, ObjectiveTerms,
@@ -51,4 +58,4 @@ pub use lenet::{LeNet, LeNetConfig};
 pub use mlp::{Mlp, MlpActivation, MlpConfig};
 pub use ncsn::{CondInstanceNormPlus, LevelOneHot, Ncsn, NcsnConfig};
 pub use nice::{Nice, NiceConfig, ScoreAndDiagonal};
-pub use resnet_ebm::{Activation, ResNetEbm, ResNetEbmConfig};
+pub use resnet_ebm::{Activation, ResNetEbm, ResNetEbmConfig, ResNetFeatures};

@@ -234,21 +234,19 @@ impl Block {
     }
 }
 
-/// The deep-EBM ResNet energy `E(x)`; as a [`LogDensity`] it returns `-E(x)`.
+/// The convolutional trunk of [`ResNetEbm`]: the stem and the residual stages, without the
+/// head. The deep EBLVM of BiSM Sec. 5.2 maps these features linearly to its latent size.
 ///
-/// Weight names: `stem`, `stage{1,2,3}.block{i}.{conv1,conv2,shortcut}`, `head.{a,b,quad}`.
+/// Weight names: `stem`, `stage{1,2,3}.block{i}.{conv1,conv2,shortcut}`.
 #[derive(Debug, Clone)]
-pub struct ResNetEbm {
+pub struct ResNetFeatures {
     stem: Conv2d,
     blocks: Vec<Block>,
-    head_a: Linear,
-    head_b: Linear,
-    head_quad: Linear,
     config: ResNetEbmConfig,
 }
 
-impl ResNetEbm {
-    /// Builds the network, creating or loading its weights through `vb`.
+impl ResNetFeatures {
+    /// Builds the trunk, creating or loading its weights through `vb`.
     ///
     /// # Errors
     /// A zero width or channel count, an image smaller than 8 pixels, or a `VarBuilder` that
@@ -259,7 +257,7 @@ impl ResNetEbm {
             || config.image_size < 8
             || config.blocks_per_stage.contains(&0)
         {
-            candle_core::bail!("invalid ResNet EBM config {config:?}: width, channels and blocks must be >= 1 and the image at least 8 pixels")
+            candle_core::bail!("invalid ResNet config {config:?}: width, channels and blocks must be >= 1 and the image at least 8 pixels")
         }
         let n = config.width;
         let algo = config.conv_algorithm;
@@ -279,16 +277,17 @@ impl ResNetEbm {
                 cin = cout;
             }
         }
-        let f = config.feature_size();
-        let features = cin * f * f;
         Ok(Self {
             stem,
             blocks,
-            head_a: linear(features, vb.pp("head.a"))?,
-            head_b: linear(features, vb.pp("head.b"))?,
-            head_quad: linear(features, vb.pp("head.quad"))?,
             config: config.clone(),
         })
+    }
+
+    /// Values per image of the flattened features: `8 n (S / 8)^2`.
+    pub fn output_size(&self) -> usize {
+        let f = self.config.feature_size();
+        8 * self.config.width * f * f
     }
 
     /// The configuration it was built with.
@@ -296,17 +295,20 @@ impl ResNetEbm {
         &self.config
     }
 
-    /// The energy of every image.
+    /// The flattened features of every image.
     ///
     /// # Shapes
     /// * `x`: `[B, in_channels, image_size, image_size]`
-    /// * returns `[B]`
-    pub fn energy(&self, x: &Tensor) -> Result<Tensor> {
+    /// * returns `[B, output_size]`
+    ///
+    /// # Errors
+    /// An input of another shape.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let expected = [c.in_channels, c.image_size, c.image_size];
         if x.rank() != 4 || x.dims()[1..] != expected {
             candle_core::bail!(
-                "ResNet EBM expects input [B, {}, {}, {}], got {:?}",
+                "the ResNet expects input [B, {}, {}, {}], got {:?}",
                 c.in_channels,
                 c.image_size,
                 c.image_size,
@@ -317,7 +319,51 @@ impl ResNetEbm {
         for block in &self.blocks {
             h = block.forward(&h, c.activation)?;
         }
-        let h = h.flatten_from(1)?;
+        h.flatten_from(1)
+    }
+}
+
+/// The deep-EBM ResNet energy `E(x)`; as a [`LogDensity`] it returns `-E(x)`.
+///
+/// Weight names: `stem`, `stage{1,2,3}.block{i}.{conv1,conv2,shortcut}` (the
+/// [`ResNetFeatures`]), `head.{a,b,quad}`.
+#[derive(Debug, Clone)]
+pub struct ResNetEbm {
+    features: ResNetFeatures,
+    head_a: Linear,
+    head_b: Linear,
+    head_quad: Linear,
+}
+
+impl ResNetEbm {
+    /// Builds the network, creating or loading its weights through `vb`.
+    ///
+    /// # Errors
+    /// A zero width or channel count, an image smaller than 8 pixels, or a `VarBuilder` that
+    /// lacks a weight or holds one of the wrong shape.
+    pub fn new(config: &ResNetEbmConfig, vb: VarBuilder) -> Result<Self> {
+        let features = ResNetFeatures::new(config, vb.clone())?;
+        let n = features.output_size();
+        Ok(Self {
+            features,
+            head_a: linear(n, vb.pp("head.a"))?,
+            head_b: linear(n, vb.pp("head.b"))?,
+            head_quad: linear(n, vb.pp("head.quad"))?,
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ResNetEbmConfig {
+        self.features.config()
+    }
+
+    /// The energy of every image.
+    ///
+    /// # Shapes
+    /// * `x`: `[B, in_channels, image_size, image_size]`
+    /// * returns `[B]`
+    pub fn energy(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.features.forward(x)?;
         let quadratic = (self.head_a.forward(&h)? * self.head_b.forward(&h)?)?;
         (quadratic + self.head_quad.forward(&h.sqr()?)?)?.squeeze(1)
     }

@@ -9,6 +9,8 @@
 //! - [`checkpoint`]: safetensors checkpoints with the optimiser's named state, written
 //!   atomically.
 //! - [`langevin`]: annealed Langevin dynamics for energy models.
+//! - [`linear_probe`]: multinomial logistic regression on learned features (the accuracy of
+//!   an EBLVM's posterior means).
 //! - [`mcmc`]: Langevin dynamics (SGLD), Hamiltonian Monte Carlo, a replay buffer of persistent
 //!   chains and the maximum-likelihood loss, for MLE, CD and PCD training of any energy model.
 //! - [`eval`]: the test score-matching loss, exact or by Hutchinson's estimator.
@@ -47,6 +49,7 @@ pub mod checkpoint;
 mod error;
 pub mod eval;
 pub mod langevin;
+pub mod linear_probe;
 pub mod mcmc;
 pub mod ood;
 pub mod optim;
