@@ -79,6 +79,7 @@ const REPRODUCTIONS: &[&str] = &[
     "table6",
     "grbm-checkerboard",
     "bism-table1",
+    "deep-eblvm",
 ];
 
 /// One command of the sequence and how it went.

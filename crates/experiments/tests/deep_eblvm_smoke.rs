@@ -89,3 +89,40 @@ fn a_tiny_run_writes_every_output_and_resumes_exactly() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_paper_profile_is_the_reference_configuration() -> Result<()> {
+    use experiments::deep_eblvm::{DeepEblvmExpConfig, Run};
+    // The BiSM / VaGES MNIST configuration (latent_ebm_resnet_mnist*.yml, train_dev.py).
+    let c = DeepEblvmExpConfig::paper();
+    assert_eq!((c.model.features.width, c.model.latent), (64, 50));
+    assert_eq!(c.model.features.blocks_per_stage, [2, 2, 2]);
+    assert_eq!(c.model.head_units, 4096);
+    assert_eq!(c.posterior.channels, [64, 128, 256]);
+    assert_eq!((c.iters, c.batch), (100_000, 100));
+    assert_eq!(
+        (c.lr, c.lower_lr, c.vages_lr, c.beta2),
+        (1e-4, 1e-4, 1e-4, 0.95)
+    );
+    assert_eq!((c.sigma_begin, c.sigma_end, c.sigma0), (0.1, 3.0, 0.1));
+    assert_eq!((c.lower_steps, c.particles, c.sgld_steps), (5, 2, 5));
+    assert_eq!(
+        (c.sgld_alpha, c.sgld_sigma, c.sgld_clip),
+        (1e-2, 1e-4, None)
+    );
+    assert_eq!(c.langevin.total(), 2700);
+    c.validate()?;
+    DeepEblvmExpConfig::quick().validate()?;
+    // The batch's noise levels: geometric from sigma_begin to sigma_end (torch.logspace).
+    let s = c.sigmas()?;
+    assert_eq!(s.len(), 100);
+    assert!((s[0] - 0.1).abs() < 1e-12 && (s[99] - 3.0).abs() < 1e-12);
+    let ratio = s[1] / s[0];
+    assert!(s.windows(2).all(|w| (w[1] / w[0] - ratio).abs() < 1e-12));
+    // Row keys round-trip.
+    for run in c.runs() {
+        assert_eq!(Run::parse(&run.key())?, run);
+    }
+    assert!(Run::parse("bimdsm.seedx").is_err() && Run::parse("dsm").is_err());
+    Ok(())
+}

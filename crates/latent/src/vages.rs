@@ -205,27 +205,35 @@ pub fn vaes_cv_score<M: JointLogDensity + ?Sized>(
 }
 
 /// Refines latent draws by `steps` Langevin steps on the joint log-density in `h` at a fixed
-/// `v` (the VaGES reference's particle refinement): `h <- h + alpha/2 grad_h log p~(v, h) +
-/// sigma eps` (reference: `alpha = 1e-2`, `sigma = 1e-4`, 5 steps). `log_p(h)` is the joint
-/// log-density at the fixed `v`, `[B]`. The result is detached.
+/// `v` (the VaGES reference's particle refinement): `h <- h + alpha/2 g + sigma eps` with
+/// `g = grad_h log p~(v, h)`, optionally clipped element-wise to `[-clip, clip]` (the
+/// reference's `grad_max_norm`; reference MNIST: `alpha = 1e-2`, `sigma = 1e-4`, 5 steps, no
+/// clip). `log_p(h)` is the joint log-density at the fixed `v`, `[B]`. The result is
+/// detached.
 ///
 /// # Errors
-/// A negative or non-finite step size or noise level, errors of `log_p`.
+/// A negative or non-finite step size, noise level or clip, errors of `log_p`.
 pub fn sgld_refine(
     log_p: impl Fn(&Tensor) -> Result<Tensor>,
     h0: &Tensor,
     steps: usize,
     alpha: f64,
     sigma: f64,
+    clip: Option<f64>,
     noise: &mut sm_objectives::NoiseSource,
 ) -> Result<Tensor> {
     if !(alpha.is_finite() && alpha >= 0.0 && sigma.is_finite() && sigma >= 0.0) {
         bail!("SGLD step size and noise must be finite and >= 0, got {alpha} and {sigma}")
     }
+    if let Some(c) = clip {
+        if !(c.is_finite() && c > 0.0) {
+            bail!("the SGLD gradient clip must be finite and > 0, got {c}")
+        }
+    }
     let mut h = h0.detach();
     for _ in 0..steps {
         let x = Var::from_tensor(&h)?;
-        let grad = match log_p(x.as_tensor())?
+        let mut grad = match log_p(x.as_tensor())?
             .sum_all()?
             .backward()?
             .remove(x.as_tensor())
@@ -233,6 +241,9 @@ pub fn sgld_refine(
             Some(g) => g,
             None => h.zeros_like()?,
         };
+        if let Some(c) = clip {
+            grad = grad.clamp(-c, c)?;
+        }
         let eps = noise.gaussian_like(&h)?;
         h = ((&h + (grad * (0.5 * alpha))?)? + (eps * sigma)?)?.detach();
     }

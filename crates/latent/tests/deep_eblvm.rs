@@ -247,16 +247,38 @@ fn langevin_refinement_follows_its_update_on_a_gaussian() -> Result<()> {
     let h0 = Tensor::new(&[[0.0f64, 0.0], [4.0, -1.0]], &Device::Cpu)?;
     let log_p = |h: &Tensor| (h - &m)?.sqr()?.sum(1)? * -0.5;
     let (alpha, n) = (0.1, 7);
-    let got = sgld_refine(log_p, &h0, n, alpha, 0.0, &mut NoiseSource::new(1))?;
+    let got = sgld_refine(log_p, &h0, n, alpha, 0.0, None, &mut NoiseSource::new(1))?;
     let expected = (&m + ((&h0 - &m)? * (1.0 - alpha / 2.0).powi(n as i32))?)?;
     let err = (got - expected)?.abs()?.max_all()?.to_scalar::<f64>()?;
     assert!(err < 1e-12, "{err}");
     // With noise the draws move by sigma eps around that path.
-    let noisy = sgld_refine(log_p, &h0, 1, alpha, 1e-3, &mut NoiseSource::new(1))?;
-    let det = sgld_refine(log_p, &h0, 1, alpha, 0.0, &mut NoiseSource::new(1))?;
+    let noisy = sgld_refine(log_p, &h0, 1, alpha, 1e-3, None, &mut NoiseSource::new(1))?;
+    let det = sgld_refine(log_p, &h0, 1, alpha, 0.0, None, &mut NoiseSource::new(1))?;
     let dev = (noisy - det)?.abs()?.max_all()?.to_scalar::<f64>()?;
     assert!(dev > 0.0 && dev < 1e-2);
-    assert!(sgld_refine(log_p, &h0, 1, -1.0, 0.0, &mut NoiseSource::new(1)).is_err());
+    assert!(sgld_refine(log_p, &h0, 1, -1.0, 0.0, None, &mut NoiseSource::new(1)).is_err());
+    // A clip bounds every coordinate's move by alpha/2 clip: h0 - m reaches 4.5 above.
+    let clipped = sgld_refine(
+        log_p,
+        &h0,
+        1,
+        alpha,
+        0.0,
+        Some(1.0),
+        &mut NoiseSource::new(1),
+    )?;
+    let moved = (clipped - &h0)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    assert!((moved - alpha / 2.0).abs() < 1e-15, "{moved}");
+    assert!(sgld_refine(
+        log_p,
+        &h0,
+        1,
+        alpha,
+        0.0,
+        Some(0.0),
+        &mut NoiseSource::new(1)
+    )
+    .is_err());
     Ok(())
 }
 

@@ -56,6 +56,13 @@ pub struct DeepEblvmOptions {
     /// Override the training and test images of the linear probe (e.g. `10000,2000`).
     #[arg(long, value_delimiter = ',')]
     pub probe: Option<Vec<usize>>,
+    /// Override the learning rate of the energy and of the posterior, both methods
+    /// (reference: 1e-4).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Clip the energy's and the posterior's gradients to this global norm (`none`: off).
+    #[arg(long)]
+    pub clip: Option<String>,
     /// Checkpoint every this many steps (and at the end of each row).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -72,7 +79,7 @@ impl Experiment for DeepEblvmExperiment {
         variable, a convolutional Gaussian posterior, trained by BiMDSM and VaGES-MDSM; samples \
         by annealed Langevin dynamics (joint, via the posterior, conditioned on test digits), the \
         posterior's Fisher divergence along training and the linear-probe accuracy of the \
-        posterior means. Profiles: quick (about 15 minutes on 2 cores) and paper (100K \
+        posterior means. Profiles: quick (about 11 minutes on 2 cores) and paper (100K \
         iterations at batch 100, n = 64, h = 50). Writes deep_eblvm.md, results.json, \
         curves.png and sample grids.";
     const PROFILES: &'static [&'static str] = &["quick", "paper"];
@@ -128,6 +135,19 @@ impl Experiment for DeepEblvmExperiment {
             };
             cfg.probe_train = *train;
             cfg.probe_test = *test;
+        }
+        if let Some(lr) = a.lr {
+            cfg.lr = lr;
+            cfg.lower_lr = lr;
+            cfg.vages_lr = lr;
+        }
+        if let Some(c) = &a.clip {
+            cfg.clip = match c.as_str() {
+                "none" => None,
+                v => Some(v.parse().map_err(|_| {
+                    ExpError::Config(format!("--clip takes a norm or `none`, got `{v}`"))
+                })?),
+            };
         }
         if let Some(s) = a.seed {
             cfg.seed = s;

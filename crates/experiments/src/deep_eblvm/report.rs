@@ -118,6 +118,11 @@ pub fn markdown(r: &DeepEblvmResults) -> String {
                 est(first_fisher, 1),
                 est(last_fisher, 2),
                 est(|x| x.test_fisher, 2),
+                format!(
+                    "{} / {}",
+                    est(|x| x.sample_energy, 0),
+                    est(|x| x.test_energy, 0)
+                ),
                 est(|x| x.ms_per_step, 0),
             ]
         })
@@ -152,16 +157,18 @@ pub fn markdown(r: &DeepEblvmResults) -> String {
         "# Deep EBLVM on MNIST ({} profile)\n\n\
          BiSM Sec. 5.2 / VaGES App. F.2.2. Energy: Res12 features with n = {}, h of size {}, a \
          squared ELU layer of {} units; posterior: convolutions with {:?} channels. {} \
-         iterations at batch {}, Adam (0.9, {}) lr {} (posterior {}), cosine to 0; multiscale \
+         iterations at batch {}, Adam (0.9, {}) lr {} (posterior {}; VaGES-MDSM both {}), cosine \
+         to 0; multiscale \
          DSM with sigma geometric {}..{} over the batch, sigma_0 {}; K = {} Fisher lower-level \
          steps, no unrolling; VaGES: {} particles refined by {} Langevin steps (alpha {}, noise \
-         {}). Seeds per method: {} (mean ± standard error where there are several). Machine: \
+         {}, gradient clip {}). Gradient clip of the energy and the posterior: {}. Seeds per method: {} (mean ± standard error where there are several). Machine: \
          {}.\n\n\
          Probe: multinomial logistic regression on the posterior means of {} training digits, \
          accuracy on {} test digits; `at init` is the same probe on the untrained posterior. \
          Fisher: the lower level's `1/2 |grad_h log q - grad_h log p~|^2` on noisy training \
          batches at the first and last logged window (BiSM Fig. 5 c-d: from about 1e5 to 1e2 \
-         over 100K iterations), and on clean test digits after training.\n\n{}\n\n\
+         over 100K iterations), and on clean test digits after training. Energy: the mean `E(v, h)` of the joint samples \
+         and the mean `E(v, mu(v))` of test digits at their posterior means.\n\n{}\n\n\
          The paper reports samples (BiSM Fig. 4, VaGES Fig. 5), the Fisher curves and, in an \
          appendix our copy lacks, the classification numbers; there is no table to compare with. \
          Samples (annealed Langevin, {} + {} + {} steps): joint `(v, h)`, `v` given the \
@@ -178,6 +185,7 @@ pub fn markdown(r: &DeepEblvmResults) -> String {
         c.beta2,
         c.lr,
         c.lower_lr,
+        c.vages_lr,
         c.sigma_begin,
         c.sigma_end,
         c.sigma0,
@@ -186,6 +194,8 @@ pub fn markdown(r: &DeepEblvmResults) -> String {
         c.sgld_steps,
         c.sgld_alpha,
         c.sgld_sigma,
+        c.sgld_clip.map_or("none".to_string(), |v| v.to_string()),
+        c.clip.map_or("none".to_string(), |v| v.to_string()),
         c.seeds,
         r.environment.cpu,
         c.probe_train,
@@ -198,6 +208,7 @@ pub fn markdown(r: &DeepEblvmResults) -> String {
                 "Fisher, first window",
                 "Fisher, last window",
                 "Fisher, test digits",
+                "energy: joint samples / test digits",
                 "ms / step",
             ],
             &summary

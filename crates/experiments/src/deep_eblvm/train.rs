@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use latent::bism::{bism_score_at, fisher_per_sample, mdsm_functional};
 use latent::sampling::{Conditional, JointState};
-use latent::vages::{sgld_refine, vages_score};
+use latent::vages::{sgld_refine, vaes_score, vages_score};
 use models::{ConvGaussianPosterior, DeepEblvm};
 use serde::{Deserialize, Serialize};
 use sm_objectives::{NoiseSource, Reduction};
@@ -16,7 +16,7 @@ use train::langevin::annealed_langevin_with_last;
 use train::linear_probe::LinearProbe;
 
 use crate::error::{ExpError, Result};
-use crate::optim::{cosine_lr, Adam, AdamConfig, LrSchedule};
+use crate::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig, LrSchedule};
 use crate::plot::{save_image_grid_scaled, save_image_grids_side_by_side};
 use crate::runner::{ExperimentRow, RowContext};
 use crate::trainer::{train_with_state, StepRecord, TrainState};
@@ -60,8 +60,7 @@ pub struct RowResult {
     pub probe_gradient_norm: f64,
     /// The posterior's Fisher divergence on clean test digits, mean per image.
     pub test_fisher: f64,
-    /// Mean energy of the joint samples' `(v, h)` and of clean test digits at their posterior
-    /// means.
+    /// Mean energy `E(v, h)` of the joint samples.
     pub sample_energy: f64,
     /// Mean energy `E(v, mu(v))` of test digits.
     pub test_energy: f64,
@@ -157,35 +156,54 @@ fn higher_loss(
     let sig = column(sigmas, x.device()).map_err(candle_core::Error::wrap)?;
     let v = (x + eps.broadcast_mul(&sig)?)?.detach();
     let q = q.detached();
-    let score = match method {
+    let eps_flat = eps.flatten_from(1)?;
+    let mdsm = |score: &Tensor| {
+        mdsm_functional(
+            &score.flatten_from(1)?,
+            &eps_flat,
+            sigmas,
+            cfg.sigma0,
+            Reduction::Mean,
+        )
+    };
+    match method {
         Method::Bimdsm => {
             let h = q.sample(&v, noise)?.detach();
-            bism_score_at(model, &q, &v, &h)?.score
+            mdsm(&bism_score_at(model, &q, &v, &h)?.score)
         }
         Method::VagesMdsm => {
+            // As the reference: the loss's slope in the score, `z`, at the VaES value of one set
+            // of particles, and the score's parameter gradient (VaGES: mean plus covariance
+            // term) from an independent set, so that their product is unbiased.
             let g = model.visible_features(&v)?.detach();
-            let mut hs = Vec::with_capacity(cfg.particles);
-            for _ in 0..cfg.particles {
-                let h0 = q.sample(&v, noise)?;
-                hs.push(sgld_refine(
-                    |h| model.energy_from_features(&g, h)?.neg(),
-                    &h0,
-                    cfg.sgld_steps,
-                    cfg.sgld_alpha,
-                    cfg.sgld_sigma,
-                    noise,
-                )?);
-            }
-            vages_score(model, &v, &hs)?.score
+            let particles = |noise: &mut NoiseSource| -> candle_core::Result<Vec<Tensor>> {
+                let mut hs = Vec::with_capacity(cfg.particles);
+                for _ in 0..cfg.particles {
+                    let h0 = q.sample(&v, noise)?;
+                    hs.push(sgld_refine(
+                        |h| model.energy_from_features(&g, h)?.neg(),
+                        &h0,
+                        cfg.sgld_steps,
+                        cfg.sgld_alpha,
+                        cfg.sgld_sigma,
+                        cfg.sgld_clip,
+                        noise,
+                    )?);
+                }
+                Ok(hs)
+            };
+            let for_value = particles(noise)?;
+            let for_gradient = particles(noise)?;
+            let value_score = Var::from_tensor(&vaes_score(model, &v, &for_value)?.score.detach())?;
+            let value = mdsm(value_score.as_tensor())?;
+            let z = match value.backward()?.remove(value_score.as_tensor()) {
+                Some(z) => z.detach(),
+                None => value_score.as_tensor().zeros_like()?,
+            };
+            let surrogate = (vages_score(model, &v, &for_gradient)?.score * z)?.sum_all()?;
+            value.detach() + (&surrogate - surrogate.detach())?
         }
-    };
-    mdsm_functional(
-        &score.flatten_from(1)?,
-        &eps.flatten_from(1)?,
-        sigmas,
-        cfg.sigma0,
-        Reduction::Mean,
-    )
+    }
 }
 
 /// `K` Adam steps of the posterior on the Fisher lower level (BiSM Eq. 11), each at fresh
@@ -211,7 +229,12 @@ fn lower_level(
         let per = fisher_per_sample(|h| model.energy_from_features(&g, h)?.neg(), q, &v, noise)?;
         last = per.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let weighted = (per / &sig_flat)?.mean_all()?;
-        q_adam.step_with_lr(&weighted.backward()?, lr)?;
+        let mut grads = weighted.backward()?;
+        if cfg.clip.is_some() {
+            let vars = q_adam.vars().to_vec();
+            clip_grad_norm(&mut grads, &vars, cfg.clip)?;
+        }
+        q_adam.step_with_lr(&grads, lr)?;
     }
     Ok(last)
 }
@@ -283,12 +306,13 @@ pub fn run_row(ctx: &RowContext, cfg: &DeepEblvmExpConfig, run: Run) -> Result<O
     let sigmas = cfg.sigmas()?;
     let mut batcher = datasets::Batcher::new(digits.train.dim(0)?, cfg.batch, seed)?;
     let method = run.method;
+    let (lr, lower_lr) = cfg.learning_rates(method);
     let mut loss_at = |step: u64, st: &mut RowState| -> candle_core::Result<Tensor> {
         let x = batcher
             .batch(&digits.train, step)
             .map_err(candle_core::Error::wrap)?;
         let mut noise = NoiseSource::new(step_seed(seed, step));
-        let lr = cosine_lr(cfg.lower_lr, step, cfg.iters);
+        let lr = cosine_lr(lower_lr, step, cfg.iters);
         st.last_fisher = lower_level(cfg, &model, &q, &mut st.q_adam, lr, &x, &sigmas, &mut noise)?;
         higher_loss(cfg, method, &model, &q, &x, &sigmas, &mut noise)
     };
@@ -323,15 +347,12 @@ pub fn run_row(ctx: &RowContext, cfg: &DeepEblvmExpConfig, run: Run) -> Result<O
         ..cfg.clone()
     };
     let mut opts = ctx
-        .train_options(
-            cfg.iters,
-            cfg.lr,
-            cfg.checkpoint_every,
-            run.label(),
-            &identity,
-        )?
+        .train_options(cfg.iters, lr, cfg.checkpoint_every, run.label(), &identity)?
         .with_schedule(LrSchedule::Cosine)
         .with_adam(adam);
+    if let Some(c) = cfg.clip {
+        opts = opts.with_clip(c);
+    }
     opts.explode_threshold = 1e12;
     let summary = train_with_state(&vm, &opts, &mut state, &mut loss_at, &mut after)?;
     if summary.completed < cfg.iters {
