@@ -6,6 +6,8 @@
 //! the Langevin refinement in closed form on a Gaussian, and the joint / conditional Langevin
 //! targets.
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -31,15 +33,7 @@ fn tiny(latent: usize, seed: u64) -> Result<DeepEblvm> {
     let vm = VarMap::new();
     let net = DeepEblvm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu))?;
     let mut noise = NoiseSource::new(seed);
-    let mut vars: Vec<(String, Var)> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in vars {
+    for (name, var) in common::sorted_vars(&vm) {
         if name == "head.weight" && latent == 1 {
             // Units whose preactivation rises with h and units where it falls: the energy
             // grows quadratically in both directions, so exp(-E) is integrable in h.

@@ -34,15 +34,7 @@ fn build(cfg: &DeepEblvmConfig, seed: u64) -> Result<(VarMap, DeepEblvm)> {
     let net = DeepEblvm::new(cfg, VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu))?;
     // Seeded weights (Candle's initialisers cannot be seeded), large enough to be nonlinear.
     let mut noise = NoiseSource::new(seed);
-    let mut vars: Vec<(String, Var)> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, var) in vars {
+    for (_, var) in common::sorted_vars(&vm) {
         let t = (noise.gaussian_like(var.as_tensor())? * 0.4)?;
         var.set(&t)?;
     }
