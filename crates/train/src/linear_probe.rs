@@ -156,23 +156,19 @@ impl LinearProbe {
                 eps: 1e-8,
             },
         )?;
-        for _ in 0..settings.steps {
-            let loss = softmax_regression_objective(
+        let objective = || {
+            softmax_regression_objective(
                 weight.as_tensor(),
                 bias.as_tensor(),
                 &xs,
                 &targets,
                 settings.l2,
-            )?;
-            adam.step_with_lr(&loss.backward()?, settings.lr)?;
+            )
+        };
+        for _ in 0..settings.steps {
+            adam.step_with_lr(&objective()?.backward()?, settings.lr)?;
         }
-        let loss = softmax_regression_objective(
-            weight.as_tensor(),
-            bias.as_tensor(),
-            &xs,
-            &targets,
-            settings.l2,
-        )?;
+        let loss = objective()?;
         let grads = loss.backward()?;
         let mut sq = 0.0;
         for v in [&weight, &bias] {
