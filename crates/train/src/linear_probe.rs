@@ -209,10 +209,15 @@ impl LinearProbe {
     /// The fraction of rows of `x` whose predicted class is their label.
     ///
     /// # Errors
-    /// As [`LinearProbe::predict`], and labels that do not match the rows.
+    /// As [`LinearProbe::predict`], and labels that do not match the rows or the fitted classes.
     pub fn accuracy(&self, x: &Tensor, labels: &[u32]) -> Result<f64> {
         let predicted = self.predict(x)?;
-        check_labels(labels, predicted.len(), usize::MAX, "probe test set")?;
+        check_labels(
+            labels,
+            predicted.len(),
+            self.weight.dim(1)?,
+            "probe test set",
+        )?;
         if labels.is_empty() {
             return Err(TrainError::Config("no test features for the probe".into()));
         }
