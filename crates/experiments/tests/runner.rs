@@ -168,3 +168,34 @@ fn a_rows_child_exits_when_its_run_is_killed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_row_whose_run_is_already_gone_exits_at_once() {
+    // The runner names itself to the child; a child that starts after its run was killed (so
+    // that it was adopted before it could watch) must notice at once rather than run on. This
+    // test's process is the parent here, so naming another process stands for a dead run; the
+    // configuration does not exist, so a child that did not stop first would fail on reading it.
+    let out = out_dir("runner-gone");
+    let run = Command::new(env!("CARGO_BIN_EXE_experiments"))
+        .args([
+            "row",
+            "grbm-checkerboard",
+            "--phase",
+            "train",
+            "--row",
+            "dsm",
+        ])
+        .arg("--config")
+        .arg(out.join("missing-config.json"))
+        .arg("--data-dir")
+        .arg(&out)
+        .arg("--out")
+        .arg(&out)
+        .env("FDSM_RUN_PID", (std::process::id() + 1).to_string())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(4), "{err}");
+    assert!(err.contains("is gone"), "{err}");
+}

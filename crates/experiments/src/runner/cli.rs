@@ -260,10 +260,10 @@ pub fn command(all: &[&dyn Registered]) -> Command {
         .about("(internal) Run one phase of one row in this process")
         .hide(true)
         .subcommand_required(true)
-        .subcommands(
-            all.iter()
-                .map(|e| RowArgs::augment_args(Command::new(e.name()))),
-        );
+        .subcommands(all.iter().map(|e| {
+            RowArgs::augment_args(Command::new(e.name()))
+                .about(format!("Run one phase of one row of `{}`", e.name()))
+        }));
     Command::new("experiments")
         .about(
             "Reproduce the tables and figures of the finite-difference score-matching papers and \

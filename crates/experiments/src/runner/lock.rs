@@ -92,18 +92,34 @@ fn process_exists(pid: u32) -> bool {
 /// The exit status of a child that stopped because its run was gone.
 pub const ORPHAN_EXIT_CODE: i32 = 4;
 
+/// The environment variable through which the runner tells a row's child its own process id,
+/// so that the child notices a run killed before the child started watching.
+pub const RUN_PID_ENV: &str = "FDSM_RUN_PID";
+
 /// Makes this process exit (status [`ORPHAN_EXIT_CODE`]) soon after its parent does: a thread
-/// polls the parent's id, which changes when the parent dies and the process is adopted. (Unix
-/// only; elsewhere nothing is watched.)
+/// polls the parent's id, which changes when the parent dies and the process is adopted. The
+/// parent to watch is the one named by [`RUN_PID_ENV`] when set (the runner sets it), else the
+/// parent at the time of the call; a parent already gone exits at once. (Unix only; elsewhere
+/// nothing is watched.)
 pub fn exit_with_parent() {
     #[cfg(unix)]
     {
-        let parent = std::os::unix::process::parent_id();
+        let parent = std::env::var(RUN_PID_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or_else(std::os::unix::process::parent_id);
+        let gone = move || std::os::unix::process::parent_id() != parent;
+        let stop = || -> ! {
+            eprintln!("the run that started this row is gone; stopping");
+            std::process::exit(ORPHAN_EXIT_CODE);
+        };
+        if gone() {
+            stop();
+        }
         std::thread::spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_millis(200));
-            if std::os::unix::process::parent_id() != parent {
-                eprintln!("the run that started this row is gone; stopping");
-                std::process::exit(ORPHAN_EXIT_CODE);
+            if gone() {
+                stop();
             }
         });
     }

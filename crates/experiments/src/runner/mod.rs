@@ -468,6 +468,7 @@ fn child_command<E: Experiment>(
     if !opts.control.progress {
         cmd.arg("--no-progress");
     }
+    cmd.env(lock::RUN_PID_ENV, std::process::id().to_string());
     if phase.higher_order {
         cmd.env(HIGHER_ORDER_ENV, "1");
     } else {
@@ -488,6 +489,7 @@ pub fn run_row<E: Experiment>(
     phase: &str,
     ctx: Context,
 ) -> Result<PhaseOutcome> {
+    lock::exit_with_parent();
     let cfg: E::Config = read_json(cfg_path)?;
     E::validate(&cfg)?;
     let row = E::Row::parse(row_key)?;
@@ -509,7 +511,6 @@ pub fn run_row<E: Experiment>(
     } else {
         None
     };
-    lock::exit_with_parent();
     let dir = ctx.row_dir(row_key);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let row_ctx = RowContext {
