@@ -1,14 +1,12 @@
-//! `cargo xtask`: project automation. `download` fetches datasets (checksummed, resumable),
-//! `repro` reproduces a table or figure and `bench` runs a measurement through the
-//! `experiments` binary (which lists them: `cargo xtask list`), `ci` runs the checks CI runs
-//! (format, lints, the test suite of README.md), `gpu-smoke` builds for a GPU and runs a few
-//! steps of everything on it.
-
+//! `cargo xtask`: project automation. `download` fetches datasets (checksummed, resumable)
+//! through the datasets crate's `fdsm-data` binary; `repro` reproduces a table or figure and
+//! `bench` runs a measurement through the `experiments` binary (which lists them: `cargo xtask
+//! list`); `ci` runs the checks CI runs (format, lints, the test suite of README.md);
+//! `gpu-smoke` builds for a GPU and runs a few steps of everything on it. This crate itself
+//! depends on no Candle crate, so that it builds in seconds.
 mod gpu_smoke;
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -23,26 +21,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Download datasets into the data directory, verifying their SHA-256; files already present
-    /// and intact are kept, interrupted downloads resume.
+    /// Download datasets into the data directory, verifying their SHA-256: `cargo xtask download
+    /// <datasets> [options]` runs `fdsm-data download` of the datasets crate in release mode
+    /// (`cargo xtask download --help` shows its options; `all` fetches everything).
+    #[command(disable_help_flag = true)]
     Download {
-        /// Datasets to fetch (mnist, fashion-mnist, cifar-10, svhn, wine-quality,
-        /// parkinsons-telemonitoring, frey-face), `inception` (FID's InceptionV3 weights), or
-        /// `all`.
-        #[arg(required = true)]
-        datasets: Vec<String>,
-        /// Data directory (default: $FDSM_DATA_DIR, else the user cache directory).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Extra base URL to try first: files are fetched from {URL}/{dataset}/{file} (repeatable).
-        #[arg(long)]
-        mirror: Vec<String>,
-        /// Further attempts per URL after a network error.
-        #[arg(long, default_value_t = 2)]
-        retries: u32,
-        /// Connect and read timeout in seconds.
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        /// The datasets and options (e.g. mnist fashion-mnist --data-dir data).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Reproduce a table or figure of the papers: `cargo xtask repro <name> [options]` runs
     /// `experiments repro <name> [options]` in release mode. `cargo xtask repro` alone lists the
@@ -88,31 +74,26 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Download {
-            datasets,
-            data_dir,
-            mirror,
-            retries,
-            timeout,
-        } => download(&datasets, data_dir, mirror, retries, timeout),
-        Cmd::Repro { args } => run_experiments("experiments", Some("repro"), &args),
-        Cmd::Bench { args } => run_experiments("experiments", Some("bench"), &args),
-        Cmd::Eval { args } => run_experiments("eval", None, &args),
-        Cmd::List => run_experiments("experiments", Some("list"), &[]),
+        Cmd::Download { args } => run_bin("datasets", "fdsm-data", Some("download"), &args),
+        Cmd::Repro { args } => run_bin("experiments", "experiments", Some("repro"), &args),
+        Cmd::Bench { args } => run_bin("experiments", "experiments", Some("bench"), &args),
+        Cmd::Eval { args } => run_bin("experiments", "eval", None, &args),
+        Cmd::List => run_bin("experiments", "experiments", Some("list"), &[]),
         Cmd::Ci { tests_only } => ci(tests_only),
         Cmd::GpuSmoke(args) => gpu_smoke::gpu_smoke(&args),
     }
 }
 
-/// Runs the binary `bin` of the experiments crate (`experiments` or `eval`) in release mode
-/// from the workspace root (so results land in `results/` there) with the command `group`
-/// (`repro`, `bench`, `list`; none for `eval`) and `args`. The experiments binary holds the
-/// list of experiments; without a name it prints them.
-fn run_experiments(bin: &str, group: Option<&str>, args: &[String]) -> Result<()> {
+/// Runs the binary `bin` of the workspace package `package` (`experiments` or `eval` of the
+/// experiments crate, `fdsm-data` of the datasets crate) in release mode from the workspace root
+/// (so results land in `results/` there) with the command `group` (`repro`, `bench`, `list`,
+/// `download`; none for `eval`) and `args`. Without arguments it prints the command's help (the
+/// experiments binary's lists the experiments).
+fn run_bin(package: &str, bin: &str, group: Option<&str>, args: &[String]) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
-    let mut full = vec!["run", "--release", "-p", "experiments", "--bin", bin, "--"];
+    let mut full = vec!["run", "--release", "-p", package, "--bin", bin, "--"];
     full.extend(group);
     // The binary runs from the workspace root (default results land in `results/` there), so
     // paths the caller gave relative to their own directory are made absolute first.
@@ -215,51 +196,6 @@ fn is_set_by_cargo_run(key: &str) -> bool {
         "OUT_DIR",
     ];
     EXACT.contains(&key) || key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_BIN_EXE_")
-}
-
-fn download(
-    names: &[String],
-    data_dir: Option<PathBuf>,
-    mirrors: Vec<String>,
-    retries: u32,
-    timeout: u64,
-) -> Result<()> {
-    use datasets::download::{ensure_dataset, DownloadOptions};
-    use datasets::Dataset;
-    let wanted: Vec<Dataset> = if names.iter().any(|n| n == "all") {
-        Dataset::ALL.to_vec()
-    } else {
-        names
-            .iter()
-            .map(|n| Dataset::from_name(n))
-            .collect::<Result<_, _>>()?
-    };
-    let dir = datasets::resolve_data_dir(data_dir.as_deref());
-    eprintln!("data directory: {}", dir.display());
-    let options = DownloadOptions {
-        mirrors,
-        retries,
-        progress: true,
-        timeout: Duration::from_secs(timeout),
-    };
-    let mut failed = Vec::new();
-    for ds in wanted {
-        match ensure_dataset(&dir, ds, &options) {
-            Ok(files) => {
-                for f in files {
-                    eprintln!("ok  {}", f.display());
-                }
-            }
-            Err(e) => {
-                eprintln!("failed  {}: {e}", ds.name());
-                failed.push(ds.name());
-            }
-        }
-    }
-    if !failed.is_empty() {
-        bail!("could not obtain: {}", failed.join(", "));
-    }
-    Ok(())
 }
 
 /// The test command of README.md. Kept in one place so that README, `.ci/run` and this task agree.

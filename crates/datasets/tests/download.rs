@@ -330,3 +330,76 @@ fn offline_lists_every_missing_file_and_keeps_a_corrupt_one() {
         "the existing file was removed"
     );
 }
+
+/// The `fdsm-data` binary (what `cargo xtask download` runs): it lists the registry, refuses an
+/// unknown name with the known ones, fetches a real dataset from a local mirror into the data
+/// directory with its published checksum verified, then keeps the verified file on a second
+/// call without any network, and exits non-zero naming a dataset it could not store.
+#[test]
+fn the_fdsm_data_binary_lists_refuses_and_downloads() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_fdsm-data");
+    let list = Command::new(bin).arg("list").output().unwrap();
+    assert!(list.status.success());
+    let listed = String::from_utf8_lossy(&list.stdout);
+    for ds in Dataset::ALL {
+        assert!(listed.contains(ds.name()), "{} not in {listed}", ds.name());
+    }
+    let unknown = Command::new(bin)
+        .args(["download", "no-such-set"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("no-such-set") && err.contains("frey-face"),
+        "{err}"
+    );
+
+    let Some(shared) = common::shared_data("frey-face/frey_rawface.mat") else {
+        return;
+    };
+    let genuine = std::fs::read(shared.join("frey-face/frey_rawface.mat")).unwrap();
+    let (base, log) = serve(genuine, 4);
+    let dir = temp_dir("fdsm-data");
+    let download = |mirror: &str| {
+        Command::new(bin)
+            .args(["download", "frey", "--no-progress", "--retries", "0"])
+            .args(["--timeout", "5", "--mirror", mirror, "--data-dir"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let first = download(&format!("{base}/good"));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let file = dir.join("frey-face/frey_rawface.mat");
+    let expected = Dataset::FreyFace.files()[0].sha256;
+    assert_eq!(sha256_file(&file).unwrap(), expected);
+    assert_eq!(log.lock().unwrap().len(), 1);
+    // Present and intact: kept, nothing fetched (the mirror would serve bad bytes).
+    let again = download(&format!("{base}/bad"));
+    assert!(again.status.success());
+    assert_eq!(log.lock().unwrap().len(), 1);
+    // A dataset that cannot be stored (the data directory is a file): non-zero, named, with or
+    // without a network.
+    let not_a_dir = dir.join("frey-face/frey_rawface.mat");
+    let missing = Command::new(bin)
+        .args(["download", "wine", "--no-progress", "--retries", "0"])
+        .args([
+            "--timeout",
+            "2",
+            "--mirror",
+            &format!("{base}/bad"),
+            "--data-dir",
+        ])
+        .arg(&not_a_dir)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("could not obtain: wine-quality"), "{err}");
+}
