@@ -369,3 +369,66 @@ fn large_strided_case(n: usize, c: usize, h: usize, w: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// A layer whose input is data (not a variable, not computed from one) gives that input no
+/// gradient: Candle would drop it, so the fused dense layer and convolutions skip computing it
+/// (a product as large as the forward pass). The parameters' gradients are those of the same
+/// layer with the input as a variable, bit for bit.
+#[test]
+fn a_data_input_gets_no_gradient_and_the_parameters_the_same() -> Result<()> {
+    use layers::{conv2d, Conv2dConfig, DenseActivation, Linear};
+    let x = pattern(5, 7, 0.3);
+    let w = Var::from_tensor(&pattern(4, 7, 1.1))?;
+    let b = Var::from_tensor(&pattern(1, 4, 2.0).flatten_all()?)?;
+    let dense = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+    let xv = Var::from_tensor(&x)?;
+    let data = dense
+        .forward_activated(&x, DenseActivation::Softplus)?
+        .sum_all()?
+        .backward()?;
+    let tracked = dense
+        .forward_activated(xv.as_tensor(), DenseActivation::Softplus)?
+        .sum_all()?
+        .backward()?;
+    assert!(data.get(&x).is_none(), "the data input got a gradient");
+    assert!(tracked.get(xv.as_tensor()).is_some());
+    for p in [&w, &b] {
+        let (a, t) = (
+            data.get(p.as_tensor()).unwrap(),
+            tracked.get(p.as_tensor()).unwrap(),
+        );
+        assert_eq!(
+            a.flatten_all()?.to_vec1::<f64>()?,
+            t.flatten_all()?.to_vec1::<f64>()?
+        );
+    }
+
+    let img = pattern(2 * 3, 36, 0.7).reshape((2, 3, 6, 6))?;
+    let k = Var::from_tensor(&pattern(4 * 3, 9, 0.2).reshape((4, 3, 3, 3))?)?;
+    let kb = Var::from_tensor(&pattern(1, 4, 0.9).flatten_all()?)?;
+    let cfg = Conv2dConfig {
+        padding: 1,
+        ..Conv2dConfig::default()
+    };
+    let imgv = Var::from_tensor(&img)?;
+    for bias in [None, Some(kb.as_tensor())] {
+        let data = conv2d(&img, k.as_tensor(), bias, &cfg)?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
+        let tracked = conv2d(imgv.as_tensor(), k.as_tensor(), bias, &cfg)?
+            .sqr()?
+            .sum_all()?
+            .backward()?;
+        assert!(data.get(&img).is_none(), "the data image got a gradient");
+        assert!(tracked.get(imgv.as_tensor()).is_some());
+        let params = std::iter::once(k.as_tensor()).chain(bias);
+        for p in params {
+            let flat = |g: &candle_core::backprop::GradStore| -> Result<Vec<f64>> {
+                g.get(p).unwrap().flatten_all()?.to_vec1::<f64>()
+            };
+            assert_eq!(flat(&data)?, flat(&tracked)?);
+        }
+    }
+    Ok(())
+}

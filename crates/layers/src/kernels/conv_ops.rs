@@ -167,14 +167,22 @@ impl CustomOp2 for FlipConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        use crate::grad_mode::{dropped_gradient, gradient_needed};
         let k = w.dim(2)?;
-        let gx = input_grad(grad, w, self.spec)?;
+        // No input gradient for data (a first layer): nothing would read it.
+        let gx = match gradient_needed(x) {
+            true => Some(input_grad(grad, w, self.spec)?),
+            false => None,
+        };
         if crate::grad_mode::parameter_gradients_skipped() {
             // A pass for an input gradient only: the kernel gradient would be dropped.
-            return Ok((Some(gx), crate::grad_mode::dropped_gradient(w)?));
+            return Ok((gx, dropped_gradient(w)?));
         }
-        let gw = kernel_grad(x, grad, self.spec, k)?;
-        Ok((Some(gx), Some(gw)))
+        let gw = match gradient_needed(w) {
+            true => Some(kernel_grad(x, grad, self.spec, k)?),
+            false => None,
+        };
+        Ok((gx, gw))
     }
 }
 
@@ -214,15 +222,24 @@ impl CustomOp3 for BiasedConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use crate::grad_mode::{dropped_gradient, gradient_needed};
         let k = w.dim(2)?;
-        let gx = input_grad(grad, w, self.spec)?;
+        let gx = match gradient_needed(x) {
+            true => Some(input_grad(grad, w, self.spec)?),
+            false => None,
+        };
         if crate::grad_mode::parameter_gradients_skipped() {
-            use crate::grad_mode::dropped_gradient;
-            return Ok((Some(gx), dropped_gradient(w)?, dropped_gradient(b)?));
+            return Ok((gx, dropped_gradient(w)?, dropped_gradient(b)?));
         }
-        let gw = kernel_grad(x, grad, self.spec, k)?;
-        let gb = grad.apply_op1(ChannelSum)?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let gw = match gradient_needed(w) {
+            true => Some(kernel_grad(x, grad, self.spec, k)?),
+            false => None,
+        };
+        let gb = match gradient_needed(b) {
+            true => Some(grad.apply_op1(ChannelSum)?),
+            false => None,
+        };
+        Ok((gx, gw, gb))
     }
 }
 

@@ -176,16 +176,26 @@ impl CustomOp3 for DenseAct {
         y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use crate::grad_mode::{dropped_gradient, gradient_needed};
         let gz = grad.apply_op2(y, OutputSlope(self.0))?;
-        let gx = gz.matmul(w)?;
+        // No input gradient for data (a first layer): nothing would read it.
+        let gx = match gradient_needed(x) {
+            true => Some(gz.matmul(w)?),
+            false => None,
+        };
         if crate::grad_mode::parameter_gradients_skipped() {
             // A pass for an input gradient only: the weight and bias gradients would be dropped.
-            use crate::grad_mode::dropped_gradient;
-            return Ok((Some(gx), dropped_gradient(w)?, dropped_gradient(b)?));
+            return Ok((gx, dropped_gradient(w)?, dropped_gradient(b)?));
         }
-        let gw = gz.t()?.matmul(x)?;
-        let gb = gz.apply_op1(ChannelSum)?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let gw = match gradient_needed(w) {
+            true => Some(gz.t()?.matmul(x)?),
+            false => None,
+        };
+        let gb = match gradient_needed(b) {
+            true => Some(gz.apply_op1(ChannelSum)?),
+            false => None,
+        };
+        Ok((gx, gw, gb))
     }
 }
 
