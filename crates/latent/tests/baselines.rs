@@ -7,8 +7,9 @@ mod common;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use common::{grbm, sorted_vars};
+use common::grbm;
 use latent::baselines::{cd_loss, cd_surrogate, nce_loss, pcd_loss};
+use layers::sorted_vars;
 use sm_objectives::NoiseSource;
 
 #[test]

@@ -33,7 +33,7 @@ fn tiny(latent: usize, seed: u64) -> Result<DeepEblvm> {
     let vm = VarMap::new();
     let net = DeepEblvm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu))?;
     let mut noise = NoiseSource::new(seed);
-    for (name, var) in common::sorted_vars(&vm) {
+    for (name, var) in layers::sorted_vars(&vm) {
         if name == "head.weight" && latent == 1 {
             // Units whose preactivation rises with h and units where it falls: the energy
             // grows quadratically in both directions, so exp(-E) is integrable in h.

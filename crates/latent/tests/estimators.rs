@@ -24,7 +24,7 @@ fn grbm() -> Result<(VarMap, Grbm)> {
 }
 
 fn vars(vm: &VarMap) -> Vec<(String, Var)> {
-    common::sorted_vars(vm)
+    layers::sorted_vars(vm)
 }
 
 fn visible() -> Result<Tensor> {

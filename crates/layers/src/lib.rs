@@ -47,6 +47,7 @@ mod pool;
 pub mod portable;
 mod solve;
 mod upsample;
+mod varmap;
 
 pub use activation::{elu, shifted_softplus, sigmoid, softplus};
 pub use bias::bias_add;
@@ -62,3 +63,4 @@ pub use norm::{group_norm, instance_norm};
 pub use pool::{avg_pool2d, avg_pool2d_padded, AvgPool2d};
 pub use solve::spd_solve;
 pub use upsample::upsample_bilinear2d;
+pub use varmap::sorted_vars;

@@ -34,7 +34,7 @@ fn build(cfg: &DeepEblvmConfig, seed: u64) -> Result<(VarMap, DeepEblvm)> {
     let net = DeepEblvm::new(cfg, VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu))?;
     // Seeded weights (Candle's initialisers cannot be seeded), large enough to be nonlinear.
     let mut noise = NoiseSource::new(seed);
-    for (_, var) in common::sorted_vars(&vm) {
+    for (_, var) in layers::sorted_vars(&vm) {
         let t = (noise.gaussian_like(var.as_tensor())? * 0.4)?;
         var.set(&t)?;
     }

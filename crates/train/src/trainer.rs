@@ -163,11 +163,7 @@ pub struct TrainSummary {
 
 /// The variables of a `VarMap` in a fixed order (sorted by name).
 pub fn named_vars(varmap: &VarMap) -> (Vec<String>, Vec<Var>) {
-    let data = varmap.data().lock().expect("VarMap lock");
-    let mut entries: Vec<(String, Var)> =
-        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries.into_iter().unzip()
+    layers::sorted_vars(varmap).into_iter().unzip()
 }
 
 /// State an experiment carries from step to step besides the trained parameters and their Adam

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use models::{Grbm, GrbmConfig};
 
@@ -32,17 +32,4 @@ pub fn grbm(visible: usize, hidden: usize) -> Result<(VarMap, Grbm)> {
         data[name].set(&Tensor::from_vec(values, data[name].shape(), &Device::Cpu)?)?;
     }
     Ok((vm, m))
-}
-
-/// The variables of `vm` sorted by name (`b`, `c`, `log_sigma`, `w`).
-pub fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
-    let mut v: Vec<_> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }

@@ -2,7 +2,7 @@
 //! analytic Gaussian densities, and a parameter gradient check against central differences.
 #![allow(dead_code)] // each test binary uses a subset
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Conv2dConfig, Module, VarBuilder, VarMap};
 use layers::{shifted_softplus, softplus};
 use sm_objectives::{LogDensity, ScoreModel};
@@ -126,19 +126,6 @@ pub fn varmap() -> (VarMap, VarBuilder<'static>) {
     (vm, vb)
 }
 
-/// The variables of `vm` with their names, sorted by name.
-pub fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
-    let mut vars: Vec<(String, Var)> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
-}
-
 /// Redraws every variable of `vm`, in name order, from `U(-b, b)` with a generator seeded
 /// with `seed`: `b = 1/sqrt(fan_in)` for weights (fan-in = elements per leading index) and
 /// `b = 0.5` for vectors.
@@ -150,7 +137,7 @@ pub fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
 /// pre-activation within the difference step of one (seen as a rare failing run).
 pub fn reseed(vm: &VarMap, seed: u64) {
     let mut noise = sm_objectives::NoiseSource::new(seed);
-    for (_, var) in sorted_vars(vm) {
+    for (_, var) in layers::sorted_vars(vm) {
         let t = var.as_tensor();
         let bound = match t.dims() {
             [rows, ..] if t.rank() >= 2 => 1.0 / ((t.elem_count() / rows) as f64).sqrt(),
@@ -181,7 +168,7 @@ pub fn max_param_grad_error(
     let grads = loss()?.backward()?;
     let mut worst: f64 = 0.0;
     let h = 1e-5;
-    for (name, var) in sorted_vars(vm) {
+    for (name, var) in layers::sorted_vars(vm) {
         let analytic = match grads.get(var.as_tensor()) {
             Some(g) => g.flatten_all()?.to_vec1::<f64>()?,
             None => vec![0.0; var.elem_count()],
