@@ -135,11 +135,15 @@ pub(crate) fn dropped_gradient(arg: &Tensor) -> Result<Option<Tensor>> {
     }
 }
 
-/// Whether Candle's backward pass will use a gradient for `arg`: only when `arg` is a variable or
-/// was computed from one. Candle calls an op's backward pass for all of its arguments once any
-/// of them needs a gradient, so an op whose input is data (the first layer of a network under a
-/// finite-difference or MLE loss) would otherwise compute that input's gradient, a product as
-/// large as the layer's forward pass, and have Candle accumulate it, only to be dropped.
-pub(crate) fn gradient_needed(arg: &Tensor) -> bool {
-    arg.track_op()
+/// The gradient `grad()` for `arg`, or none when Candle's backward pass would not use it: only a
+/// variable, or a tensor computed from one, needs a gradient. Candle calls an op's backward pass
+/// for all of its arguments once any of them needs a gradient, so an op whose input is data (the
+/// first layer of a network under a finite-difference or MLE loss) would otherwise compute that
+/// input's gradient, a product as large as the layer's forward pass, and have Candle accumulate
+/// it, only to be dropped.
+pub(crate) fn gradient_if_needed(
+    arg: &Tensor,
+    grad: impl FnOnce() -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    arg.track_op().then(grad).transpose()
 }

@@ -167,21 +167,15 @@ impl CustomOp2 for FlipConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        use crate::grad_mode::{dropped_gradient, gradient_needed};
+        use crate::grad_mode::{dropped_gradient, gradient_if_needed};
         let k = w.dim(2)?;
         // No input gradient for data (a first layer): nothing would read it.
-        let gx = match gradient_needed(x) {
-            true => Some(input_grad(grad, w, self.spec)?),
-            false => None,
-        };
+        let gx = gradient_if_needed(x, || input_grad(grad, w, self.spec))?;
         if crate::grad_mode::parameter_gradients_skipped() {
             // A pass for an input gradient only: the kernel gradient would be dropped.
             return Ok((gx, dropped_gradient(w)?));
         }
-        let gw = match gradient_needed(w) {
-            true => Some(kernel_grad(x, grad, self.spec, k)?),
-            false => None,
-        };
+        let gw = gradient_if_needed(w, || kernel_grad(x, grad, self.spec, k))?;
         Ok((gx, gw))
     }
 }
@@ -222,23 +216,14 @@ impl CustomOp3 for BiasedConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        use crate::grad_mode::{dropped_gradient, gradient_needed};
+        use crate::grad_mode::{dropped_gradient, gradient_if_needed};
         let k = w.dim(2)?;
-        let gx = match gradient_needed(x) {
-            true => Some(input_grad(grad, w, self.spec)?),
-            false => None,
-        };
+        let gx = gradient_if_needed(x, || input_grad(grad, w, self.spec))?;
         if crate::grad_mode::parameter_gradients_skipped() {
             return Ok((gx, dropped_gradient(w)?, dropped_gradient(b)?));
         }
-        let gw = match gradient_needed(w) {
-            true => Some(kernel_grad(x, grad, self.spec, k)?),
-            false => None,
-        };
-        let gb = match gradient_needed(b) {
-            true => Some(grad.apply_op1(ChannelSum)?),
-            false => None,
-        };
+        let gw = gradient_if_needed(w, || kernel_grad(x, grad, self.spec, k))?;
+        let gb = gradient_if_needed(b, || grad.apply_op1(ChannelSum))?;
         Ok((gx, gw, gb))
     }
 }

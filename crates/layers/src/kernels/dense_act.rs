@@ -81,30 +81,27 @@ struct BiasActivate<'a, T> {
     act: DenseActivation,
 }
 
+impl<T: Float> BiasActivate<'_, T> {
+    /// `v = f(v + b)` row by row (`f` a named inline function, so the loop vectorises).
+    #[inline(always)]
+    fn each(self, f: impl Fn(T) -> T) {
+        for row in self.rows.chunks_mut(self.b.len().max(1)) {
+            for (v, &bias) in row.iter_mut().zip(self.b) {
+                *v = f(*v + bias);
+            }
+        }
+    }
+}
+
 impl<T: Float> Kernel for BiasActivate<'_, T> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
-        let width = self.b.len().max(1);
-        for row in self.rows.chunks_mut(width) {
-            match self.act {
-                DenseActivation::Elu => {
-                    for (v, &bias) in row.iter_mut().zip(self.b) {
-                        *v = elu_value(*v + bias);
-                    }
-                }
-                DenseActivation::Softplus => {
-                    for (v, &bias) in row.iter_mut().zip(self.b) {
-                        *v = softplus_value(*v + bias);
-                    }
-                }
-                DenseActivation::Tanh => {
-                    for (v, &bias) in row.iter_mut().zip(self.b) {
-                        *v = tanh_value(*v + bias);
-                    }
-                }
-            }
+        match self.act {
+            DenseActivation::Elu => self.each(elu_value),
+            DenseActivation::Softplus => self.each(softplus_value),
+            DenseActivation::Tanh => self.each(tanh_value),
         }
     }
 }
@@ -217,25 +214,16 @@ impl CustomOp3 for DenseAct {
         y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        use crate::grad_mode::{dropped_gradient, gradient_needed};
+        use crate::grad_mode::{dropped_gradient, gradient_if_needed};
         let gz = grad.apply_op2(y, OutputSlope(self.0))?;
         // No input gradient for data (a first layer): nothing would read it.
-        let gx = match gradient_needed(x) {
-            true => Some(gz.matmul(w)?),
-            false => None,
-        };
+        let gx = gradient_if_needed(x, || gz.matmul(w))?;
         if crate::grad_mode::parameter_gradients_skipped() {
             // A pass for an input gradient only: the weight and bias gradients would be dropped.
             return Ok((gx, dropped_gradient(w)?, dropped_gradient(b)?));
         }
-        let gw = match gradient_needed(w) {
-            true => Some(gz.t()?.matmul(x)?),
-            false => None,
-        };
-        let gb = match gradient_needed(b) {
-            true => Some(gz.apply_op1(ChannelSum)?),
-            false => None,
-        };
+        let gw = gradient_if_needed(w, || gz.t()?.matmul(x))?;
+        let gb = gradient_if_needed(b, || gz.apply_op1(ChannelSum))?;
         Ok((gx, gw, gb))
     }
 }
