@@ -4,6 +4,7 @@
 //! list`); `ci` runs the checks CI runs (format, lints, the test suite of README.md);
 //! `gpu-smoke` builds for a GPU and runs a few steps of everything on it. This crate itself
 //! depends on no Candle crate, so that it builds in seconds.
+
 mod gpu_smoke;
 
 use std::process::Command;
