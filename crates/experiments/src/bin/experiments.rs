@@ -10,7 +10,8 @@ use experiments::runner::cli::PAUSED_EXIT_CODE;
 use experiments::{runner, setup, EXPERIMENTS};
 
 fn main() -> Result<ExitCode> {
-    // Before any thread starts: the thread count read once instead of at every matrix product.
+    // Before any thread starts: the thread count read once instead of at every matrix product,
+    // and this thread one of rayon's workers.
     layers::cpu::settle_thread_count();
     experiments::allocator::tune_for_training();
     let matches = runner::cli::command(&EXPERIMENTS).get_matches();
