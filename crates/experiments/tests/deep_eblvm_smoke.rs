@@ -65,9 +65,16 @@ fn a_tiny_run_writes_every_output_and_resumes_exactly() -> Result<()> {
             .all(|p| p.loss.is_finite() && p.fisher >= 0.0));
         assert!((0.0..=1.0).contains(&x.probe_accuracy));
         assert!(x.test_fisher.is_finite() && x.test_energy.is_finite());
+        if let (Some(base), Some(peak)) = (x.base_rss_bytes, x.step_peak_rss_bytes) {
+            assert!(peak >= base, "{}: peak below the start", x.run.label());
+        }
     }
     let md = std::fs::read_to_string(straight.join("deep_eblvm.md"))?;
     assert!(md.contains("| VaGES-MDSM |") && md.contains("conditioned.png"));
+    assert!(
+        md.contains("VaGES App. Table 2"),
+        "no time and memory comparison"
+    );
 
     // The VaGES row, whose steps draw the most noise, paused between checkpoints and resumed.
     let vages = ["--methods", "vages-mdsm"];

@@ -20,7 +20,7 @@ use crate::optim::{clip_grad_norm, cosine_lr, Adam, AdamConfig, LrSchedule};
 use crate::plot::{save_image_grid_scaled, save_image_grids_side_by_side};
 use crate::runner::{ExperimentRow, RowContext};
 use crate::trainer::{train_with_state, StepRecord, TrainState};
-use crate::{setup, step_seed};
+use crate::{memory, setup, step_seed};
 
 use super::{DeepEblvmExpConfig, Method, Run};
 
@@ -52,6 +52,12 @@ pub struct RowResult {
     pub curve: Vec<CurvePoint>,
     /// Mean training step, ms.
     pub ms_per_step: f64,
+    /// Resident memory before the first training step (data, networks, optimisers), bytes.
+    #[serde(default)]
+    pub base_rss_bytes: Option<u64>,
+    /// Peak resident memory of the training steps, bytes (VaGES App. Table 2's memory column).
+    #[serde(default)]
+    pub step_peak_rss_bytes: Option<u64>,
     /// Linear-probe test accuracy of the trained posterior's means.
     pub probe_accuracy: f64,
     /// The same for the posterior at initialisation (the untrained network's features).
@@ -354,25 +360,33 @@ pub fn run_row(ctx: &RowContext, cfg: &DeepEblvmExpConfig, run: Run) -> Result<O
         opts = opts.with_clip(c);
     }
     opts.explode_threshold = 1e12;
+    // The memory column is the training steps' own working set, counted from the first step.
+    crate::allocator::release_free_memory();
+    let base_rss_bytes = memory::rss_bytes();
+    memory::reset_peak();
     let summary = train_with_state(&vm, &opts, &mut state, &mut loss_at, &mut after)?;
+    let step_peak_rss_bytes = memory::peak_rss_bytes();
     if summary.completed < cfg.iters {
         return Ok(None);
     }
-    evaluate(
-        ctx,
-        cfg,
-        run,
-        &model,
-        &q,
-        &digits,
+    let trained = Trained {
         state,
-        summary.train_seconds,
-    )
-    .map(Some)
+        train_seconds: summary.train_seconds,
+        base_rss_bytes,
+        step_peak_rss_bytes,
+    };
+    evaluate(ctx, cfg, run, &model, &q, &digits, trained).map(Some)
+}
+
+/// What training hands to the evaluation besides the networks.
+struct Trained {
+    state: RowState,
+    train_seconds: f64,
+    base_rss_bytes: Option<u64>,
+    step_peak_rss_bytes: Option<u64>,
 }
 
 /// Samples, the posterior's test Fisher divergence and the probes.
-#[allow(clippy::too_many_arguments)]
 fn evaluate(
     ctx: &RowContext,
     cfg: &DeepEblvmExpConfig,
@@ -380,8 +394,7 @@ fn evaluate(
     model: &DeepEblvm,
     q: &ConvGaussianPosterior,
     digits: &Digits,
-    state: RowState,
-    train_seconds: f64,
+    trained: Trained,
 ) -> Result<RowResult> {
     let device = ctx.run.device;
     let seed = run.seed_value(cfg);
@@ -511,8 +524,10 @@ fn evaluate(
 
     Ok(RowResult {
         run,
-        curve: state.curve,
-        ms_per_step: train_seconds * 1e3 / cfg.iters as f64,
+        curve: trained.state.curve,
+        ms_per_step: trained.train_seconds * 1e3 / cfg.iters as f64,
+        base_rss_bytes: trained.base_rss_bytes,
+        step_peak_rss_bytes: trained.step_peak_rss_bytes,
         probe_accuracy,
         probe_accuracy_init,
         probe_gradient_norm,
