@@ -100,6 +100,12 @@ fn a_tiny_run_writes_every_output_and_resumes_exactly() -> Result<()> {
             (y.probe_accuracy, y.test_fisher, y.sample_energy),
             "{label}"
         );
+        // The memory of the training steps survives the pause (it travels in the checkpoint).
+        assert_eq!(
+            x.step_peak_rss_bytes.is_some(),
+            y.step_peak_rss_bytes.is_some(),
+            "{label}"
+        );
     }
     Ok(())
 }

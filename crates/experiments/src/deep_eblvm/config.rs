@@ -172,7 +172,7 @@ pub struct DeepEblvmExpConfig {
 }
 
 impl DeepEblvmExpConfig {
-    /// The 2-core CPU profile (about 11 minutes): `n = 8`, `h = 20`, posterior channels 8, 16,
+    /// The 2-core CPU profile (about 12 minutes): `n = 8`, `h = 20`, posterior channels 8, 16,
     /// 32, 1500 iterations at batch 32 with lr 1e-3 (BiMDSM; VaGES-MDSM at the reference's
     /// 1e-4), both methods, one seed, VaGES's refinement gradient clipped at 100; the Langevin schedule shortened to 60 + 240 + 40
     /// steps; the probe on 10000 / 2000 images.

@@ -79,7 +79,7 @@ impl Experiment for DeepEblvmExperiment {
         variable, a convolutional Gaussian posterior, trained by BiMDSM and VaGES-MDSM; samples \
         by annealed Langevin dynamics (joint, via the posterior, conditioned on test digits), the \
         posterior's Fisher divergence along training and the linear-probe accuracy of the \
-        posterior means. Profiles: quick (about 11 minutes on 2 cores) and paper (100K \
+        posterior means. Profiles: quick (about 12 minutes on 2 cores) and paper (100K \
         iterations at batch 100, n = 64, h = 50). Writes deep_eblvm.md, results.json, \
         curves.png and sample grids.";
     const PROFILES: &'static [&'static str] = &["quick", "paper"];

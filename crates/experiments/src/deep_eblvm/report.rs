@@ -130,7 +130,9 @@ pub fn time_memory_comparison(r: &DeepEblvmResults) -> Option<String> {
         _ => "memory was not measured on this platform".to_string(),
     };
     Some(format!(
-        "VaGES-MDSM against BiMDSM (N = 0): a step takes {tv:.0} against {tb:.0} ms, {:.2}x;          {memory}. VaGES App. Table 2 (CIFAR-10 on GPUs, the same L = 2 and K = 5) has time and          memory ratios of {paper}.",
+        "VaGES-MDSM against BiMDSM (N = 0): a step takes {tv:.0} against {tb:.0} ms, {:.2}x; \
+         {memory}. VaGES App. Table 2 (CIFAR-10 on GPUs, the same L = 2 and K = 5) has time and \
+         memory ratios of {paper}.",
         tv / tb
     ))
 }
@@ -313,6 +315,7 @@ mod tests {
         };
         let s = time_memory_comparison(&r).unwrap();
         assert!(s.contains("150 against 100 ms, 1.50x"), "{s}");
+        assert!(!s.contains("  "), "{s}");
         assert!(s.contains("100 MB against 400 MB, 0.25x"), "{s}");
         assert!(s.contains("1.26x and 0.85x (1 GPU, batch 64)"), "{s}");
         assert!(markdown(&r).contains(&s));

@@ -85,6 +85,26 @@ struct RowState {
     window: (f64, f64, u64),
     /// The Fisher divergence of the step in progress.
     last_fisher: f64,
+    /// Resident memory `(before the first step, peak of the steps)` of the process segment
+    /// (first run or a resumption) whose steps needed the most, bytes; saved with the checkpoint,
+    /// so that resuming a finished run keeps it.
+    memory: Option<(u64, u64)>,
+}
+
+impl RowState {
+    /// Takes this process's peak over the steps so far, started at `base`, if it is the larger
+    /// working set.
+    fn note_memory(&mut self, base: Option<u64>) {
+        let (Some(base), Some(peak)) = (base, memory::peak_rss_bytes()) else {
+            return;
+        };
+        let larger = self
+            .memory
+            .is_none_or(|(b, p)| peak.saturating_sub(base) >= p.saturating_sub(b));
+        if larger {
+            self.memory = Some((base, peak));
+        }
+    }
 }
 
 impl TrainState for RowState {
@@ -93,7 +113,11 @@ impl TrainState for RowState {
     }
 
     fn json(&self) -> train::Result<serde_json::Value> {
-        Ok(serde_json::json!({ "curve": self.curve, "window": self.window }))
+        Ok(serde_json::json!({
+            "curve": self.curve,
+            "window": self.window,
+            "memory": self.memory,
+        }))
     }
 
     fn restore(
@@ -105,12 +129,15 @@ impl TrainState for RowState {
         struct Saved {
             curve: Vec<CurvePoint>,
             window: (f64, f64, u64),
+            #[serde(default)]
+            memory: Option<(u64, u64)>,
         }
         let saved: Saved = serde_json::from_value(json.clone())
             .map_err(|e| train::TrainError::Config(format!("bad saved curve: {e}")))?;
         self.q_adam.load_state("q/", tensors)?;
         self.curve = saved.curve;
         self.window = saved.window;
+        self.memory = saved.memory;
         Ok(())
     }
 }
@@ -308,7 +335,13 @@ pub fn run_row(ctx: &RowContext, cfg: &DeepEblvmExpConfig, run: Run) -> Result<O
         curve: Vec::new(),
         window: (0.0, 0.0, 0),
         last_fisher: f64::NAN,
+        memory: None,
     };
+    // The memory column is the training steps' own working set, counted from the first step of
+    // this process.
+    crate::allocator::release_free_memory();
+    let base_rss_bytes = memory::rss_bytes();
+    memory::reset_peak();
     let sigmas = cfg.sigmas()?;
     let mut batcher = datasets::Batcher::new(digits.train.dim(0)?, cfg.batch, seed)?;
     let method = run.method;
@@ -336,6 +369,7 @@ pub fn run_row(ctx: &RowContext, cfg: &DeepEblvmExpConfig, run: Run) -> Result<O
                 seconds: r.train_seconds,
             });
             st.window = (0.0, 0.0, 0);
+            st.note_memory(base_rss_bytes);
         }
         Ok(())
     };
@@ -360,20 +394,13 @@ pub fn run_row(ctx: &RowContext, cfg: &DeepEblvmExpConfig, run: Run) -> Result<O
         opts = opts.with_clip(c);
     }
     opts.explode_threshold = 1e12;
-    // The memory column is the training steps' own working set, counted from the first step.
-    crate::allocator::release_free_memory();
-    let base_rss_bytes = memory::rss_bytes();
-    memory::reset_peak();
     let summary = train_with_state(&vm, &opts, &mut state, &mut loss_at, &mut after)?;
-    let step_peak_rss_bytes = memory::peak_rss_bytes();
     if summary.completed < cfg.iters {
         return Ok(None);
     }
     let trained = Trained {
         state,
         train_seconds: summary.train_seconds,
-        base_rss_bytes,
-        step_peak_rss_bytes,
     };
     evaluate(ctx, cfg, run, &model, &q, &digits, trained).map(Some)
 }
@@ -382,8 +409,6 @@ pub fn run_row(ctx: &RowContext, cfg: &DeepEblvmExpConfig, run: Run) -> Result<O
 struct Trained {
     state: RowState,
     train_seconds: f64,
-    base_rss_bytes: Option<u64>,
-    step_peak_rss_bytes: Option<u64>,
 }
 
 /// Samples, the posterior's test Fisher divergence and the probes.
@@ -526,8 +551,8 @@ fn evaluate(
         run,
         curve: trained.state.curve,
         ms_per_step: trained.train_seconds * 1e3 / cfg.iters as f64,
-        base_rss_bytes: trained.base_rss_bytes,
-        step_peak_rss_bytes: trained.step_peak_rss_bytes,
+        base_rss_bytes: trained.state.memory.map(|m| m.0),
+        step_peak_rss_bytes: trained.state.memory.map(|m| m.1),
         probe_accuracy,
         probe_accuracy_init,
         probe_gradient_norm,
