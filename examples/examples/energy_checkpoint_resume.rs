@@ -62,7 +62,7 @@ fn run(dir: &Path, iters: u64, pause: Option<u64>) -> anyhow::Result<Vec<Vec<f32
 }
 
 fn main() -> anyhow::Result<()> {
-    // First thing: Candle's CPU matrix product then reads its thread count once (faster steps).
+    // First thing: the thread count read once, this thread one of rayon's workers (faster steps).
     layers::cpu::settle_thread_count();
     let dir = std::env::temp_dir().join(format!("fdsm-resume-example-{}", std::process::id()));
     let (straight, paused) = (

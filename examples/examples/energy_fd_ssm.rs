@@ -66,7 +66,7 @@ fn mode_margin(model: &Energy, ring: &GaussianMixture) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // First thing: Candle's CPU matrix product then reads its thread count once (faster steps).
+    // First thing: the thread count read once, this thread one of rayon's workers (faster steps).
     layers::cpu::settle_thread_count();
     let (model, ring) = run(2000, true)?;
     println!(

@@ -66,7 +66,7 @@ fn run(iters: u64, progress: bool) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // First thing: Candle's CPU matrix product then reads its thread count once (faster steps).
+    // First thing: the thread count read once, this thread one of rayon's workers (faster steps).
     layers::cpu::settle_thread_count();
     println!(
         "relative error of the learned score: {:.3}",
