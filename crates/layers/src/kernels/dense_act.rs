@@ -21,6 +21,11 @@ pub(crate) struct DenseAct(pub(crate) DenseActivation);
 /// `g * act'(z)` computed from the activation's output `y = act(z)`.
 pub(crate) struct OutputSlope(pub(crate) DenseActivation);
 
+/// `a * g * c(y)` with `c` the output slope's derivative in `y`: `e^-y` for softplus, for ELU 1
+/// where `y <= 0` and 0 elsewhere, `-2 y` for tanh. The `y`-gradient of [`OutputSlope`] (the
+/// second-order pass of the dense layer) in one pass instead of four ops.
+pub(crate) struct SlopeCurvature(pub(crate) DenseActivation);
+
 /// `tanh(z)`, both forms computed and one selected (no branch), so loops over it vectorise:
 /// `sign(z) (1 - t) / (1 + t)` with `t = e^{-2|z|}` (which cannot overflow), and for `|z| <
 /// 1/8`, where `1 - t` would lose relative precision, the odd series to `z^9` (its first
@@ -102,6 +107,43 @@ impl<T: Float> Kernel for BiasActivate<'_, T> {
             DenseActivation::Elu => self.each(elu_value),
             DenseActivation::Softplus => self.each(softplus_value),
             DenseActivation::Tanh => self.each(tanh_value),
+        }
+    }
+}
+
+/// `c(y)` of [`SlopeCurvature`].
+#[inline(always)]
+fn curvature<T: Float>(act: DenseActivation, y: T) -> T {
+    match act {
+        DenseActivation::Softplus => (T::ZERO - y).exp(),
+        DenseActivation::Elu => {
+            if y > T::ZERO {
+                T::ZERO
+            } else {
+                T::ONE
+            }
+        }
+        DenseActivation::Tanh => T::ZERO - (y + y),
+    }
+}
+
+/// `out = a * g * c(y)` of [`SlopeCurvature`] (a [`Kernel`], as [`BiasActivate`]).
+struct ScaleByCurvature<'a, T> {
+    out: &'a mut [T],
+    a: &'a [T],
+    g: &'a [T],
+    y: &'a [T],
+    act: DenseActivation,
+}
+
+impl<T: Float> Kernel for ScaleByCurvature<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let act = self.act;
+        for (((o, &a), &g), &y) in self.out.iter_mut().zip(self.a).zip(self.g).zip(self.y) {
+            *o = a * g * curvature(act, y);
         }
     }
 }
@@ -270,16 +312,82 @@ impl CustomOp2 for OutputSlope {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // d/dg: the same slope; d/dy: g times the slope's derivative in y, `e^-y` for softplus,
-        // for ELU 0 where y > 0 and 1 elsewhere, `-2 y` for tanh.
+        // d/dg: the same slope; d/dy: g times the slope's derivative in y.
         let dg = grad.apply_op2(y, OutputSlope(self.0))?;
-        let curvature = match self.0 {
-            DenseActivation::Softplus => y.neg()?.exp()?,
-            DenseActivation::Elu => y.le(0.0)?.to_dtype(y.dtype())?,
-            DenseActivation::Tanh => (y * -2.0)?,
-        };
-        let dy = ((grad * g)? * curvature)?;
+        let dy = grad.apply_op3(g, y, SlopeCurvature(self.0))?;
         Ok((Some(dg), Some(dy)))
+    }
+}
+
+impl CustomOp3 for SlopeCurvature {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            DenseActivation::Elu => "fused-elu-slope-curvature",
+            DenseActivation::Softplus => "fused-softplus-slope-curvature",
+            DenseActivation::Tanh => "fused-tanh-slope-curvature",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() || l1.dims() != l3.dims() {
+            bail!(
+                "slope curvature: gradients {:?}, {:?} and output {:?} differ in shape",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let act = self.0;
+        fn run<T: Float>(act: DenseActivation, a: &[T], g: &[T], y: &[T]) -> Vec<T> {
+            const CHUNK: usize = 1 << 14;
+            let mut out = vec![T::ZERO; a.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK))
+                .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+                .for_each(|((out, a), (g, y))| {
+                    vectorised(ScaleByCurvature { out, a, g, y, act });
+                });
+            out
+        }
+        let out = on_float3!(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            "slope curvature",
+            "the gradients and the output",
+            |a, g, y| run(act, &a, &g, &y)
+        );
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        g: &Tensor,
+        y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Linear in `a` and in `g`; in `y`, `c'(y)` is `-e^-y = -c(y)` for softplus, 0 for ELU
+        // (a.e.), `-2` for tanh.
+        let da = grad.apply_op3(g, y, SlopeCurvature(self.0))?;
+        let dg = grad.apply_op3(a, y, SlopeCurvature(self.0))?;
+        let dy = match self.0 {
+            DenseActivation::Softplus => {
+                Some((grad * a)?.apply_op3(g, y, SlopeCurvature(self.0))?.neg()?)
+            }
+            DenseActivation::Elu => None,
+            DenseActivation::Tanh => Some(((grad * a)? * g)?.affine(-2.0, 0.0)?),
+        };
+        Ok((Some(da), Some(dg), dy))
     }
 }
 
