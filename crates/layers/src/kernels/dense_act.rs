@@ -127,46 +127,63 @@ fn curvature<T: Float>(act: DenseActivation, y: T) -> T {
     }
 }
 
-/// `out = a * g * c(y)` of [`SlopeCurvature`] (a [`Kernel`], as [`BiasActivate`]).
-struct ScaleByCurvature<'a, T> {
+/// The backward passes' `out = [a *] g * f(act, y)` from the output `y`: `f` is
+/// [`slope_from_output`] for [`OutputSlope`] (no `a`) and [`curvature`] for [`SlopeCurvature`]
+/// (a [`Kernel`], as [`BiasActivate`]; `f` a named function, so the loop inlines it).
+struct ScaleByOutputFn<'a, T, F> {
     out: &'a mut [T],
-    a: &'a [T],
+    a: Option<&'a [T]>,
     g: &'a [T],
     y: &'a [T],
     act: DenseActivation,
+    f: F,
 }
 
-impl<T: Float> Kernel for ScaleByCurvature<'_, T> {
+impl<T: Float, F: Fn(DenseActivation, T) -> T> Kernel for ScaleByOutputFn<'_, T, F> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
-        let act = self.act;
-        for (((o, &a), &g), &y) in self.out.iter_mut().zip(self.a).zip(self.g).zip(self.y) {
-            *o = a * g * curvature(act, y);
+        // Plain `for` loops: an iterator's `for_each` goes through `fold`, which the compiler
+        // may leave out of line, outside the vectorised copy.
+        let (act, f) = (self.act, self.f);
+        match self.a {
+            None => {
+                for ((o, &g), &y) in self.out.iter_mut().zip(self.g).zip(self.y) {
+                    *o = g * f(act, y);
+                }
+            }
+            Some(a) => {
+                for (((o, &a), &g), &y) in self.out.iter_mut().zip(a).zip(self.g).zip(self.y) {
+                    *o = a * g * f(act, y);
+                }
+            }
         }
     }
 }
 
-/// The backward pass's `out = g * act'(z)` from the output `y` (a [`Kernel`], as
-/// [`BiasActivate`]).
-struct ScaleBySlope<'a, T> {
-    out: &'a mut [T],
-    g: &'a [T],
-    y: &'a [T],
+/// `[a *] g * f(act, y)` over whole slices, in parallel chunks.
+fn scale_by_output_fn<T: Float>(
+    a: Option<&[T]>,
+    g: &[T],
+    y: &[T],
     act: DenseActivation,
-}
-
-impl<T: Float> Kernel for ScaleBySlope<'_, T> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run(self) {
-        let act = self.act;
-        for ((o, &g), &y) in self.out.iter_mut().zip(self.g).zip(self.y) {
-            *o = g * slope_from_output(act, y);
-        }
-    }
+    f: impl Fn(DenseActivation, T) -> T + Copy + Send + Sync,
+) -> Vec<T> {
+    const CHUNK: usize = 1 << 14;
+    let mut out = vec![T::ZERO; g.len()];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, out)| {
+        let at = i * CHUNK..i * CHUNK + out.len();
+        vectorised(ScaleByOutputFn {
+            a: a.map(|a| &a[at.clone()]),
+            g: &g[at.clone()],
+            y: &y[at],
+            out,
+            act,
+            f,
+        });
+    });
+    out
 }
 
 impl CustomOp3 for DenseAct {
@@ -294,14 +311,9 @@ impl CustomOp2 for OutputSlope {
             )
         }
         let act = self.0;
-        fn run<T: Float>(act: DenseActivation, g: &[T], y: &[T]) -> Vec<T> {
-            let mut out = vec![T::ZERO; g.len()];
-            out.par_chunks_mut(1 << 14)
-                .zip(g.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-                .for_each(|(out, (g, y))| vectorised(ScaleBySlope { out, g, y, act }));
-            out
-        }
-        let out = on_float2!(s1, l1, s2, l2, "output slope", |g, y| run(act, &g, &y));
+        let out = on_float2!(s1, l1, s2, l2, "output slope", |g, y| {
+            scale_by_output_fn(None, &g, &y, act, slope_from_output)
+        });
         Ok((out, l1.shape().clone()))
     }
 
@@ -346,24 +358,13 @@ impl CustomOp3 for SlopeCurvature {
             )
         }
         let act = self.0;
-        fn run<T: Float>(act: DenseActivation, a: &[T], g: &[T], y: &[T]) -> Vec<T> {
-            const CHUNK: usize = 1 << 14;
-            let mut out = vec![T::ZERO; a.len()];
-            out.par_chunks_mut(CHUNK)
-                .zip(a.par_chunks(CHUNK))
-                .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-                .for_each(|((out, a), (g, y))| {
-                    vectorised(ScaleByCurvature { out, a, g, y, act });
-                });
-            out
-        }
         let out = on_float3!(
             (s1, l1),
             (s2, l2),
             (s3, l3),
             "slope curvature",
             "the gradients and the output",
-            |a, g, y| run(act, &a, &g, &y)
+            |a, g, y| scale_by_output_fn(Some(&a), &g, &y, act, curvature)
         );
         Ok((out, l1.shape().clone()))
     }
