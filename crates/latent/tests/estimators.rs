@@ -23,10 +23,6 @@ fn grbm() -> Result<(VarMap, Grbm)> {
     common::grbm(D, H)
 }
 
-fn vars(vm: &VarMap) -> Vec<(String, Var)> {
-    layers::sorted_vars(vm)
-}
-
 fn visible() -> Result<Tensor> {
     Ok(Tensor::new(
         &[[0.3f64, -1.2, 0.8], [1.5, 0.1, -0.4], [-0.7, 0.9, 0.2]],
@@ -65,7 +61,7 @@ fn enumerated(m: &Grbm, v: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
 /// the score does not depend on a parameter, as VaES's does not on `c`).
 fn grads_of(score: &Tensor, u: &Tensor, vm: &VarMap) -> Result<Vec<Tensor>> {
     let g = (score * u)?.sum_all()?.backward()?;
-    vars(vm)
+    layers::sorted_vars(vm)
         .iter()
         .map(|(_, v)| match g.get(v.as_tensor()) {
             Some(t) => Ok(t.clone()),
@@ -203,7 +199,7 @@ fn bism_gradient_bias_shrinks_with_unrolled_steps() -> Result<()> {
         )?;
         let g = loss.backward()?;
         // Without unrolling, `c` reaches the loss only through phi^N(theta): zero at N = 0.
-        vars(&vm)
+        layers::sorted_vars(&vm)
             .iter()
             .map(|(_, var)| match g.get(var.as_tensor()) {
                 Some(t) => Ok(t.clone()),
@@ -231,7 +227,7 @@ fn bism_gradient_bias_shrinks_with_unrolled_steps() -> Result<()> {
     let loss_at = |_: usize| -> Result<f64> { Ok(fixed_loss()?.to_scalar::<f64>()?) };
     let g2: Vec<Tensor> = {
         let g = fixed_loss()?.backward()?;
-        vars(&vm)
+        layers::sorted_vars(&vm)
             .iter()
             .map(|(_, var)| match g.get(var.as_tensor()) {
                 Some(t) => Ok(t.clone()),
@@ -239,7 +235,7 @@ fn bism_gradient_bias_shrinks_with_unrolled_steps() -> Result<()> {
             })
             .collect::<candle_core::Result<_>>()?
     };
-    let all = vars(&vm);
+    let all = layers::sorted_vars(&vm);
     let dirs: Vec<Tensor> = all
         .iter()
         .enumerate()
