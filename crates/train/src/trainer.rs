@@ -294,8 +294,11 @@ where
                 problem: format!("no tensor for {name}"),
             };
             vars[i].set(loaded.params.get(name).ok_or_else(missing)?)?;
-            adam.m[i] = loaded.m.get(name).ok_or_else(missing)?.clone();
-            adam.v[i] = loaded.v.get(name).ok_or_else(missing)?.clone();
+            adam.set_moments(
+                i,
+                loaded.m.get(name).ok_or_else(missing)?,
+                loaded.v.get(name).ok_or_else(missing)?,
+            )?;
         }
         adam.t = loaded.meta.adam_t;
         state
@@ -404,8 +407,8 @@ where
                 path,
                 &names,
                 &vars,
-                &adam.m,
-                &adam.v,
+                adam.moments().0,
+                adam.moments().1,
                 state.tensors()?,
                 &meta,
             )?;

@@ -401,8 +401,13 @@ fn adam_state_round_trips_through_named_tensors() {
     let mut other = Adam::new(vec![y.clone()], cfg).unwrap();
     other.load_state("q/", &saved).unwrap();
     assert_eq!(other.t, 2);
+    let snapshot = |key: &str| saved[key].to_vec1::<f64>().unwrap();
+    let before = ["q/param/0", "q/m/0", "q/v/0"].map(snapshot);
     adam.step_with_lr(&loss(&x).backward().unwrap(), 0.1)
         .unwrap();
+    // The saved state is a copy: the step, which updates in place, left it as it was.
+    assert_eq!(["q/param/0", "q/m/0", "q/v/0"].map(snapshot), before);
+    assert_ne!(x.as_tensor().to_vec1::<f64>().unwrap(), before[0]);
     other
         .step_with_lr(&loss(&y).backward().unwrap(), 0.1)
         .unwrap();
