@@ -2,8 +2,9 @@
 //! through `gemm`, then the bias and the activation in the same pass over the product. Its
 //! backward pass takes the activation's slope from the output (`softplus'(z) = 1 - e^-y`,
 //! `elu'(z) = 1` for `y > 0`, else `y + 1`, `tanh'(z) = 1 - y^2`), so no pre-activation is kept,
-//! and it is built from
-//! differentiable ops, so that derivatives of every order exist. One graph node per layer
+//! and in Candle's higher-order mode it is built from differentiable ops, so that derivatives of
+//! every order exist; with the mode off (first order only) its two products are one op that
+//! runs them side by side. One graph node per layer
 //! instead of four (product, transpose, bias, activation) saves the gradient accumulations that
 //! Candle's backward pass does for each node.
 
@@ -276,14 +277,142 @@ impl CustomOp3 for DenseAct {
         use crate::grad_mode::{dropped_gradient, gradient_if_needed};
         let gz = grad.apply_op2(y, OutputSlope(self.0))?;
         // No input gradient for data (a first layer): nothing would read it.
-        let gx = gradient_if_needed(x, || gz.matmul(w))?;
         if crate::grad_mode::parameter_gradients_skipped() {
             // A pass for an input gradient only: the weight and bias gradients would be dropped.
+            let gx = gradient_if_needed(x, || gz.matmul(w))?;
             return Ok((gx, dropped_gradient(w)?, dropped_gradient(b)?));
         }
-        let gw = gradient_if_needed(w, || gz.t()?.matmul(x))?;
         let gb = gradient_if_needed(b, || gz.apply_op1(ChannelSum))?;
+        let (need_x, need_w) = (x.track_op(), w.track_op());
+        if need_w && gz.device().is_cpu() && !crate::grad_mode::higher_order_enabled() {
+            // First order only: both products in one op, side by side on two threads when
+            // both are needed (the gradients are not differentiated again, so no graph).
+            let (n, k) = x.dims2()?;
+            let o = w.dim(0)?;
+            let both = gz.apply_op3_no_bwd(w, x, &DenseGradients { input: need_x })?;
+            let gw = both.narrow(0, 0, o * k)?.reshape((o, k))?;
+            let gx = if need_x {
+                Some(both.narrow(0, o * k, n * k)?.reshape((n, k))?)
+            } else {
+                None
+            };
+            return Ok((gx, Some(gw), gb));
+        }
+        let gx = gradient_if_needed(x, || gz.matmul(w))?;
+        let gw = gradient_if_needed(w, || gz.t()?.matmul(x))?;
         Ok((gx, gw, gb))
+    }
+}
+
+/// The dense layer's first-order parameter and input gradients from `gz = g * act'(z)`
+/// `[N, O]`, `W` `[O, K]` and `x` `[N, K]`: `gz^T x` `[O, K]`, then, with `input`, `gz W`
+/// `[N, K]`, flattened one after the other. With both, each product runs on one thread and the
+/// two side by side (rayon's `join`), rather than each split over the threads in turn; alone,
+/// the weight gradient is split. Each output element is one thread's sum over the batch in the
+/// same blocked order either way, so the values are those of Candle's `matmul` of the same
+/// operands (a test compares them bit for bit).
+struct DenseGradients {
+    input: bool,
+}
+
+impl CustomOp3 for DenseGradients {
+    fn name(&self) -> &'static str {
+        "dense-layer-gradients"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (&[n, o], &[o2, k], &[n2, k2]) = (l1.dims(), l2.dims(), l3.dims()) else {
+            bail!(
+                "dense layer gradients: gz [N, O], weight [O, K] and input [N, K] expected, got \
+                 {:?}, {:?} and {:?}",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        };
+        if o != o2 || n != n2 || k != k2 {
+            bail!(
+                "dense layer gradients: gz {:?}, weight {:?} and input {:?} do not fit together",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            )
+        }
+        let input = self.input;
+        fn run<T: Element>(gz: &[T], w: &[T], x: &[T], (n, o, k): Dims, input: bool) -> Vec<T> {
+            let mut out = vec![T::ZERO; o * k + if input { n * k } else { 0 }];
+            let (gw, gx) = out.split_at_mut(o * k);
+            // gz^T as a strided view of gz: element (i, j) at gz[j * o + i].
+            let gz_t = Mat {
+                data: gz,
+                rows: o,
+                cols: n,
+                rs: 1,
+                cs: o,
+            };
+            let xs = Mat {
+                data: x,
+                rows: n,
+                cols: k,
+                rs: k,
+                cs: 1,
+            };
+            if !input {
+                matmul_into(gw, &gz_t, &xs, false, all_threads());
+                return out;
+            }
+            let gz_rows = Mat {
+                data: gz,
+                rows: n,
+                cols: o,
+                rs: o,
+                cs: 1,
+            };
+            let ws = Mat {
+                data: w,
+                rows: o,
+                cols: k,
+                rs: k,
+                cs: 1,
+            };
+            let one = gemm::Parallelism::None;
+            rayon::join(
+                || matmul_into(gw, &gz_t, &xs, false, one),
+                || matmul_into(gx, &gz_rows, &ws, false, one),
+            );
+            out
+        }
+        let len = o * k + if input { n * k } else { 0 };
+        let out = on_float3!(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            "dense layer gradients",
+            "gz, weight and input",
+            |gz, w, x| run(&gz, &w, &x, (n, o, k), input)
+        );
+        Ok((out, Shape::from(len)))
+    }
+}
+
+/// `(N, O, K)`: batch, outputs and inputs of a dense layer.
+type Dims = (usize, usize, usize);
+
+/// `gemm`'s setting for a product split over all of rayon's threads.
+fn all_threads() -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
     }
 }
 
@@ -414,7 +543,59 @@ pub(crate) fn dense_act(
 
 #[cfg(test)]
 mod tests {
-    use super::tanh_value;
+    use super::{tanh_value, DenseGradients};
+    use candle_core::{DType, Device, Tensor};
+
+    /// The first-order gradients op equals Candle's `matmul` of the same operands (the path it
+    /// replaces) bit for bit, `gz^T x` and `gz W`, in f32 and f64, at sizes past `gemm`'s
+    /// blocking, with and without the input gradient; a strided `gz` is read correctly.
+    #[test]
+    fn dense_gradients_equal_candles_products_exactly() -> candle_core::Result<()> {
+        let cpu = Device::Cpu;
+        let (n, o, k) = (70, 300, 260);
+        let values = |len: usize, seed: usize| -> Vec<f64> {
+            (0..len)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f64 / 1001.0 - 1.0) * 0.7)
+                .collect()
+        };
+        for dtype in [DType::F32, DType::F64] {
+            let t = |len, seed, shape: (usize, usize)| {
+                Tensor::from_vec(values(len, seed), shape, &cpu)?.to_dtype(dtype)
+            };
+            let (gz, w, x) = (
+                t(n * o, 1, (n, o))?,
+                t(o * k, 2, (o, k))?,
+                t(n * k, 3, (n, k))?,
+            );
+            let bits = |t: &Tensor| -> candle_core::Result<Vec<u64>> {
+                let v = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+                Ok(v.iter().map(|x| x.to_bits()).collect())
+            };
+            let want_w = bits(&gz.t()?.matmul(&x)?)?;
+            let want_x = bits(&gz.matmul(&w)?)?;
+            let both = gz.apply_op3_no_bwd(&w, &x, &DenseGradients { input: true })?;
+            assert_eq!(both.dims(), [o * k + n * k]);
+            assert_eq!(
+                bits(&both.narrow(0, 0, o * k)?)?,
+                want_w,
+                "{dtype:?}: gz^T x"
+            );
+            assert_eq!(
+                bits(&both.narrow(0, o * k, n * k)?)?,
+                want_x,
+                "{dtype:?}: gz W"
+            );
+            let alone = gz.apply_op3_no_bwd(&w, &x, &DenseGradients { input: false })?;
+            assert_eq!(bits(&alone)?, want_w, "{dtype:?}: gz^T x alone");
+            // gz as the transpose of a stored [O, N] matrix.
+            let stored = gz.t()?.contiguous()?;
+            let strided = stored
+                .t()?
+                .apply_op3_no_bwd(&w, &x, &DenseGradients { input: true })?;
+            assert_eq!(bits(&strided)?, bits(&both)?, "{dtype:?}: strided gz");
+        }
+        Ok(())
+    }
 
     /// Against f64's `tanh` over `[-20, 20]`, densest near 0 where the series takes over: in f32
     /// within 4e-7 relative (a few ulp), in f64 within 2e-11 (the series' truncation at
