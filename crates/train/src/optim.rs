@@ -7,7 +7,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-
 use candle_core::{Layout, Result, Tensor, Var};
 use candle_nn::Optimizer;
 
