@@ -322,15 +322,15 @@ fn update_in_place(
 
     let tensors = [p, g, m, v];
     let same = layers::portable::cpu_kernels_enabled()
-        && tensors.iter().all(|t| {
-            t.device().is_cpu()
-                && t.dtype() == p.dtype()
-                && t.dims() == p.dims()
-                && t.layout().contiguous_offsets().is_some()
-        });
-    if !same {
+        && tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == p.dtype() && t.dims() == p.dims());
+    // A tensor's layout never changes, so these element ranges hold inside the update too.
+    let ([Some(at_p), Some(at_g), Some(at_m), Some(at_v)], true) =
+        (tensors.map(|t| t.layout().contiguous_offsets()), same)
+    else {
         return Ok(false);
-    }
+    };
     // The address of each tensor's storage: writing one in place while another reads or writes
     // the same memory would be wrong (and locking one storage twice would never return).
     let mut bases = Vec::with_capacity(4);
@@ -346,10 +346,11 @@ fn update_in_place(
     if (1..4).any(|i| bases[..i].contains(&bases[i])) {
         return Ok(false);
     }
-    with_cpu_storage_mut(m, move |m, m_layout| {
-        with_cpu_storage_mut(v, move |v, v_layout| {
-            with_cpu_storage_mut(p, move |p, p_layout| {
-                let (g, g_layout) = g.storage_and_layout();
+    let range = |(start, end): (usize, usize)| start..end;
+    with_cpu_storage_mut(m, move |m| {
+        with_cpu_storage_mut(v, move |v| {
+            with_cpu_storage_mut(p, move |p| {
+                let (g, _) = g.storage_and_layout();
                 let Storage::Cpu(g) = &*g else {
                     candle_core::bail!("Adam: the gradient left the CPU during the update")
                 };
@@ -361,11 +362,11 @@ fn update_in_place(
                         CpuStorage::F32(g),
                     ) => update_slices(
                         [
-                            contiguous_mut(p, p_layout)?,
-                            contiguous_mut(m, m_layout)?,
-                            contiguous_mut(v, v_layout)?,
+                            &mut p[range(at_p)],
+                            &mut m[range(at_m)],
+                            &mut v[range(at_v)],
                         ],
-                        contiguous(g, g_layout)?,
+                        &g[range(at_g)],
                         k,
                     ),
                     (
@@ -375,11 +376,11 @@ fn update_in_place(
                         CpuStorage::F64(g),
                     ) => update_slices(
                         [
-                            contiguous_mut(p, p_layout)?,
-                            contiguous_mut(m, m_layout)?,
-                            contiguous_mut(v, v_layout)?,
+                            &mut p[range(at_p)],
+                            &mut m[range(at_m)],
+                            &mut v[range(at_v)],
                         ],
-                        contiguous(g, g_layout)?,
+                        &g[range(at_g)],
                         k,
                     ),
                     _ => candle_core::bail!("Adam: the dtypes changed during the update"),
@@ -391,24 +392,8 @@ fn update_in_place(
     Ok(true)
 }
 
-/// The elements of a contiguous layout in `data`.
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("Adam: a tensor's layout stopped being contiguous")
-    };
-    Ok(&data[start..end])
-}
-
-/// The elements of a contiguous layout in `data`, writable.
-fn contiguous_mut<'a, T>(data: &'a mut [T], layout: &Layout) -> Result<&'a mut [T]> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("Adam: a tensor's layout stopped being contiguous")
-    };
-    Ok(&mut data[start..end])
-}
-
 /// A closure given the CPU storage of a tensor, writable, by [`with_cpu_storage_mut`].
-type StorageFn<'f> = Box<dyn FnOnce(&mut candle_core::CpuStorage, &Layout) -> Result<()> + 'f>;
+type StorageFn<'f> = Box<dyn FnOnce(&mut candle_core::CpuStorage) -> Result<()> + 'f>;
 
 /// Candle's in-place op that hands the storage to a closure, once.
 struct WithStorage<'f>(RefCell<Option<StorageFn<'f>>>);
@@ -418,9 +403,9 @@ impl candle_core::InplaceOp1 for WithStorage<'_> {
         "adam-in-place"
     }
 
-    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &Layout) -> Result<()> {
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, _: &Layout) -> Result<()> {
         match self.0.borrow_mut().take() {
-            Some(f) => f(storage, layout),
+            Some(f) => f(storage),
             None => candle_core::bail!("Adam: the in-place update ran twice"),
         }
     }
@@ -430,7 +415,7 @@ impl candle_core::InplaceOp1 for WithStorage<'_> {
 /// of `t` wait). Nested calls on tensors of distinct storage hold several at once.
 fn with_cpu_storage_mut<'f>(
     t: &Tensor,
-    f: impl FnOnce(&mut candle_core::CpuStorage, &Layout) -> Result<()> + 'f,
+    f: impl FnOnce(&mut candle_core::CpuStorage) -> Result<()> + 'f,
 ) -> Result<()> {
     t.inplace_op1(&WithStorage(RefCell::new(Some(Box::new(f)))))
 }
