@@ -40,35 +40,26 @@ pub(crate) fn finite(t: &Tensor, name: &str) -> Result<()> {
 }
 
 /// Whether every entry of `t` is finite. A contiguous f32 or f64 tensor on the CPU is read in
-/// place, one pass that counts the entries whose exponent bits are all ones (NaN and
-/// infinities; the count vectorises, where a search that stops early does not); anything else
-/// is summed in f64 after `abs` (NaN and infinities make the sum non-finite, and an f32 or
-/// half-precision sum in f64 cannot overflow).
+/// place, one pass that counts the non-finite entries (`is_finite` is a compare, so the count
+/// vectorises, where a search that stops early does not); anything else is summed in f64 after
+/// `abs` (NaN and infinities make the sum non-finite, and an f32 or half-precision sum in f64
+/// cannot overflow).
 fn all_finite(t: &Tensor) -> Result<bool> {
     use candle_core::{CpuStorage, Storage};
-    {
+    let in_place = {
         let (storage, layout) = t.storage_and_layout();
-        if let (Storage::Cpu(data), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
-            match data {
-                CpuStorage::F32(d) => {
-                    const EXP: u32 = 0x7f80_0000;
-                    let bad = d[start..end]
-                        .iter()
-                        .filter(|x| x.to_bits() & EXP == EXP)
-                        .count();
-                    return Ok(bad == 0);
-                }
-                CpuStorage::F64(d) => {
-                    const EXP: u64 = 0x7ff0_0000_0000_0000;
-                    let bad = d[start..end]
-                        .iter()
-                        .filter(|x| x.to_bits() & EXP == EXP)
-                        .count();
-                    return Ok(bad == 0);
-                }
-                _ => {}
+        match (&*storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(d)), Some((a, b))) => {
+                Some(d[a..b].iter().filter(|x| !x.is_finite()).count() == 0)
             }
+            (Storage::Cpu(CpuStorage::F64(d)), Some((a, b))) => {
+                Some(d[a..b].iter().filter(|x| !x.is_finite()).count() == 0)
+            }
+            _ => None,
         }
+    };
+    if let Some(finite) = in_place {
+        return Ok(finite);
     }
     let total = t
         .detach()
