@@ -242,13 +242,7 @@ impl CustomOp3 for DenseAct {
                     rs: 1,
                     cs: k,
                 };
-                let threads = rayon::current_num_threads();
-                let parallelism = if threads > 1 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
-                };
-                matmul_into(&mut out, &lhs, &rhs, false, parallelism);
+                matmul_into(&mut out, &lhs, &rhs, false, all_threads());
             }
             let rows_per_task = (1 << 14) / o.max(1) + 1;
             out.par_chunks_mut(o.max(1) * rows_per_task)
@@ -347,8 +341,9 @@ impl CustomOp3 for DenseGradients {
             )
         }
         let input = self.input;
-        fn run<T: Element>(gz: &[T], w: &[T], x: &[T], (n, o, k): Dims, input: bool) -> Vec<T> {
-            let mut out = vec![T::ZERO; o * k + if input { n * k } else { 0 }];
+        let len = o * k + if input { n * k } else { 0 };
+        fn run<T: Element>(gz: &[T], w: &[T], x: &[T], (n, o, k): Dims, len: usize) -> Vec<T> {
+            let mut out = vec![T::ZERO; len];
             let (gw, gx) = out.split_at_mut(o * k);
             // gz^T as a strided view of gz: element (i, j) at gz[j * o + i].
             let gz_t = Mat {
@@ -365,7 +360,7 @@ impl CustomOp3 for DenseGradients {
                 rs: k,
                 cs: 1,
             };
-            if !input {
+            if gx.is_empty() {
                 matmul_into(gw, &gz_t, &xs, false, all_threads());
                 return out;
             }
@@ -390,14 +385,13 @@ impl CustomOp3 for DenseGradients {
             );
             out
         }
-        let len = o * k + if input { n * k } else { 0 };
         let out = on_float3!(
             (s1, l1),
             (s2, l2),
             (s3, l3),
             "dense layer gradients",
             "gz, weight and input",
-            |gz, w, x| run(&gz, &w, &x, (n, o, k), input)
+            |gz, w, x| run(&gz, &w, &x, (n, o, k), len)
         );
         Ok((out, Shape::from(len)))
     }
